@@ -1,0 +1,181 @@
+"""The ``rollout`` command line.
+
+Exit codes: 0 success; 1 the input or the checked state is wrong (lint errors,
+drift, a gate that says no); 2 usage.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from . import __version__, diagnostics as diag, emit, model, pipeline
+from .diagnostics import Diagnostic, SpecError
+from .plan import Plan
+from .units import format_duration, format_percent
+
+FORMAT = click.option(
+    "--format", "fmt", type=click.Choice(diag.FORMATS), default="text", show_default=True,
+    help="How to print problems: text (path:line:col: ...), github (Actions annotations) or json.",
+)
+OUTPUT = click.option(
+    "-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
+    help="The output folder (e.g. generated).",
+)
+PATHS = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+
+
+def _report(diagnostics: list[Diagnostic], fmt: str) -> None:
+    if fmt == "json":
+        click.echo(diag.render(diagnostics, fmt), nl=False)
+    elif diagnostics:
+        click.echo(diag.render(diagnostics, fmt), nl=False, err=fmt == "text")
+
+
+def _fail_on(result: pipeline.Result, fmt: str) -> None:
+    _report(result.diagnostics, fmt)
+    if not result.ok:
+        raise SystemExit(1)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="rollout")
+def main() -> None:
+    """Compile progressive-delivery specs into the files GitOps controllers apply.
+
+    One YAML spec per service says how a new version goes live: stages, the
+    gates each must pass, flags, alert routing and rollback.  `rollout`
+    validates it and compiles it, byte for byte deterministically, into
+    router configs, Prometheus rules, Alertmanager routes, dashboards, flag
+    definitions and rollback manifests under an output folder.
+    """
+
+
+@main.command()
+@PATHS
+@FORMAT
+@click.option("--strict", is_flag=True, help="Treat warnings as errors.")
+def lint(paths: tuple[Path, ...], fmt: str, strict: bool) -> None:
+    """Validate specs (files or folders) without writing anything."""
+    result = pipeline.analyse(paths)
+    _report(result.diagnostics, fmt)
+    if not result.ok or (strict and result.diagnostics):
+        raise SystemExit(1)
+    if fmt == "text":
+        click.echo(f"{len(result.units)} rollout(s) ok", err=True)
+
+
+@main.command(name="compile")
+@PATHS
+@OUTPUT
+@FORMAT
+def compile_(paths: tuple[Path, ...], output: Path, fmt: str) -> None:
+    """Compile specs into OUTPUT (atomic per file; stale generated files removed).
+
+    The output folder belongs to the specs compiled into it: compile them
+    together.  Files in it that rollout did not generate are never touched.
+    """
+    result = pipeline.compile_paths(paths)
+    _fail_on(result, fmt)
+    try:
+        changes = emit.emit(output, result.files)
+    except emit.EmitError as exc:
+        raise click.ClickException(str(exc)) from None
+    if fmt == "text":
+        click.echo(
+            f"{len(result.units)} rollout(s), {len(result.files)} files: {len(changes.written)} written, "
+            f"{len(changes.removed)} removed, {changes.unchanged} unchanged",
+            err=True,
+        )
+
+
+@main.command()
+@PATHS
+@OUTPUT
+@FORMAT
+def check(paths: tuple[Path, ...], output: Path, fmt: str) -> None:
+    """Exit 1 with a unified diff when OUTPUT is not what a compile would write (the CI guard)."""
+    result = pipeline.compile_paths(paths)
+    _fail_on(result, fmt)
+    diffs = emit.drift(output, result.files)
+    if diffs:
+        click.echo("".join(diffs), nl=False)
+        click.echo(f"{output} is stale: {len(diffs)} file(s) differ; run `rollout compile` and commit the result", err=True)
+        raise SystemExit(1)
+    if fmt == "text":
+        click.echo(f"{output} is up to date ({len(result.files)} files)", err=True)
+
+
+@main.command()
+@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout.")
+def schema(output: Path | None) -> None:
+    """Print the JSON Schema of the spec language (for editors and CI)."""
+    text = json.dumps(model.json_schema(), indent=2, sort_keys=True) + "\n"
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        output.write_text(text, encoding="utf-8")
+
+
+def _one_plan(spec: Path, env: str | None) -> Plan:
+    result = pipeline.analyse([spec])
+    _fail_on(result, "text")
+    units = [u for u in result.units if env is None or u.plan.environment == env]
+    if not units:
+        known = ", ".join(sorted(u.plan.environment or "-" for u in result.units))
+        raise click.BadParameter(f"no environment '{env}' in {spec} (environments: {known})", param_hint="--env")
+    if len(units) > 1:
+        known = ", ".join(sorted(u.plan.environment or "-" for u in units))
+        raise click.BadParameter(f"{spec} has several environments ({known}): choose one", param_hint="--env")
+    return units[0].plan
+
+
+def _table(rows: list[list[str]]) -> str:
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    return "".join("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() + "\n" for row in rows)
+
+
+@main.command()
+@click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--env", help="The environment to explain, for specs with `environments`.")
+def explain(spec: Path, env: str | None) -> None:
+    """Print a spec's stages, weights, holds, gates and breach actions as a table."""
+    plan = _one_plan(spec, env)
+    rows = [["", "STAGE", "TRAFFIC", "MIRROR", "HOLD", "GATES", "ON BREACH"]]
+    for stage in plan.stages:
+        traffic = "testers" if stage.kind == "preview" else format_percent(stage.weight)
+        rows.append([
+            "*" if stage.name == plan.current.name else "",
+            stage.name, traffic,
+            format_percent(stage.mirror) if stage.mirror else "-",
+            format_duration(stage.hold) if stage.hold else "-",
+            "; ".join(g.description for g in stage.gates) or "-",
+            f"{stage.on_breach} ({stage.severity})" if stage.gates else "-",
+        ])
+    title = f"{plan.out}: {plan.stable.version} -> {plan.canary.version} ({plan.strategy}), current: {plan.current.name}"
+    click.echo(title)
+    click.echo(_table(rows), nl=False)
+    if plan.is_rollback:
+        click.echo("* rollback: all traffic on stable")
+
+
+def run(entry: Callable[..., object] = main) -> None:
+    """Entry point: no traceback ever reaches the user."""
+    try:
+        entry(standalone_mode=True)
+    except SpecError as exc:
+        click.echo(diag.render(exc.diagnostics, "text"), nl=False, err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as exc:  # a bug: say so plainly, without a traceback
+        click.echo(f"rollout: internal error: {type(exc).__name__}: {exc}", err=True)
+        click.echo("This is a bug in rollout; please report it with the spec that caused it.", err=True)
+        sys.exit(1)

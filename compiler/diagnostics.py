@@ -1,0 +1,59 @@
+"""Located messages for users: ``path:line:col: severity: message``, as text, GitHub annotations or JSON."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Iterable, Literal
+
+Severity = Literal["error", "warning"]
+
+
+@dataclass(frozen=True, order=True)
+class Diagnostic:
+    path: str
+    line: int
+    col: int
+    severity: Severity
+    message: str
+    code: str = "spec"
+
+    def text(self) -> str:
+        return f"{self.path}:{self.line}:{self.col}: {self.severity}: {self.message}"
+
+    def github(self) -> str:
+        # Workflow commands: properties escape % \r \n : , ; the message escapes % \r \n.
+        def prop(value: str) -> str:
+            return (
+                value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A").replace(":", "%3A").replace(",", "%2C")
+            )
+
+        message = self.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+        return (
+            f"::{self.severity} file={prop(self.path)},line={self.line},col={self.col},"
+            f"title={prop('rollout ' + self.code)}::{message}"
+        )
+
+
+class SpecError(Exception):
+    """Raised with every diagnostic of a file when it cannot be used."""
+
+    def __init__(self, diagnostics: Iterable[Diagnostic]):
+        self.diagnostics = sorted(diagnostics)
+        super().__init__("\n".join(d.text() for d in self.diagnostics))
+
+
+FORMATS = ("text", "github", "json")
+
+
+def render(diagnostics: Iterable[Diagnostic], fmt: str) -> str:
+    items = sorted(diagnostics)
+    if fmt == "json":
+        return json.dumps([asdict(d) for d in items], indent=2) + "\n"
+    if fmt == "github":
+        return "".join(d.github() + "\n" for d in items)
+    return "".join(d.text() + "\n" for d in items)
+
+
+def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
+    return any(d.severity == "error" for d in diagnostics)

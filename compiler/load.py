@@ -1,0 +1,220 @@
+"""load: YAML 1.2 text -> plain Python data, with the line and column of every node.
+
+Hostile input is expected: the file size, the nesting depth and the number of
+nodes after alias expansion are bounded; duplicate keys, tags, non-string keys
+and multiple documents are errors.  Every failure becomes a located
+:class:`~compiler.diagnostics.Diagnostic`.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from .diagnostics import Diagnostic, SpecError
+
+MAX_BYTES = 1 << 20
+MAX_NODES = 50_000
+MAX_DEPTH = 64
+
+Loc = tuple[Any, ...]
+
+
+@dataclass
+class Document:
+    """One loaded spec: its data and where each part of it stands in the file."""
+
+    path: str
+    data: Any
+    sha256: str
+    keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+
+    def locate(self, loc: Loc, prefer_key: bool = True) -> tuple[int, int]:
+        """The position of the deepest node along ``loc`` (1-based line and column)."""
+        path: Loc = ()
+        node = self.data
+        for part in loc:
+            if isinstance(node, dict) and isinstance(part, str) and part in node:
+                node = node[part]
+            elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+                node = node[part]
+            else:
+                continue
+            path = path + (part,)
+        while path:
+            table = (self.keys, self.values) if prefer_key else (self.values, self.keys)
+            for positions in table:
+                if path in positions:
+                    return positions[path]
+            path = path[:-1]
+        return (1, 1)
+
+    def error(self, loc: Loc, message: str, code: str = "spec", prefer_key: bool = True) -> Diagnostic:
+        line, col = self.locate(loc, prefer_key)
+        return Diagnostic(self.path, line, col, "error", message, code)
+
+    def warning(self, loc: Loc, message: str, code: str = "spec") -> Diagnostic:
+        line, col = self.locate(loc)
+        return Diagnostic(self.path, line, col, "warning", message, code)
+
+
+def _position_of_offset(raw: bytes, offset: int) -> tuple[int, int]:
+    before = raw[:offset]
+    line = before.count(b"\n") + 1
+    col = offset - (before.rfind(b"\n") + 1) + 1
+    return line, col
+
+
+def _at(path: str, line: int, col: int, message: str, code: str = "yaml") -> SpecError:
+    return SpecError([Diagnostic(path, line, col, "error", message, code)])
+
+
+def decode(raw: bytes, path: str) -> str:
+    if len(raw) > MAX_BYTES:
+        raise _at(path, 1, 1, f"file is {len(raw)} bytes; a spec may be at most {MAX_BYTES} bytes")
+    if b"\x00" in raw:
+        line, col = _position_of_offset(raw, raw.index(b"\x00"))
+        raise _at(path, line, col, "file contains a NUL byte: this is binary data, not a YAML spec")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line, col = _position_of_offset(raw, exc.start)
+        raise _at(path, line, col, f"file is not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    for index, char in enumerate(text):
+        if char not in "\t\n\r" and (ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0):
+            line = text.count("\n", 0, index) + 1
+            col = index - (text.rfind("\n", 0, index) + 1) + 1
+            raise _at(path, line, col, f"control character U+{ord(char):04X} is not allowed in a spec")
+    return text
+
+
+def _yaml_message(exc: MarkedYAMLError) -> str:
+    problem = (exc.problem or "invalid YAML").strip()
+    if "found character '\\t'" in problem:
+        return "tab character: YAML indentation must use spaces"
+    if "found duplicate key" in problem:
+        return problem.replace("found duplicate key", "duplicate key") + ": each key may appear once in a mapping"
+    context = (exc.context or "").strip()
+    return f"{problem} ({context})" if context else problem
+
+
+class _Converter:
+    """CommentedMap/Seq -> dict/list, recording positions and bounding the size."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self.nodes = 0
+        self.keys: dict[Loc, tuple[int, int]] = {}
+        self.values: dict[Loc, tuple[int, int]] = {}
+
+    def _count(self, pos: tuple[int, int], depth: int) -> None:
+        self.nodes += 1
+        if self.nodes > MAX_NODES:
+            raise _at(
+                self.path, *pos,
+                f"document expands to more than {MAX_NODES} nodes (aliases are expanded): refusing to load it",
+                "yaml-size",
+            )
+        if depth > MAX_DEPTH:
+            raise _at(self.path, *pos, f"document nests deeper than {MAX_DEPTH} levels", "yaml-size")
+
+    def convert(self, node: Any, loc: Loc, pos: tuple[int, int], depth: int) -> Any:
+        self._count(pos, depth)
+        if isinstance(node, CommentedMap):
+            out: dict[str, Any] = {}
+            for key in node:
+                key_pos = _lc(node, "key", key, pos)
+                value_pos = _lc(node, "value", key, key_pos)
+                if not isinstance(key, str):
+                    raise _at(self.path, *key_pos, f"mapping key {key!r} is not a string", "yaml")
+                self.keys[loc + (key,)] = key_pos
+                self.values[loc + (key,)] = value_pos
+                out[key] = self.convert(node[key], loc + (key,), value_pos, depth + 1)
+            return out
+        if isinstance(node, CommentedSeq):
+            items = []
+            for index, item in enumerate(node):
+                item_pos = _lc(node, "item", index, pos)
+                self.values[loc + (index,)] = item_pos
+                items.append(self.convert(item, loc + (index,), item_pos, depth + 1))
+            return items
+        tag = getattr(getattr(node, "tag", None), "value", None)
+        if isinstance(node, TaggedScalar) and tag == "tag:yaml.org,2002:str":
+            return str(node.value)
+        if isinstance(node, TaggedScalar) or (tag and not tag.startswith("tag:yaml.org,2002:")):
+            raise _at(self.path, *pos, f"YAML tag {tag or '?'} is not supported in a spec", "yaml")
+        if isinstance(node, bool) or node is None:
+            return node
+        if isinstance(node, int):
+            return int(node)
+        if isinstance(node, float):
+            return float(node)
+        if isinstance(node, str):
+            return str(node)
+        if isinstance(node, (datetime.date, datetime.datetime)):
+            return node.isoformat()
+        raise _at(self.path, *pos, f"unsupported YAML value of type {type(node).__name__}", "yaml")
+
+
+def _lc(node: Any, kind: str, key: Any, default: tuple[int, int]) -> tuple[int, int]:
+    try:
+        line, col = getattr(node.lc, kind)(key)
+    except (KeyError, IndexError, TypeError, AttributeError):
+        return default
+    return line + 1, col + 1
+
+
+def parse_text(text: str, path: str) -> tuple[Any, dict[Loc, tuple[int, int]], dict[Loc, tuple[int, int]]]:
+    yaml = YAML(typ="rt")
+    yaml.allow_duplicate_keys = False
+    try:
+        node = yaml.load(text)
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        raise _at(path, line, col, _yaml_message(exc)) from None
+    except YAMLError as exc:
+        raise _at(path, 1, 1, f"invalid YAML: {exc}") from None
+    except RecursionError:
+        raise _at(path, 1, 1, f"document nests deeper than {MAX_DEPTH} levels", "yaml-size") from None
+    converter = _Converter(path)
+    data = converter.convert(node, (), (1, 1), 0)
+    return data, converter.keys, converter.values
+
+
+def load_bytes(raw: bytes, path: str) -> Document:
+    text = decode(raw, path)
+    if not text.strip() or all(line.lstrip().startswith("#") or not line.strip() for line in text.splitlines()):
+        raise _at(path, 1, 1, "file is empty: expected a Rollout spec (apiVersion: rollout-compiler/v1, kind: Rollout)", "spec")
+    data, keys, values = parse_text(text, path)
+    if not isinstance(data, dict):
+        raise _at(path, 1, 1, f"a spec is a mapping (apiVersion, kind, metadata, ...), not a {type(data).__name__}", "spec")
+    return Document(path=path, data=data, sha256=hashlib.sha256(raw).hexdigest(), keys=keys, values=values)
+
+
+def display_path(path: Path) -> str:
+    """A path as the user sees it: relative to the working directory when inside it, POSIX-style."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return path.as_posix()
+
+
+def load_file(path: Path) -> Document:
+    shown = display_path(path)
+    try:
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_BYTES + 1)
+    except OSError as exc:
+        raise _at(shown, 1, 1, f"cannot read file: {exc.strerror or exc}", "io") from None
+    return load_bytes(raw, shown)

@@ -1,0 +1,564 @@
+"""model: the spec language as pydantic v2 models.
+
+Unknown fields are rejected everywhere.  Shorthands (``"< 1%"``, ``2h``,
+``0.1%``) are parsed here into exact values, so that nothing after this module
+handles spec text.  Rules that relate several fields live in ``compiler.rules``,
+where each gets its own located message.  The JSON Schema editors use is
+exported from these classes (``rollout schema``).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    WithJsonSchema,
+    model_validator,
+)
+
+from . import names, units
+
+API_VERSION = "rollout-compiler/v1"
+TARGETS = ("ingress-nginx", "gateway-api", "istio", "haproxy", "nginx")
+SOURCES = ("generic", "ingress-nginx", "istio", "haproxy", "custom")
+
+
+class Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True)
+
+
+def _checked(check, schema: dict[str, Any]):
+    """A string type validated by one of ``compiler.names``' checks."""
+
+    def validate(value: Any) -> str:
+        if not isinstance(value, str):
+            raise ValueError(f"expected a string, got {_kind(value)}")
+        return check(value)
+
+    return Annotated[str, PlainValidator(validate), WithJsonSchema({"type": "string", **schema})]
+
+
+def _kind(value: Any) -> str:
+    return {dict: "a mapping", list: "a list", bool: "a boolean", type(None): "nothing"}.get(
+        type(value), type(value).__name__
+    )
+
+
+def _quantity(parse, schema: dict[str, Any]):
+    return Annotated[Fraction, PlainValidator(parse), WithJsonSchema(schema)]
+
+
+_PERCENT_SCHEMA = {
+    "anyOf": [
+        {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*%?\s*$"},
+        {"type": "number", "minimum": 0, "maximum": 100},
+    ],
+    "description": "A percentage: '1%', '0.1%', '100%' (a bare number is read as percent).",
+}
+Percent = _quantity(units.parse_percent, _PERCENT_SCHEMA)
+Latency = _quantity(
+    units.parse_latency,
+    {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s)\s*$", "description": "A latency: '200ms', '1.5s'."},
+)
+Ratio = _quantity(
+    units.parse_ratio,
+    {"anyOf": [{"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*x?\s*$"}, {"type": "number", "exclusiveMinimum": 0}],
+     "description": "A factor: '2x' or 2."},
+)
+Number = _quantity(units.parse_number, {"anyOf": [{"type": "number"}, {"type": "string"}]})
+Duration = Annotated[
+    int,
+    PlainValidator(units.parse_duration),
+    WithJsonSchema({"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w))+$", "description": "A duration: '30s', '5m', '2h', '7d'."}),
+]
+
+DNSLabel = _checked(names.check_dns1123_label, {"pattern": names.DNS1123_LABEL.pattern, "maxLength": 63})
+ServiceName = _checked(names.check_dns1035_label, {"pattern": names.DNS1035_LABEL.pattern, "maxLength": 63})
+RolloutName = _checked(
+    names.check_rollout_name, {"pattern": names.DNS1035_LABEL.pattern, "maxLength": names.MAX_ROLLOUT_NAME}
+)
+LabelValue = _checked(names.check_label_value, {"pattern": names.LABEL_VALUE.pattern, "maxLength": 63})
+LabelKey = _checked(names.check_label_key, {})
+HeaderName = _checked(names.check_header_name, {"pattern": names.HEADER_TOKEN.pattern})
+SafeValue = _checked(names.check_safe_value, {"pattern": names.SAFE_VALUE.pattern, "maxLength": 128})
+Hostname = _checked(names.check_hostname, {"maxLength": 253})
+UrlPath = _checked(names.check_url_path, {"pattern": names.URL_PATH.pattern})
+EnvVar = _checked(names.check_env_var, {"pattern": names.ENV_VAR.pattern})
+FlagKey = _checked(names.check_flag_key, {"pattern": names.FLAG_KEY.pattern})
+StageName = _checked(names.check_stage_name, {"pattern": names.STAGE_NAME.pattern, "maxLength": 40})
+ReceiverName = _checked(
+    lambda v: names.check_dns1123_label(v, "receiver name"), {"pattern": names.DNS1123_LABEL.pattern}
+)
+
+
+def _check_url(value: str) -> str:
+    import re
+
+    if not re.match(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/\-]*)?$", value):
+        raise ValueError(f"'{value}' is not an http(s) URL without user info, query or fragment")
+    return value
+
+
+Url = _checked(_check_url, {"format": "uri", "pattern": "^https?://"})
+
+
+def _check_abs_path(value: str) -> str:
+    import re
+
+    if not re.match(r"^/[A-Za-z0-9._\-/]+$", value) or "/../" in value + "/":
+        raise ValueError(f"'{value}' must be an absolute file path of letters, digits and . _ - /")
+    return value
+
+
+SecretFile = _checked(_check_abs_path, {"pattern": "^/"})
+
+
+def _check_text(value: str) -> str:
+    if len(value) > 200 or any(ch in value for ch in "\n\r\t\x00") or not value.strip():
+        raise ValueError("must be one line of at most 200 characters")
+    return value
+
+
+Text = _checked(_check_text, {"maxLength": 200})
+
+
+def _check_email(value: str) -> str:
+    import re
+
+    if not re.match(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}$", value):
+        raise ValueError(f"'{value}' is not an email address")
+    return value
+
+
+Email = _checked(_check_email, {"format": "email"})
+
+
+def _check_host_port(value: str) -> str:
+    names.check_server_address(value)
+    return value
+
+
+HostPort = _checked(_check_host_port, {"pattern": r"^[^:]+:\d+$"})
+
+
+def _check_slack_channel(value: str) -> str:
+    import re
+
+    if not re.match(r"^[#@][a-z0-9._\-]{1,80}$", value):
+        raise ValueError(f"Slack channel '{value}' must be '#channel' or '@user' in lower case")
+    return value
+
+
+SlackChannel = _checked(_check_slack_channel, {"pattern": "^[#@]"})
+
+
+def _check_promql(value: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("expected a PromQL expression")
+    if len(value) > 4096:
+        raise ValueError("PromQL expression is longer than 4096 characters")
+    return value
+
+
+PromQL = Annotated[str, PlainValidator(_check_promql), WithJsonSchema({"type": "string", "description": "PromQL"})]
+
+
+# --------------------------------------------------------------------------- service
+
+
+class Server(Model):
+    address: Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^[^:]+:\d+$"})]
+    backup: bool = Field(False, description="Only receives traffic when every non-backup server is down.")
+
+    @model_validator(mode="after")
+    def _address(self) -> "Server":
+        names.check_server_address(self.address)
+        return self
+
+
+def _server(value: Any) -> Any:
+    return {"address": value} if isinstance(value, str) else value
+
+
+ServerEntry = Annotated[Server, BeforeValidator(_server)]
+
+
+class Variant(Model):
+    version: LabelValue = Field(description="The version this variant runs; the `version` label of its metrics.")
+    backend: ServiceName = Field(description="The Kubernetes Service (or HAProxy/nginx backend) of this variant.")
+    port: int | None = Field(None, ge=1, le=65535, description="Defaults to service.port.")
+    servers: list[ServerEntry] = Field(default_factory=list, description="HOST:PORT of each instance, for haproxy and nginx.")
+
+
+class Health(Model):
+    path: UrlPath = "/health"
+    interval: Duration = 30
+    timeout: Duration | None = None
+    expect_status: int = Field(200, ge=100, le=599)
+    fall: int = Field(3, ge=1, le=100)
+    rise: int = Field(2, ge=1, le=100)
+
+
+class Service(Model):
+    host: Hostname
+    path: UrlPath = "/"
+    port: int = Field(ge=1, le=65535)
+    stable: Variant
+    canary: Variant
+    health: Health | None = None
+
+
+# --------------------------------------------------------------------------- traffic
+
+
+class Sticky(Model):
+    header: HeaderName | None = None
+    cookie: Annotated[str, PlainValidator(lambda v: names.check_safe_value(v, "cookie name")),
+                      WithJsonSchema({"type": "string"})] | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "Sticky":
+        if (self.header is None) == (self.cookie is None):
+            raise ValueError("give exactly one of `header` or `cookie` (or `sticky: none`)")
+        return self
+
+
+def _none_word(value: Any) -> Any:
+    return None if value == "none" else value
+
+
+class Testers(Model):
+    header: HeaderName
+    values: list[SafeValue] = Field(min_length=1)
+
+
+class GatewayRef(Model):
+    name: DNSLabel
+    namespace: DNSLabel | None = None
+    section: DNSLabel | None = Field(None, description="sectionName of the Gateway listener.")
+
+
+class Traffic(Model):
+    targets: list[Literal["ingress-nginx", "gateway-api", "istio", "haproxy", "nginx"]] = Field(
+        default_factory=list,
+        description="Routers to compile for. Empty: the stages are realised by flags that follow the stage.",
+    )
+    sticky: Annotated[Sticky | None, BeforeValidator(_none_word)] = None
+    testers: Testers | None = None
+    gateway: GatewayRef | None = Field(None, description="The Gateway an HTTPRoute attaches to (gateway-api).")
+    ingress_class: DNSLabel = Field("nginx", description="spec.ingressClassName of generated Ingresses.")
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class CustomQueries(Model):
+    """PromQL templates; $variant, $version, $backend, $window and (latency) $quantile are substituted."""
+
+    requests: PromQL = Field(description="Requests per second of one variant over $window.")
+    errors: PromQL = Field(description="Failed requests per second of one variant over $window.")
+    latency: PromQL | None = Field(None, description="The $quantile latency of one variant over $window, in seconds.")
+
+
+class Metrics(Model):
+    source: Literal["generic", "ingress-nginx", "istio", "haproxy", "custom"] = "generic"
+    min_requests: int = Field(100, ge=1, description="Fewer requests than this in a gate's window: the gate cannot judge.")
+    expected_rps: float | None = Field(None, gt=0, description="Requests per second the whole service receives.")
+    window: Duration = Field(300, description="Default window of every gate.")
+    custom: CustomQueries | None = None
+
+
+# --------------------------------------------------------------------------- gates
+
+
+def _shorthand(value: Any) -> Any:
+    """``"< 1%"`` -> ``{"max": "1%"}``; mappings pass through."""
+    if isinstance(value, str):
+        text = value.strip()
+        for prefix in ("<=", "<"):
+            if text.startswith(prefix):
+                return {"max": text[len(prefix):].strip()}
+        raise ValueError(f"'{value}' is not a gate: write '< THRESHOLD' or a mapping {{max, for, window}}")
+    return value
+
+
+class _Gate(Model):
+    for_: Duration | None = Field(None, alias="for", description="How long the breach must last before it fires.")
+    window: Duration | None = Field(None, description="The range the rate is measured over (default metrics.window).")
+    severity: Literal["critical", "warning", "info"] | None = None
+
+
+class ErrorRateGate(_Gate):
+    max: Percent
+
+
+class LatencyGate(_Gate):
+    max: Latency
+
+
+class RatioGate(_Gate):
+    max: Ratio = Field(description="The canary's error ratio may be at most this many times the stable one's.")
+
+
+class CustomGate(_Gate):
+    query: PromQL = Field(description="PromQL giving one value; $variant/$version/$backend/$window are substituted.")
+    max: Number | None = None
+    min: Number | None = None
+    description: Text | None = None
+
+    @model_validator(mode="after")
+    def _bound(self) -> "CustomGate":
+        if (self.max is None) == (self.min is None):
+            raise ValueError("a custom gate needs exactly one of `max` or `min`")
+        return self
+
+
+def _gate(cls):
+    return Annotated[cls, BeforeValidator(_shorthand)]
+
+
+GateKey = _checked(lambda v: names.check_flag_key(v, "gate name"), {"pattern": names.FLAG_KEY.pattern})
+
+
+class Gates(Model):
+    error_rate: _gate(ErrorRateGate) | None = None
+    p95_latency: _gate(LatencyGate) | None = None
+    p99_latency: _gate(LatencyGate) | None = None
+    error_rate_vs_stable: _gate(RatioGate) | None = None
+    custom: dict[GateKey, CustomGate] = Field(default_factory=dict)
+
+
+OnBreach = Literal["rollback", "hold", "alert"]
+
+
+# --------------------------------------------------------------------------- stages and strategies
+
+
+class Stage(Model):
+    name: StageName
+    weight: Percent | None = Field(None, description="Share of live traffic on the canary.")
+    mirror: Percent | None = Field(None, description="Share of traffic mirrored to the canary (a shadow stage).")
+    hold: Duration | None = Field(None, description="How long the stage runs before it may advance.")
+    gates: Gates | None = None
+    on_breach: OnBreach = "rollback"
+
+
+class PresetStrategy(Model):
+    preset: Literal["safe", "fast", "instant", "custom"]
+    steps: list[Percent] | None = Field(None, description="Canary weights of a custom preset, e.g. [5, 20, 100].")
+    hold: Duration | None = Field(None, description="Hold of every step (safe/fast/custom: 5m, instant: 1m).")
+    shadow: Duration | None = Field(None, description="Prepend a 100% shadow stage of this length.")
+    gates: Gates | None = None
+    on_breach: OnBreach = "rollback"
+    final_on_breach: OnBreach | None = Field(None, description="on_breach of the last (100%) stage.")
+
+
+class BlueGreen(Model):
+    selector: dict[LabelKey, LabelValue] = Field(min_length=1, description="Pod labels common to both colours.")
+    color_label: LabelKey = "version"
+    active: Literal["blue", "green"] = Field("blue", description="The colour serving users before this release.")
+    preview: Duration = Field(description="How long testers alone use the new colour.")
+    steps: list[Percent] = Field(default_factory=list, description="Optional weighted steps before the switch.")
+    hold: Duration | None = Field(None, description="Hold of each weighted step.")
+    switch_hold: Duration | None = Field(None, description="How long the switched stage is watched.")
+    gates: Gates | None = None
+    on_breach: OnBreach = "rollback"
+
+
+class BlueGreenStrategy(Model):
+    blue_green: BlueGreen = Field(alias="blue-green")
+
+
+def _strategy_kind(value: Any) -> str | None:
+    if isinstance(value, dict):
+        if "blue-green" in value or "blue_green" in value:
+            return "<blue-green>"
+        return "<preset>"
+    if isinstance(value, (PresetStrategy, BlueGreenStrategy)):
+        return "<blue-green>" if isinstance(value, BlueGreenStrategy) else "<preset>"
+    return None
+
+
+STRATEGY_TAGS = {"<preset>": PresetStrategy, "<blue-green>": BlueGreenStrategy}
+Strategy = Annotated[
+    Union[Annotated[PresetStrategy, Tag("<preset>")], Annotated[BlueGreenStrategy, Tag("<blue-green>")]],
+    Discriminator(_strategy_kind, custom_error_type="strategy", custom_error_message="strategy must be {preset: ...} or {blue-green: ...}"),
+]
+
+
+# --------------------------------------------------------------------------- flags
+
+
+def _parse_rollout(value: Any) -> Fraction | str:
+    if value == "follow-stage":
+        return value
+    try:
+        return units.parse_percent(value)
+    except ValueError as exc:
+        raise ValueError(f"rollout is 'follow-stage' or a percentage; {exc}") from None
+
+
+Rollout = Annotated[
+    Any,
+    PlainValidator(_parse_rollout),
+    WithJsonSchema({"anyOf": [{"const": "follow-stage"}, _PERCENT_SCHEMA]}),
+]
+
+
+class Flag(Model):
+    rollout: Rollout | None = Field(
+        None, description="'follow-stage' (the canary weight of the stage in effect) or a fixed percentage."
+    )
+    allow: list[SafeValue] = Field(default_factory=list, description="Targeting keys that always get the flag.")
+    requires: list[FlagKey] = Field(default_factory=list, description="Flags that must be on for this one to be on.")
+    env: EnvVar | None = Field(None, description="Environment variable that overrides the flag in the application.")
+    kill_switch: bool = Field(False, description="This flag, when engaged, forces the flags it kills off.")
+    kills: list[FlagKey] | None = Field(None, description="Flags a kill switch forces off (default: all others).")
+    engaged: bool = Field(False, description="A kill switch pulled now.")
+    engage_on_rollback: bool = Field(False, description="A kill switch pulled by `current: rollback`.")
+    description: Text | None = None
+
+
+# --------------------------------------------------------------------------- alerting
+
+
+class PagerDuty(Model):
+    routing_key_file: SecretFile
+
+
+class Slack(Model):
+    channel: SlackChannel
+    api_url_file: SecretFile
+
+
+class EmailReceiver(Model):
+    to: Email
+    from_: Email | None = Field(None, alias="from")
+    smarthost: HostPort | None = None
+    auth_username: Text | None = None
+    auth_password_file: SecretFile | None = None
+
+
+class Webhook(Model):
+    url: Url | None = None
+    url_file: SecretFile | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "Webhook":
+        if (self.url is None) == (self.url_file is None):
+            raise ValueError("give exactly one of `url` or `url_file`")
+        return self
+
+
+class Receiver(Model):
+    pagerduty: PagerDuty | None = None
+    slack: Slack | None = None
+    email: EmailReceiver | None = None
+    webhook: Webhook | None = None
+
+    @model_validator(mode="after")
+    def _some(self) -> "Receiver":
+        if not any((self.pagerduty, self.slack, self.email, self.webhook)):
+            raise ValueError("a receiver needs at least one of pagerduty, slack, email, webhook")
+        return self
+
+
+class Routes(Model):
+    critical: list[ReceiverName] = Field(default_factory=list)
+    warning: list[ReceiverName] = Field(default_factory=list)
+    info: list[ReceiverName] = Field(default_factory=list)
+    rollback: list[ReceiverName] = Field(default_factory=list, description="Receivers of action=rollback alerts.")
+
+
+class Alerting(Model):
+    receivers: dict[ReceiverName, Receiver] = Field(min_length=1)
+    routes: Routes
+    grafana_url: Url | None = Field(None, description="Base URL of Grafana, for dashboard links in alerts.")
+
+
+# --------------------------------------------------------------------------- rollback and gitops
+
+
+class Rollback(Model):
+    within: Duration = Field(300, description="Time budget from the decision to all traffic on stable.")
+    preserve: list[Text] = Field(default_factory=list, description="What to keep for the investigation.")
+
+
+class ArgoCD(Model):
+    repo_url: Url
+    target_revision: Text = "main"
+    project: DNSLabel = "default"
+    namespace: DNSLabel = Field("argocd", description="Namespace of the Application object.")
+    destination_server: Url = "https://kubernetes.default.svc"
+    automated: bool = True
+
+
+class Flux(Model):
+    source: DNSLabel = Field(description="Name of the GitRepository source.")
+    source_namespace: DNSLabel = "flux-system"
+    namespace: DNSLabel = Field("flux-system", description="Namespace of the Kustomization object.")
+    interval: Duration = 300
+    prune: bool = True
+
+
+class GitOps(Model):
+    path: UrlPath = Field("/generated", description="Where the compiled tree lives in the repository.")
+    argocd: ArgoCD | None = None
+    flux: Flux | None = None
+
+    @model_validator(mode="after")
+    def _one(self) -> "GitOps":
+        if (self.argocd is None) == (self.flux is None):
+            raise ValueError("give exactly one of `argocd` or `flux`")
+        return self
+
+
+# --------------------------------------------------------------------------- the spec
+
+
+class Metadata(Model):
+    name: RolloutName
+    namespace: DNSLabel
+    owner: Text
+    runbook: Url | None = None
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Extra labels on every Kubernetes object (e.g. a PrometheusRule selector's `release`)."
+    )
+
+
+class RolloutSpec(Model):
+    """One service's progressive delivery: how a new version goes live."""
+
+    model_config = ConfigDict(title="Rollout", json_schema_extra={"$id": "https://rollout-compiler.dev/schema/rollout.schema.json"})
+
+    schema_: str | None = Field(None, alias="$schema", description="Ignored; for editors.")
+    api_version: Literal["rollout-compiler/v1"] = Field(alias="apiVersion")
+    kind: Literal["Rollout"]
+    metadata: Metadata
+    service: Service
+    traffic: Traffic
+    metrics: Metrics = Field(default_factory=Metrics)
+    stages: list[Stage] | None = None
+    strategy: Strategy | None = None
+    current: Annotated[str, WithJsonSchema({"type": "string", "description": "A stage name, or 'rollback'."})]
+    flags: dict[FlagKey, Flag] = Field(default_factory=dict)
+    alerting: Alerting | None = None
+    rollback: Rollback = Field(default_factory=Rollback)
+    gitops: GitOps | None = None
+    environments: dict[DNSLabel, dict[str, Any]] | None = Field(
+        None, description="Per-environment overrides merged over this spec (mappings merge, stage lists merge by name)."
+    )
+
+
+def json_schema() -> dict[str, Any]:
+    schema = RolloutSpec.model_json_schema(by_alias=True, mode="validation")
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    return schema

@@ -1,0 +1,181 @@
+"""Name rules for every place a spec's strings land, and the names of generated objects.
+
+Each ``check_*`` function returns the value unchanged or raises ``ValueError``
+with a message that says which rule the value breaks.  The rules are those of
+the consumers: Kubernetes (DNS-1123 / DNS-1035, label values), HTTP (header
+tokens), the routers (host names, paths, server addresses) and the shells that
+read environment variables.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
+HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+HOST_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+URL_PATH = re.compile(r"^/[A-Za-z0-9/._~\-]*$")
+ENV_VAR = re.compile(r"^[A-Z_][A-Z0-9_]*$")
+FLAG_KEY = re.compile(r"^[a-z][a-z0-9_]*$")
+STAGE_NAME = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# Values a router compares a header against, and allowlisted targeting keys:
+# printable ASCII without quotes, backslashes, spaces or config-language
+# delimiters, so they land inert in HAProxy, nginx, PromQL and YAML alike.
+SAFE_VALUE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._~:/@+=\-]*$")
+PROM_LABEL_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+
+#: Suffixes this compiler appends to ``metadata.name`` for the objects it
+#: generates.  The longest one bounds the length of a rollout's name so that
+#: every derived name stays a valid 63-character DNS label.
+SUFFIXES = (
+    "-canary",
+    "-preview",
+    "-haproxy",
+    "-nginx",
+    "-flags",
+    "-dashboard",
+    "-rules",
+    "-alertmanager",
+    "-rollout",
+)
+MAX_LABEL = 63
+MAX_ROLLOUT_NAME = MAX_LABEL - max(len(s) for s in SUFFIXES)
+
+
+def check_dns1123_label(value: str, what: str = "name") -> str:
+    if len(value) > MAX_LABEL:
+        raise ValueError(f"{what} '{value}' is {len(value)} characters; a DNS-1123 label has at most 63")
+    if not DNS1123_LABEL.match(value):
+        raise ValueError(
+            f"{what} '{value}' is not a DNS-1123 label: lower-case letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def check_dns1035_label(value: str, what: str = "name") -> str:
+    if len(value) > MAX_LABEL:
+        raise ValueError(f"{what} '{value}' is {len(value)} characters; a Kubernetes Service name has at most 63")
+    if not DNS1035_LABEL.match(value):
+        raise ValueError(
+            f"{what} '{value}' is not a DNS-1035 label (a Kubernetes Service name): lower-case letters, "
+            "digits and '-', starting with a letter and ending with a letter or digit"
+        )
+    return value
+
+
+def check_rollout_name(value: str) -> str:
+    check_dns1035_label(value, "metadata.name")
+    if len(value) > MAX_ROLLOUT_NAME:
+        longest = max(SUFFIXES, key=len)
+        raise ValueError(
+            f"metadata.name '{value}' is {len(value)} characters; at most {MAX_ROLLOUT_NAME} so that "
+            f"derived names such as '{value}{longest}' stay within 63"
+        )
+    return value
+
+
+def check_label_value(value: str, what: str = "value") -> str:
+    if len(value) > MAX_LABEL or not LABEL_VALUE.match(value):
+        raise ValueError(
+            f"{what} '{value}' is not a valid Kubernetes label value: at most 63 characters of letters, "
+            "digits, '-', '_' and '.', starting and ending with a letter or digit"
+        )
+    return value
+
+
+def check_label_key(value: str) -> str:
+    prefix, _, name = value.rpartition("/")
+    if prefix:
+        check_hostname(prefix, "label prefix")
+    if len(name) > MAX_LABEL or not LABEL_NAME.match(name):
+        raise ValueError(f"label key '{value}' is not a valid Kubernetes label key")
+    if not PROM_LABEL_NAME.match(name.replace("-", "_").replace(".", "_")):
+        raise ValueError(f"label key '{value}' cannot be used as a Prometheus label")
+    return value
+
+
+def check_header_name(value: str) -> str:
+    if not HEADER_TOKEN.match(value) or len(value) > 128:
+        raise ValueError(
+            f"header name '{value}' is not an HTTP header name (RFC 9110 token: letters, digits and !#$%&'*+-.^_`|~)"
+        )
+    return value
+
+
+def check_safe_value(value: str, what: str = "value") -> str:
+    if len(value) > 128 or not SAFE_VALUE.match(value):
+        raise ValueError(
+            f"{what} '{value}' may contain only letters, digits and . _ ~ : / @ + = -, "
+            "start with a letter or digit, and be at most 128 characters"
+        )
+    return value
+
+
+def check_hostname(value: str, what: str = "host") -> str:
+    text = value[2:] if value.startswith("*.") else value
+    if len(value) > 253 or not text:
+        raise ValueError(f"{what} '{value}' is not a DNS name (at most 253 characters)")
+    for label in text.split("."):
+        if len(label) > MAX_LABEL or not HOST_LABEL.match(label):
+            raise ValueError(
+                f"{what} '{value}' is not a lower-case DNS name: each dot-separated part is 1-63 "
+                "letters, digits or '-', not starting or ending with '-'"
+            )
+    return value
+
+
+def check_url_path(value: str, what: str = "path") -> str:
+    if len(value) > 1024 or not URL_PATH.match(value) or "//" in value or "/../" in value + "/" or "/./" in value + "/":
+        raise ValueError(
+            f"{what} '{value}' must start with '/' and contain only letters, digits and / . _ ~ -, "
+            "without empty, '.' or '..' segments"
+        )
+    return value
+
+
+def check_server_address(value: str) -> tuple[str, int]:
+    """``10.0.0.11:8080`` or ``backend-1.internal:8080`` -> (host, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"server '{value}' must be HOST:PORT, e.g. '10.0.0.11:8080'")
+    number = int(port)
+    if not 1 <= number <= 65535 or port != str(number):
+        raise ValueError(f"server '{value}' has port {port}; a port is 1-65535")
+    if re.match(r"^\d+(\.\d+){3}$", host):
+        if any(int(part) > 255 or (len(part) > 1 and part.startswith("0")) for part in host.split(".")):
+            raise ValueError(f"server '{value}' is not a valid IPv4 address")
+    else:
+        check_hostname(host, "server host")
+    return host, number
+
+
+def check_env_var(value: str) -> str:
+    if not ENV_VAR.match(value) or len(value) > 128:
+        raise ValueError(f"environment variable '{value}' must be upper-case letters, digits and '_', not starting with a digit")
+    return value
+
+
+def check_flag_key(value: str, what: str = "flag name") -> str:
+    if not FLAG_KEY.match(value) or len(value) > 63:
+        raise ValueError(f"{what} '{value}' must be lower-case letters, digits and '_', starting with a letter, at most 63")
+    return value
+
+
+def check_stage_name(value: str) -> str:
+    if value == "rollback":
+        raise ValueError("'rollback' is reserved: `current: rollback` means everything back on stable")
+    if len(value) > 40 or not STAGE_NAME.match(value):
+        raise ValueError(
+            f"stage name '{value}' must be lower-case letters, digits and '-', starting with a letter, at most 40"
+        )
+    return value
+
+
+def short_hash(*parts: str, length: int = 12) -> str:
+    digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
+    return digest[:length]

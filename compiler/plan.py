@@ -1,0 +1,496 @@
+"""plan: a validated spec -> the normalized IR every target reads.
+
+Everything a target needs is decided here, once: stage shares as exact
+fractions, which stage is in effect, gates with their thresholds, windows and
+alert labels, PromQL templates of the metrics source, flag states per stage,
+and the names of every generated object.  Targets never look at the spec.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from fractions import Fraction
+from typing import Any
+
+from . import metrics, model, names
+from .load import Loc
+from .units import format_decimal, format_latency, format_percent
+
+ROLLBACK = "rollback"
+ACTIONS = {"rollback": "rollback", "hold": "hold", "alert": "notify"}
+SEVERITIES = {"rollback": "critical", "hold": "warning", "alert": "warning"}
+DEFAULT_FOR = 60
+PRESETS: dict[str, tuple[tuple[int, ...], int]] = {
+    "safe": ((5, 10, 25, 50, 75, 100), 300),
+    "fast": ((25, 50, 100), 300),
+    "instant": ((100,), 60),
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    path: str  # as the user named it, e.g. specs/checkout.yaml
+    sha256: str
+
+    @property
+    def short(self) -> str:
+        return self.sha256[:12]
+
+
+@dataclass(frozen=True)
+class ServerPlan:
+    address: str  # HOST:PORT
+    host: str
+    port: int
+    backup: bool
+
+
+@dataclass(frozen=True)
+class VariantPlan:
+    role: str  # "stable" | "canary"
+    version: str
+    backend: str  # Kubernetes Service / router backend name
+    port: int
+    servers: tuple[ServerPlan, ...]
+    color: str | None  # blue-green: this variant's colour
+
+
+@dataclass(frozen=True)
+class HealthPlan:
+    path: str
+    interval: int
+    timeout: int
+    expect_status: int
+    fall: int
+    rise: int
+
+
+@dataclass(frozen=True)
+class GatePlan:
+    name: str  # error_rate | p95_latency | p99_latency | error_rate_vs_stable | a custom gate's name
+    kind: str  # "error_rate" | "latency" | "ratio" | "custom"
+    threshold: Fraction  # error_rate: a fraction; latency: seconds; ratio: a factor; custom: a value
+    bound: str  # "max": breach above; "min": breach below
+    quantile: Fraction | None  # latency gates
+    window: int  # seconds
+    for_: int  # seconds
+    severity: str  # critical | warning | info
+    query: str | None  # custom gates: PromQL for the canary, with $window left in
+    description: str  # "error rate < 1%"
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class StagePlan:
+    index: int  # position in Plan.stages; -1 for the rollback state
+    name: str
+    kind: str  # "shadow" | "canary" | "full" | "preview" | "switch" | "rollback"
+    weight: Fraction  # share of live traffic served by the new version
+    route_weight: Fraction  # share routers send to the canary backend (blue-green: 0 once switched)
+    mirror: Fraction  # share of traffic mirrored to the canary
+    hold: int | None  # seconds
+    gates: tuple[GatePlan, ...]
+    on_breach: str  # rollback | hold | alert (as written)
+    action: str  # rollback | hold | notify (the alerts' `action` label)
+    severity: str  # default severity of this stage's gate alerts
+    testers: bool  # the tester header reaches the canary
+    active_color: str | None  # blue-green: the colour the main Service selects
+    loc: Loc
+
+    @property
+    def is_shadow(self) -> bool:
+        return self.mirror > 0
+
+
+@dataclass(frozen=True)
+class StickyPlan:
+    kind: str  # "header" | "cookie"
+    name: str
+
+
+@dataclass(frozen=True)
+class TestersPlan:
+    header: str
+    values: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BlueGreenPlan:
+    selector: tuple[tuple[str, str], ...]
+    color_label: str
+    old_color: str  # serves users before the switch (the stable variant)
+    new_color: str  # the release (the canary variant)
+
+
+@dataclass(frozen=True)
+class FlagPlan:
+    name: str
+    kind: str  # "release" | "kill_switch"
+    follows_stage: bool
+    shares: tuple[tuple[str, Fraction], ...]  # stage name (and "rollback") -> share of keys on
+    engaged: tuple[tuple[str, bool], ...]  # kill switches: stage name (and "rollback") -> pulled
+    allow: tuple[str, ...]
+    requires: tuple[str, ...]
+    kills: tuple[str, ...]  # kill switches: the flags forced off when engaged
+    env: str | None
+    description: str | None
+    loc: Loc
+
+
+@dataclass(frozen=True)
+class FlagState:
+    """A flag at the stage in effect."""
+
+    name: str
+    share: Fraction  # share of targeting keys on (a kill switch: 1 when engaged)
+    engaged: bool  # kill switches only
+    killed: bool  # an engaged kill switch forces this flag off
+
+
+@dataclass(frozen=True)
+class MetricsPlan:
+    source: str
+    min_requests: int
+    expected_rps: float | None
+    window: int
+    stable: metrics.VariantQueries
+    canary: metrics.VariantQueries
+
+    def queries(self, role: str) -> metrics.VariantQueries:
+        return self.stable if role == "stable" else self.canary
+
+
+@dataclass(frozen=True)
+class AlertingPlan:
+    receivers: tuple[tuple[str, model.Receiver], ...]
+    routes: tuple[tuple[str, tuple[str, ...]], ...]  # critical / warning / info / rollback -> receivers
+    grafana_url: str | None
+
+    def route(self, key: str) -> tuple[str, ...]:
+        return dict(self.routes).get(key, ())
+
+
+@dataclass(frozen=True)
+class Names:
+    """Every generated object's name, decided once."""
+
+    ingress: str  # the main (stable) Ingress; ingress-nginx metrics' `ingress` label
+    canary_ingress: str
+    http_route: str
+    virtual_service: str
+    destination_rule: str
+    active_service: str  # blue-green: the Service users reach (selector switches)
+    preview_service: str  # blue-green: the Service testers reach (always the new colour)
+    haproxy_configmap: str
+    nginx_configmap: str
+    flags_configmap: str
+    dashboard_configmap: str
+    prometheus_rule: str
+    alertmanager_configmap: str
+    dashboard_uid: str
+    alert_prefix: str  # CamelCase, e.g. "Checkout"
+    rule_group: str  # Prometheus rule group prefix, e.g. "rollout.shop.checkout"
+
+
+@dataclass(frozen=True)
+class Plan:
+    source: Source
+    environment: str | None
+    name: str
+    namespace: str
+    owner: str
+    runbook: str | None
+    labels: tuple[tuple[str, str], ...]
+    out: str  # the rollout's folder in the output tree: "[env/]namespace/name"
+    host: str
+    path: str
+    port: int
+    health: HealthPlan | None
+    stable: VariantPlan
+    canary: VariantPlan
+    targets: tuple[str, ...]
+    sticky: StickyPlan | None
+    testers: TestersPlan | None
+    gateway: model.GatewayRef | None
+    ingress_class: str
+    strategy: str  # "canary" | "blue-green"
+    blue_green: BlueGreenPlan | None
+    stages: tuple[StagePlan, ...]
+    rollback_stage: StagePlan
+    current: StagePlan  # the stage in effect (may be rollback_stage)
+    flags: tuple[FlagPlan, ...]
+    flag_states: tuple[FlagState, ...]
+    metrics: MetricsPlan
+    alerting: AlertingPlan | None
+    rollback_within: int
+    preserve: tuple[str, ...]
+    gitops: model.GitOps | None
+    names: Names
+
+    # ---- navigation
+
+    @property
+    def id(self) -> str:
+        return self.out
+
+    @property
+    def is_rollback(self) -> bool:
+        return self.current.kind == "rollback"
+
+    def stage(self, name: str) -> StagePlan:
+        if name == ROLLBACK:
+            return self.rollback_stage
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(name)
+
+    def next_stage(self) -> StagePlan | None:
+        if self.is_rollback:
+            return None
+        index = self.current.index + 1
+        return self.stages[index] if index < len(self.stages) else None
+
+    def variant(self, role: str) -> VariantPlan:
+        return self.stable if role == "stable" else self.canary
+
+    def at(self, stage_name: str) -> "Plan":
+        """This plan with another stage in effect."""
+        stage = self.stage(stage_name)
+        return replace(self, current=stage, flag_states=_flag_states(self.flags, stage.name))
+
+    def flag_state(self, name: str) -> FlagState:
+        return next(s for s in self.flag_states if s.name == name)
+
+
+# --------------------------------------------------------------------------- construction
+
+
+def _gate_plans(gates: model.Gates | None, loc: Loc, spec: model.RolloutSpec, severity: str) -> tuple[GatePlan, ...]:
+    if gates is None:
+        return ()
+    window = spec.metrics.window
+    out: list[GatePlan] = []
+
+    def common(g: model._Gate) -> dict[str, Any]:
+        return {"window": g.window or window, "for_": g.for_ or DEFAULT_FOR, "severity": g.severity or severity}
+
+    if gates.error_rate is not None:
+        g = gates.error_rate
+        out.append(GatePlan("error_rate", "error_rate", g.max, "max", None, query=None,
+                            description=f"error rate < {format_percent(g.max)}", loc=loc + ("error_rate",), **common(g)))
+    for key, quantile in (("p95_latency", Fraction(95, 100)), ("p99_latency", Fraction(99, 100))):
+        g = getattr(gates, key)
+        if g is not None:
+            out.append(GatePlan(key, "latency", g.max, "max", quantile, query=None,
+                                description=f"p{int(quantile * 100)} latency < {format_latency(g.max)}",
+                                loc=loc + (key,), **common(g)))
+    if gates.error_rate_vs_stable is not None:
+        g = gates.error_rate_vs_stable
+        out.append(GatePlan("error_rate_vs_stable", "ratio", g.max, "max", None, query=None,
+                            description=f"canary error rate <= {format_decimal(g.max)}x stable",
+                            loc=loc + ("error_rate_vs_stable",), **common(g)))
+    for name in sorted(gates.custom):
+        g = gates.custom[name]
+        bound = "max" if g.max is not None else "min"
+        threshold = g.max if g.max is not None else g.min
+        sign = "<=" if bound == "max" else ">="
+        out.append(GatePlan(name, "custom", threshold, bound, None, query=g.query,
+                            description=g.description or f"{name} {sign} {format_decimal(threshold)}",
+                            loc=loc + ("custom", name), **common(g)))
+    return tuple(out)
+
+
+def _stage(index: int, name: str, kind: str, weight: Fraction, mirror: Fraction, hold: int | None,
+           gates: tuple[GatePlan, ...], on_breach: str, testers: bool, loc: Loc,
+           route_weight: Fraction | None = None, active_color: str | None = None) -> StagePlan:
+    return StagePlan(
+        index=index, name=name, kind=kind, weight=weight,
+        route_weight=weight if route_weight is None else route_weight, mirror=mirror, hold=hold, gates=gates,
+        on_breach=on_breach, action=ACTIONS[on_breach], severity=SEVERITIES[on_breach], testers=testers,
+        active_color=active_color, loc=loc,
+    )
+
+
+def step_name(share: Fraction) -> str:
+    if share == 1:
+        return "full"
+    text = format_decimal(share * 100, 6).replace(".", "p")
+    return f"canary-{text}"
+
+
+def _kind(weight: Fraction, mirror: Fraction) -> str:
+    if mirror > 0:
+        return "shadow"
+    return "full" if weight == 1 else "canary"
+
+
+def _stages(spec: model.RolloutSpec, testers: bool) -> tuple[StagePlan, ...]:
+    stages: list[StagePlan] = []
+    if spec.stages is not None:
+        for i, s in enumerate(spec.stages):
+            weight = s.weight or Fraction(0)
+            mirror = s.mirror or Fraction(0)
+            loc = ("stages", i)
+            gates = _gate_plans(s.gates, loc + ("gates",), spec, SEVERITIES[s.on_breach])
+            stages.append(_stage(i, s.name, _kind(weight, mirror), weight, mirror, s.hold, gates, s.on_breach, testers, loc))
+        return tuple(stages)
+    strategy = spec.strategy
+    if isinstance(strategy, model.PresetStrategy):
+        if strategy.preset == "custom":
+            steps = [(w, ("strategy", "steps", i)) for i, w in enumerate(strategy.steps or [])]
+            hold = strategy.hold or 300
+        else:
+            weights, default_hold = PRESETS[strategy.preset]
+            steps = [(Fraction(w, 100), ("strategy", "preset")) for w in weights]
+            hold = strategy.hold or default_hold
+        if strategy.shadow:
+            loc = ("strategy", "shadow")
+            stages.append(_stage(0, "shadow", "shadow", Fraction(0), Fraction(1), strategy.shadow, (), strategy.on_breach, testers, loc))
+        for i, (weight, loc) in enumerate(steps):
+            last = i == len(steps) - 1
+            on_breach = (strategy.final_on_breach or strategy.on_breach) if last else strategy.on_breach
+            gates = _gate_plans(strategy.gates, ("strategy", "gates"), spec, SEVERITIES[on_breach])
+            stages.append(_stage(len(stages), step_name(weight), _kind(weight, Fraction(0)), weight, Fraction(0),
+                                 hold, gates, on_breach, testers, loc))
+        return tuple(stages)
+    bg = strategy.blue_green  # type: ignore[union-attr]
+    old, new = bg.active, ("green" if bg.active == "blue" else "blue")
+    gates = _gate_plans(bg.gates, ("strategy", "blue-green", "gates"), spec, SEVERITIES[bg.on_breach])
+    stages.append(_stage(0, "preview", "preview", Fraction(0), Fraction(0), bg.preview, gates, bg.on_breach, True,
+                         ("strategy", "blue-green", "preview"), active_color=old))
+    for i, weight in enumerate(bg.steps):
+        stages.append(_stage(len(stages), step_name(weight), "canary", weight, Fraction(0), bg.hold or 300, gates,
+                             bg.on_breach, True, ("strategy", "blue-green", "steps", i), active_color=old))
+    stages.append(_stage(len(stages), "switch", "switch", Fraction(1), Fraction(0), bg.switch_hold, gates, bg.on_breach,
+                         True, ("strategy", "blue-green", "switch_hold"), route_weight=Fraction(0), active_color=new))
+    return tuple(stages)
+
+
+def _rollback_stage(blue_green: BlueGreenPlan | None) -> StagePlan:
+    return _stage(-1, ROLLBACK, "rollback", Fraction(0), Fraction(0), None, (), "rollback", False, ("current",),
+                  active_color=blue_green.old_color if blue_green else None)
+
+
+def _flags(spec: model.RolloutSpec, stages: tuple[StagePlan, ...], rollback: StagePlan) -> tuple[FlagPlan, ...]:
+    ordinary = [name for name, f in spec.flags.items() if not f.kill_switch]
+    out = []
+    for name in sorted(spec.flags):
+        flag = spec.flags[name]
+        all_stages = stages + (rollback,)
+        if flag.kill_switch:
+            engaged = tuple((s.name, flag.engaged or (s.kind == "rollback" and flag.engage_on_rollback)) for s in all_stages)
+            shares = tuple((s.name, Fraction(int(e))) for s, (_, e) in zip(all_stages, engaged))
+            kills = tuple(sorted(flag.kills if flag.kills is not None else ordinary))
+        else:
+            engaged = tuple((s.name, False) for s in all_stages)
+            if flag.rollout == "follow-stage":
+                shares = tuple((s.name, s.weight) for s in all_stages)
+            else:
+                fixed = flag.rollout if flag.rollout is not None else Fraction(0)
+                shares = tuple((s.name, fixed) for s in all_stages)
+            kills = ()
+        out.append(FlagPlan(
+            name=name, kind="kill_switch" if flag.kill_switch else "release",
+            follows_stage=flag.rollout == "follow-stage", shares=shares, engaged=engaged,
+            allow=tuple(flag.allow), requires=tuple(flag.requires), kills=kills, env=flag.env,
+            description=flag.description, loc=("flags", name),
+        ))
+    return tuple(out)
+
+
+def _flag_states(flags: tuple[FlagPlan, ...], stage: str) -> tuple[FlagState, ...]:
+    engaged = {f.name for f in flags if f.kind == "kill_switch" and dict(f.engaged)[stage]}
+    killed = {k for f in flags if f.name in engaged for k in f.kills}
+    return tuple(
+        FlagState(f.name, dict(f.shares)[stage], f.name in engaged, f.name in killed) for f in flags
+    )
+
+
+def _names(spec: model.RolloutSpec, environment: str | None) -> Names:
+    n = spec.metadata.name
+    camel = "".join(part.capitalize() for part in n.split("-"))
+    scope = ".".join(p for p in (environment, spec.metadata.namespace, n) if p)
+    return Names(
+        ingress=n, canary_ingress=f"{n}-canary", http_route=n, virtual_service=n, destination_rule=n,
+        active_service=spec.service.stable.backend, preview_service=spec.service.canary.backend,
+        haproxy_configmap=f"{n}-haproxy", nginx_configmap=f"{n}-nginx", flags_configmap=f"{n}-flags",
+        dashboard_configmap=f"{n}-dashboard", prometheus_rule=f"{n}-rollout",
+        alertmanager_configmap=f"{n}-alertmanager",
+        dashboard_uid="rollout-" + names.short_hash(environment or "", spec.metadata.namespace, n, length=20),
+        alert_prefix=camel, rule_group=f"rollout.{scope}",
+    )
+
+
+def _variant(role: str, v: model.Variant, port: int, color: str | None) -> VariantPlan:
+    servers = []
+    for s in v.servers:
+        host, number = names.check_server_address(s.address)
+        servers.append(ServerPlan(s.address, host, number, s.backup))
+    return VariantPlan(role, v.version, v.backend, v.port or port, tuple(servers), color)
+
+
+def _metrics(spec: model.RolloutSpec, stable: VariantPlan, canary: VariantPlan, ingress: str) -> MetricsPlan:
+    m = spec.metrics
+    queries = {}
+    for variant in (stable, canary):
+        labels = metrics.VariantLabels(variant.role, variant.version, variant.backend, variant.port)
+        if m.source == "custom":
+            custom = m.custom
+            assert custom is not None  # checked by the rules
+            queries[variant.role] = metrics.VariantQueries(
+                metrics.substitute(custom.requests, labels),
+                metrics.substitute(custom.errors, labels),
+                metrics.substitute(custom.latency, labels) if custom.latency else None,
+            )
+        else:
+            queries[variant.role] = metrics.preset(m.source, spec.metadata.name, spec.metadata.namespace, ingress, labels)
+    return MetricsPlan(m.source, m.min_requests, m.expected_rps, m.window, queries["stable"], queries["canary"])
+
+
+def build(spec: model.RolloutSpec, source: Source, environment: str | None = None) -> Plan:
+    """A plan of a spec that passed ``compiler.rules``."""
+    meta = spec.metadata
+    bg_spec = spec.strategy.blue_green if isinstance(spec.strategy, model.BlueGreenStrategy) else None
+    blue_green = None
+    if bg_spec is not None:
+        new = "green" if bg_spec.active == "blue" else "blue"
+        blue_green = BlueGreenPlan(tuple(sorted(bg_spec.selector.items())), bg_spec.color_label, bg_spec.active, new)
+    stable = _variant("stable", spec.service.stable, spec.service.port, blue_green.old_color if blue_green else None)
+    canary = _variant("canary", spec.service.canary, spec.service.port, blue_green.new_color if blue_green else None)
+    testers = spec.traffic.testers
+    stages = _stages(spec, testers is not None)
+    rollback = _rollback_stage(blue_green)
+    current = rollback if spec.current == ROLLBACK else next(s for s in stages if s.name == spec.current)
+    flags = _flags(spec, stages, rollback)
+    plan_names = _names(spec, environment)
+    health = spec.service.health
+    alerting = None
+    if spec.alerting is not None:
+        r = spec.alerting.routes
+        alerting = AlertingPlan(
+            receivers=tuple(sorted(spec.alerting.receivers.items())),
+            routes=(("critical", tuple(r.critical)), ("warning", tuple(r.warning)), ("info", tuple(r.info)),
+                    ("rollback", tuple(r.rollback))),
+            grafana_url=spec.alerting.grafana_url,
+        )
+    sticky = spec.traffic.sticky
+    return Plan(
+        source=source, environment=environment, name=meta.name, namespace=meta.namespace, owner=meta.owner,
+        runbook=meta.runbook, labels=tuple(sorted(meta.labels.items())),
+        out="/".join(p for p in (environment, meta.namespace, meta.name) if p),
+        host=spec.service.host, path=spec.service.path, port=spec.service.port,
+        health=HealthPlan(health.path, health.interval, health.timeout or min(health.interval, 5), health.expect_status,
+                          health.fall, health.rise) if health else None,
+        stable=stable, canary=canary, targets=tuple(spec.traffic.targets),
+        sticky=StickyPlan("header", sticky.header) if sticky and sticky.header else (
+            StickyPlan("cookie", sticky.cookie) if sticky and sticky.cookie else None),
+        testers=TestersPlan(testers.header, tuple(testers.values)) if testers else None,
+        gateway=spec.traffic.gateway, ingress_class=spec.traffic.ingress_class,
+        strategy="blue-green" if blue_green else "canary", blue_green=blue_green,
+        stages=stages, rollback_stage=rollback, current=current,
+        flags=flags, flag_states=_flag_states(flags, current.name),
+        metrics=_metrics(spec, stable, canary, plan_names.ingress),
+        alerting=alerting, rollback_within=spec.rollback.within, preserve=tuple(spec.rollback.preserve),
+        gitops=spec.gitops, names=plan_names,
+    )

@@ -1,0 +1,326 @@
+"""Semantic rules of a spec: what the schema alone cannot say.
+
+Each rule yields located diagnostics; all rules run, so a user sees every
+problem of a file at once.  Rules that concern one output target live in that
+target's ``lint`` instead.
+"""
+
+from __future__ import annotations
+
+import difflib
+from fractions import Fraction
+from typing import Callable, Iterator
+
+from . import metrics, model
+from .diagnostics import Diagnostic
+from .load import Document
+from .plan import PRESETS, ROLLBACK, step_name
+from .units import format_percent
+
+Rule = Callable[[model.RolloutSpec, Document], Iterator[Diagnostic]]
+RULES: list[Rule] = []
+
+
+def rule(fn: Rule) -> Rule:
+    RULES.append(fn)
+    return fn
+
+
+def check(spec: model.RolloutSpec, doc: Document) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for fn in RULES:
+        out.extend(fn(spec, doc))
+    return out
+
+
+def _stage_names(spec: model.RolloutSpec) -> list[str]:
+    if spec.stages is not None:
+        return [s.name for s in spec.stages]
+    strategy = spec.strategy
+    if isinstance(strategy, model.PresetStrategy):
+        if strategy.preset == "custom":
+            steps = list(strategy.steps or [])
+        else:
+            steps = [Fraction(w, 100) for w in PRESETS[strategy.preset][0]]
+        return (["shadow"] if strategy.shadow else []) + [step_name(w) for w in steps]
+    if isinstance(strategy, model.BlueGreenStrategy):
+        return ["preview"] + [step_name(w) for w in strategy.blue_green.steps] + ["switch"]
+    return []
+
+
+MIRROR_TARGETS = ("gateway-api", "istio", "ingress-nginx", "nginx")
+
+
+def _spec_stages(spec: model.RolloutSpec) -> list[model.Stage]:
+    if spec.stages:
+        return list(spec.stages)
+    if isinstance(spec.strategy, model.PresetStrategy) and spec.strategy.shadow:
+        return [model.Stage(name="shadow", mirror=Fraction(1))]
+    return []
+
+
+@rule
+def stages_or_strategy(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    if spec.stages is None and spec.strategy is None:
+        yield doc.error((), "the spec needs `stages` or `strategy`", "stages")
+    elif spec.stages is not None and spec.strategy is not None:
+        yield doc.error(("strategy",), "give `stages` or `strategy`, not both", "stages")
+    elif spec.stages is not None and not spec.stages:
+        yield doc.error(("stages",), "`stages` is empty: a rollout needs at least one stage", "stages")
+
+
+@rule
+def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    if not spec.stages:
+        return
+    seen: dict[str, int] = {}
+    previous: Fraction | None = None
+    for i, stage in enumerate(spec.stages):
+        loc = ("stages", i)
+        if stage.name in seen:
+            yield doc.error(loc + ("name",), f"stage name '{stage.name}' is used twice (first at stage {seen[stage.name] + 1})", "stages")
+        seen.setdefault(stage.name, i)
+        if stage.mirror is not None:
+            if stage.weight is not None:
+                yield doc.error(loc + ("weight",), f"stage '{stage.name}' mirrors traffic: a shadow stage has no weight (its users stay on stable)", "stages")
+            if stage.mirror == 0:
+                yield doc.error(loc + ("mirror",), f"stage '{stage.name}' mirrors 0%: give a share above 0 or remove `mirror`", "stages")
+        elif stage.weight is None:
+            yield doc.error(loc, f"stage '{stage.name}' needs a `weight` (or `mirror` for a shadow stage)", "stages")
+        weight = stage.weight if stage.weight is not None else Fraction(0)
+        if previous is not None and weight < previous:
+            yield doc.error(
+                loc + ("weight",) if stage.weight is not None else loc,
+                f"stage '{stage.name}' has weight {format_percent(weight)}, less than the {format_percent(previous)} "
+                "of the stage before: weights must not decrease",
+                "stages",
+            )
+        previous = weight if previous is None else max(previous, weight)
+        if stage.gates is None and stage.on_breach != "rollback":
+            yield doc.warning(loc + ("on_breach",), f"stage '{stage.name}' has no gates: on_breach never applies", "stages")
+    last = spec.stages[-1]
+    if last.weight != 1:
+        yield doc.error(
+            ("stages", len(spec.stages) - 1) + (("weight",) if last.weight is not None else ()),
+            f"the last stage ('{last.name}') must send 100% of traffic to the new version, not "
+            f"{format_percent(last.weight or Fraction(0))}",
+            "stages",
+        )
+    for i, stage in enumerate(spec.stages[:-1]):
+        if stage.hold is None:
+            yield doc.warning(("stages", i, "name"), f"stage '{stage.name}' has no `hold`: it may be promoted as soon as it starts", "stages")
+
+
+def _steps(doc: Document, steps: list[Fraction], loc: tuple, need_full: bool) -> Iterator[Diagnostic]:
+    if not steps and need_full:
+        yield doc.error(loc, "steps is empty: give the canary weights, e.g. [5, 20, 100]", "stages")
+        return
+    for i in range(1, len(steps)):
+        if steps[i] < steps[i - 1]:
+            yield doc.error(loc + (i,), f"step {format_percent(steps[i])} is less than the step before ({format_percent(steps[i - 1])}): steps must not decrease", "stages")
+        elif steps[i] == steps[i - 1]:
+            yield doc.error(loc + (i,), f"step {format_percent(steps[i])} appears twice", "stages")
+    if need_full and steps and steps[-1] != 1:
+        yield doc.error(loc + (len(steps) - 1,), f"the last step must be 100%, not {format_percent(steps[-1])}", "stages")
+    if not need_full:
+        for i, step in enumerate(steps):
+            if step >= 1 or step == 0:
+                yield doc.error(loc + (i,), f"a step before the switch must be between 0% and 100%, not {format_percent(step)}", "stages")
+
+
+@rule
+def strategy_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    strategy = spec.strategy
+    if isinstance(strategy, model.PresetStrategy):
+        if strategy.preset == "custom":
+            if strategy.steps is None:
+                yield doc.error(("strategy", "preset"), "the custom preset needs `steps`, e.g. [5, 20, 100]", "stages")
+            else:
+                yield from _steps(doc, strategy.steps, ("strategy", "steps"), True)
+        elif strategy.steps is not None:
+            yield doc.error(("strategy", "steps"), f"the {strategy.preset} preset has fixed steps; use `preset: custom` to give your own", "stages")
+    elif isinstance(strategy, model.BlueGreenStrategy):
+        bg = strategy.blue_green
+        yield from _steps(doc, bg.steps, ("strategy", "blue-green", "steps"), False)
+        if bg.color_label in bg.selector:
+            yield doc.error(("strategy", "blue-green", "selector", bg.color_label),
+                            f"the selector must not contain the colour label '{bg.color_label}'", "stages")
+
+
+@rule
+def current_stage(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    names = _stage_names(spec)
+    if spec.current == ROLLBACK or not names or spec.current in names:
+        return
+    close = difflib.get_close_matches(spec.current, names, n=1)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    yield doc.error(("current",), f"current stage '{spec.current}' is not a stage of this rollout (stages: {', '.join(names)}; or 'rollback'){hint}", "current", prefer_key=False)
+
+
+@rule
+def variants(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    s = spec.service
+    if s.stable.version == s.canary.version:
+        yield doc.error(("service", "canary", "version"), f"stable and canary both run version '{s.stable.version}': metrics could not tell them apart", "service")
+    if s.stable.backend == s.canary.backend:
+        yield doc.error(("service", "canary", "backend"), f"stable and canary share the backend '{s.stable.backend}': routers could not split traffic", "service")
+    needs_servers = [t for t in spec.traffic.targets if t in ("haproxy", "nginx")]
+    if needs_servers:
+        for role in ("stable", "canary"):
+            variant = getattr(s, role)
+            if not variant.servers:
+                yield doc.error(("service", role), f"the {' and '.join(needs_servers)} target needs service.{role}.servers (HOST:PORT of each instance)", "service")
+            elif all(server.backup for server in variant.servers):
+                yield doc.error(("service", role, "servers"), f"service.{role}.servers are all backups: at least one must serve", "service")
+    addresses: dict[str, str] = {}
+    for role in ("stable", "canary"):
+        for i, server in enumerate(getattr(s, role).servers):
+            if server.address in addresses:
+                yield doc.error(("service", role, "servers", i), f"server {server.address} is listed twice (also in {addresses[server.address]})", "service")
+            addresses.setdefault(server.address, f"service.{role}.servers")
+
+
+@rule
+def traffic(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    seen = set()
+    for i, target in enumerate(spec.traffic.targets):
+        if target in seen:
+            yield doc.error(("traffic", "targets", i), f"target '{target}' is listed twice", "traffic")
+        seen.add(target)
+    testers = spec.traffic.testers
+    if testers is not None:
+        values = [v for v in testers.values]
+        for i, value in enumerate(values):
+            if value in values[:i]:
+                yield doc.error(("traffic", "testers", "values", i), f"tester value '{value}' is listed twice", "traffic")
+        sticky = spec.traffic.sticky
+        if sticky is not None and sticky.header and sticky.header.lower() == testers.header.lower():
+            yield doc.error(("traffic", "testers", "header"), "the testers header must differ from the sticky header", "traffic")
+    if not spec.traffic.targets and not any(f.rollout == "follow-stage" for f in spec.flags.values()):
+        yield doc.error(("traffic", "targets"), "no traffic targets and no flag with `rollout: follow-stage`: nothing would realise the stages", "traffic")
+    mirrors = [t for t in spec.traffic.targets if t in MIRROR_TARGETS]
+    if not mirrors and any(s.mirror for s in _spec_stages(spec)):
+        yield doc.error(("traffic", "targets"), "a shadow stage mirrors traffic, but none of the targets can mirror "
+                        f"(those that can: {', '.join(MIRROR_TARGETS)})", "traffic")
+    if isinstance(spec.strategy, model.BlueGreenStrategy) and testers is None:
+        yield doc.error(("traffic",), "a blue-green rollout previews the new colour to testers: give traffic.testers", "traffic")
+
+
+@rule
+def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    table = spec.flags
+    envs: dict[str, str] = {}
+    for name, flag in table.items():
+        loc = ("flags", name)
+        for i, required in enumerate(flag.requires):
+            if required not in table:
+                close = difflib.get_close_matches(required, list(table), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else ""
+                yield doc.error(loc + ("requires", i), f"flag '{name}' requires '{required}', which is not a flag of this spec{hint}", "flags", prefer_key=False)
+            elif table[required].kill_switch:
+                yield doc.error(loc + ("requires", i), f"flag '{name}' cannot require the kill switch '{required}'", "flags", prefer_key=False)
+        if flag.kill_switch:
+            for field in ("rollout", "allow", "requires"):
+                if getattr(flag, field):
+                    yield doc.error(loc + (field,), f"kill switch '{name}' cannot have `{field}`: it is either engaged or not", "flags")
+            for i, target in enumerate(flag.kills or []):
+                if target not in table:
+                    yield doc.error(loc + ("kills", i), f"kill switch '{name}' kills '{target}', which is not a flag of this spec", "flags", prefer_key=False)
+                elif table[target].kill_switch:
+                    yield doc.error(loc + ("kills", i), f"kill switch '{name}' cannot kill another kill switch ('{target}')", "flags", prefer_key=False)
+        else:
+            for field in ("kills", "engaged", "engage_on_rollback"):
+                if getattr(flag, field):
+                    yield doc.error(loc + (field,), f"`{field}` is for kill switches; set `kill_switch: true` on '{name}' or remove it", "flags")
+        if flag.env:
+            if flag.env in envs:
+                yield doc.error(loc + ("env",), f"environment variable {flag.env} already overrides flag '{envs[flag.env]}'", "flags", prefer_key=False)
+            envs.setdefault(flag.env, name)
+    yield from _cycles(spec, doc)
+
+
+def _cycles(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    graph = {name: [r for r in flag.requires if r in spec.flags] for name, flag in spec.flags.items()}
+    state: dict[str, int] = {}  # 1 visiting, 2 done
+    reported: set[frozenset[str]] = set()
+
+    def visit(node: str, path: list[str]) -> Iterator[Diagnostic]:
+        state[node] = 1
+        for i, nxt in enumerate(graph[node]):
+            if state.get(nxt) == 1:
+                cycle = path[path.index(nxt):] + [nxt]
+                key = frozenset(cycle)
+                if key not in reported:
+                    reported.add(key)
+                    yield doc.error(("flags", node, "requires", spec.flags[node].requires.index(nxt)),
+                                    f"flag dependency cycle: {' -> '.join(cycle)}", "flags", prefer_key=False)
+            elif nxt not in state:
+                yield from visit(nxt, path + [nxt])
+        state[node] = 2
+
+    for name in sorted(graph):
+        if name not in state:
+            yield from visit(name, [name])
+
+
+@rule
+def alerting(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    if spec.alerting is None:
+        return
+    receivers = spec.alerting.receivers
+    used: set[str] = set()
+    for severity in ("critical", "warning", "info", "rollback"):
+        for i, name in enumerate(getattr(spec.alerting.routes, severity)):
+            used.add(name)
+            if name not in receivers:
+                close = difflib.get_close_matches(name, list(receivers), n=1)
+                hint = f"; did you mean '{close[0]}'?" if close else f" (receivers: {', '.join(sorted(receivers))})"
+                yield doc.error(("alerting", "routes", severity, i), f"route '{severity}' names receiver '{name}', which is not defined{hint}", "alerting", prefer_key=False)
+    for name in receivers:
+        if name not in used:
+            yield doc.warning(("alerting", "receivers", name), f"receiver '{name}' is not used by any route")
+    if not spec.alerting.routes.critical:
+        yield doc.warning(("alerting", "routes"), "no receiver for critical alerts: a breach that rolls back pages nobody")
+
+
+def _gates_with_locs(spec: model.RolloutSpec) -> Iterator[tuple[model.Gates, tuple]]:
+    if spec.stages:
+        for i, stage in enumerate(spec.stages):
+            if stage.gates is not None:
+                yield stage.gates, ("stages", i, "gates")
+    elif isinstance(spec.strategy, model.PresetStrategy) and spec.strategy.gates is not None:
+        yield spec.strategy.gates, ("strategy", "gates")
+    elif isinstance(spec.strategy, model.BlueGreenStrategy) and spec.strategy.blue_green.gates is not None:
+        yield spec.strategy.blue_green.gates, ("strategy", "blue-green", "gates")
+
+
+@rule
+def promql(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    m = spec.metrics
+    if m.source == "custom":
+        if m.custom is None:
+            yield doc.error(("metrics", "source"), "source 'custom' needs metrics.custom with `requests` and `errors` PromQL templates", "metrics")
+        else:
+            for field in ("requests", "errors", "latency"):
+                template = getattr(m.custom, field)
+                if template is None:
+                    continue
+                problem = metrics.check_template(template)
+                if problem:
+                    yield doc.error(("metrics", "custom", field), f"metrics.custom.{field} is not valid PromQL: {problem}", "promql", prefer_key=False)
+                if "$window" not in template:
+                    yield doc.error(("metrics", "custom", field), f"metrics.custom.{field} must use $window as its range (e.g. [$window])", "promql", prefer_key=False)
+                if field == "latency" and "$quantile" not in template:
+                    yield doc.error(("metrics", "custom", field), "metrics.custom.latency must use $quantile (e.g. histogram_quantile($quantile, ...))", "promql", prefer_key=False)
+    elif m.custom is not None:
+        yield doc.error(("metrics", "custom"), f"metrics.custom is only used with `source: custom` (source is '{m.source}')", "metrics")
+    has_latency = m.source != "haproxy" and not (m.source == "custom" and (m.custom is None or m.custom.latency is None))
+    for gates, loc in _gates_with_locs(spec):
+        for key in ("p95_latency", "p99_latency"):
+            if getattr(gates, key) is not None and not has_latency:
+                why = "HAProxy's exporter publishes no latency histogram" if m.source == "haproxy" else "metrics.custom has no `latency` template"
+                yield doc.error(loc + (key,), f"gate {key} cannot be measured from the '{m.source}' metrics source: {why}", "metrics")
+        for name, gate in gates.custom.items():
+            problem = metrics.check_template(gate.query)
+            if problem:
+                yield doc.error(loc + ("custom", name, "query"), f"custom gate '{name}' is not valid PromQL: {problem}", "promql", prefer_key=False)

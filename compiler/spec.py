@@ -1,0 +1,228 @@
+"""Loaded YAML -> validated ``RolloutSpec`` objects, one per environment, with located errors."""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from . import model
+from .diagnostics import Diagnostic, SpecError
+from .load import Document, Loc
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One compilable unit: a spec, or one environment of a spec."""
+
+    environment: str | None
+    spec: model.RolloutSpec
+    doc: Document
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _allowed_fields(cls: type[model.Model]) -> list[str]:
+    return sorted((f.alias or name) for name, f in cls.model_fields.items())
+
+
+def _model_at(loc: Loc) -> type[model.Model] | None:
+    """The model class that validates the mapping at ``loc`` (for 'allowed fields' hints)."""
+    current: Any = model.RolloutSpec
+    skip_key = False
+    for part in loc:
+        if skip_key:
+            skip_key = False
+            continue
+        if isinstance(part, str) and part.startswith("<"):
+            current = model.STRATEGY_TAGS.get(part, current)  # a discriminator tag, not a key of the data
+            continue
+        if current is None:
+            return None
+        fields = current.model_fields
+        field = next((f for n, f in fields.items() if part in (n, f.alias)), None)
+        if field is None:
+            return None
+        skip_key = _is_container(field.annotation)
+        current = _unwrap(field.annotation)
+    return current
+
+
+def _walk_types(annotation: Any) -> list[Any]:
+    import typing
+
+    out, todo = [], [annotation]
+    while todo:
+        item = todo.pop()
+        out.append(item)
+        if typing.get_origin(item) in (typing.Annotated,):
+            todo.append(typing.get_args(item)[0])
+        elif typing.get_origin(item) in (typing.Union, __import__("types").UnionType):
+            todo.extend(typing.get_args(item))
+    return out
+
+
+def _is_container(annotation: Any) -> bool:
+    import typing
+
+    return any(typing.get_origin(t) in (list, dict) for t in _walk_types(annotation))
+
+
+def _unwrap(annotation: Any) -> Any:
+    """The single model class inside an annotation (through Optional, Annotated, list, dict)."""
+    import typing
+
+    found: list[type] = []
+    todo = [annotation]
+    while todo:
+        item = todo.pop()
+        if isinstance(item, type) and issubclass(item, model.Model):
+            found.append(item)
+        else:
+            todo.extend(typing.get_args(item))
+    return found[0] if len(set(found)) == 1 else None
+
+
+def _message(error: dict[str, Any], doc: Document) -> tuple[Loc, str, bool]:
+    """A pydantic error -> (data location, message, point at the key rather than the value)."""
+    loc: Loc = tuple(error["loc"])
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        field = loc[-1]
+        parent = loc[:-1]
+        cls = _model_at(tuple(p for p in parent if not isinstance(p, int)))
+        hint = ""
+        if cls is not None:
+            allowed = _allowed_fields(cls)
+            close = difflib.get_close_matches(str(field), allowed, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
+        return loc, f"unknown field '{field}'{hint}", True
+    if kind == "missing":
+        return loc, f"missing required field '{loc[-1]}'", True
+    message = error["msg"]
+    for prefix in ("Value error, ", "Assertion failed, "):
+        if message.startswith(prefix):
+            message = message[len(prefix):]
+    if kind in ("literal_error", "enum"):
+        message = f"{_describe(error.get('input'))} is not allowed: {message[0].lower()}{message[1:]}"
+    elif kind.endswith("_type") or kind.endswith("_parsing"):
+        message = f"{message} (got {_describe(error.get('input'))})"
+    return loc, message, False
+
+
+def validate_data(doc: Document, data: dict[str, Any]) -> model.RolloutSpec:
+    try:
+        return model.RolloutSpec.model_validate(data)
+    except ValidationError as exc:
+        diagnostics: dict[tuple[int, int, str], Diagnostic] = {}
+        for error in exc.errors(include_url=False):
+            loc, message, at_key = _message(error, doc)
+            diagnostic = doc.error(loc, message, "schema", prefer_key=at_key)
+            diagnostics.setdefault((diagnostic.line, diagnostic.col, diagnostic.message), diagnostic)
+        raise SpecError(diagnostics.values()) from None
+
+
+# --------------------------------------------------------------------------- environments
+
+
+class _Merger:
+    """Deep merge of an environment's overrides over the base spec, keeping source positions."""
+
+    def __init__(self, doc: Document, env: str):
+        self.doc = doc
+        self.src_prefix: Loc = ("environments", env)
+        self.keys = {k: v for k, v in doc.keys.items() if not k or k[0] != "environments"}
+        self.values = {k: v for k, v in doc.values.items() if not k or k[0] != "environments"}
+
+    def _position(self, out: Loc, src: Loc) -> None:
+        full = self.src_prefix + src
+        if full in self.doc.keys:
+            self.keys[out] = self.doc.keys[full]
+        if full in self.doc.values:
+            self.values[out] = self.doc.values[full]
+
+    def take(self, value: Any, out: Loc, src: Loc) -> Any:
+        self._position(out, src)
+        if isinstance(value, dict):
+            return {k: self.take(v, out + (k,), src + (k,)) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self.take(v, out + (i,), src + (i,)) for i, v in enumerate(value)]
+        return value
+
+    def merge(self, base: Any, over: Any, out: Loc, src: Loc) -> Any:
+        if isinstance(base, dict) and isinstance(over, dict):
+            self._position(out, src)
+            result = dict(base)
+            for key, value in over.items():
+                if key in base:
+                    result[key] = self.merge(base[key], value, out + (key,), src + (key,))
+                else:
+                    result[key] = self.take(value, out + (key,), src + (key,))
+            return result
+        if _named_list(base) and _named_list(over):
+            self._position(out, src)
+            result = list(base)
+            index = {item["name"]: i for i, item in enumerate(base)}
+            for j, item in enumerate(over):
+                if item["name"] in index:
+                    i = index[item["name"]]
+                    result[i] = self.merge(base[i], item, out + (i,), src + (j,))
+                else:
+                    result.append(self.take(item, out + (len(result),), src + (j,)))
+            return result
+        return self.take(over, out, src)
+
+
+def _named_list(value: Any) -> bool:
+    return isinstance(value, list) and bool(value) and all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in value)
+
+
+def expand(doc: Document) -> list[Variant]:
+    """Validate a document: one variant, or one per environment."""
+    data = doc.data
+    environments = data.get("environments")
+    if environments is None:
+        return [Variant(None, validate_data(doc, data), doc)]
+    base = {k: v for k, v in data.items() if k != "environments"}
+    if not isinstance(environments, dict) or not environments:
+        raise SpecError([doc.error(("environments",), "environments is a mapping of environment name to overrides", "schema")])
+    # Validate the shape of the environments map itself (names, mappings) through the model.
+    problems: list[Diagnostic] = []
+    variants: list[Variant] = []
+    for env, overrides in environments.items():
+        if not isinstance(overrides, dict):
+            problems.append(doc.error(("environments", env), f"environment '{env}' must be a mapping of overrides", "schema"))
+            continue
+        if "environments" in overrides:
+            problems.append(doc.error(("environments", env, "environments"), "environments cannot nest", "schema"))
+            continue
+        merger = _Merger(doc, env)
+        merged = merger.merge(base, overrides, (), ())
+        env_doc = Document(path=doc.path, data=merged, sha256=doc.sha256, keys=merger.keys, values=merger.values)
+        try:
+            model.names.check_dns1123_label(env, "environment name")
+        except ValueError as exc:
+            problems.append(doc.error(("environments", env), str(exc), "schema"))
+            continue
+        try:
+            variants.append(Variant(env, validate_data(env_doc, merged), env_doc))
+        except SpecError as exc:
+            problems.extend(
+                Diagnostic(d.path, d.line, d.col, d.severity, f"{d.message} (environment '{env}')", d.code)
+                for d in exc.diagnostics
+            )
+    if problems:
+        raise SpecError(_unique(problems))
+    return variants
+
+
+def _unique(items: list[Diagnostic]) -> list[Diagnostic]:
+    seen: dict[tuple, Diagnostic] = {}
+    for item in items:
+        seen.setdefault((item.line, item.col, item.message), item)
+    return list(seen.values())

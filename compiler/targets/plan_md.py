@@ -1,0 +1,120 @@
+"""PLAN.md: what a reviewer reads in the pull request.
+
+The stage table (traffic, mirror, hold, gates, what a breach does), a mermaid
+gantt timeline, the flags at each stage, and which generated files change when
+each stage is entered.
+"""
+
+from __future__ import annotations
+
+from .. import serialize, templating
+from ..plan import ROLLBACK, Plan, StagePlan
+from ..units import format_duration, format_percent
+from . import Rendered, Summary
+
+OWN_PATH = "PLAN.md"
+
+
+def _traffic(stage: StagePlan, plan: Plan) -> str:
+    if stage.kind == "rollback":
+        return "all on stable"
+    if stage.kind == "preview":
+        return "testers only"
+    if stage.kind == "switch":
+        return f"100% ({plan.blue_green.new_color if plan.blue_green else 'new'})"
+    if stage.kind == "shadow":
+        return "0% (mirrored)"
+    return format_percent(stage.weight)
+
+
+def _gantt_duration(seconds: int) -> str:
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def _gantt(plan: Plan) -> list[str]:
+    lines = []
+    current = plan.current.index
+    for stage in plan.stages:
+        status = []
+        if plan.is_rollback:
+            status = ["crit"]
+        elif stage.index < current:
+            status = ["done"]
+        elif stage.index == current:
+            status = ["active"]
+        label = f"{stage.name} {_traffic(stage, plan)}".replace(":", " ").replace("#", " ").replace(";", " ")
+        ident = f"s{stage.index}"
+        start = "0" if stage.index == 0 else f"after s{stage.index - 1}"
+        if stage.hold:
+            lines.append(f"{label} :{', '.join(status + [ident, start, _gantt_duration(stage.hold)])}")
+        else:
+            lines.append(f"{label} :{', '.join(['milestone'] + status + [ident, start, '0d'])}")
+    return lines
+
+
+def _changes(rendered: Rendered) -> list[tuple[str, list[str]]]:
+    """Per stage, the generated files that differ from the stage before (the first: from all-stable)."""
+    by_stage = rendered.by_stage
+    previous = by_stage[ROLLBACK]
+    out = []
+    for stage in rendered.plan.stages:
+        files = by_stage[stage.name]
+        changed = sorted(p for p in set(files) | set(previous) if files.get(p) != previous.get(p))
+        out.append((stage.name, changed))
+        previous = files
+    rollback_from_last = sorted(
+        p for p in set(by_stage[ROLLBACK]) | set(by_stage[rendered.plan.stages[-1].name])
+        if by_stage[ROLLBACK].get(p) != by_stage[rendered.plan.stages[-1].name].get(p)
+    )
+    out.append((ROLLBACK, rollback_from_last))
+    return out
+
+
+def _flag_rows(plan: Plan) -> list[dict[str, object]]:
+    rows = []
+    stage_names = [s.name for s in plan.stages] + [ROLLBACK]
+    for flag in plan.flags:
+        shares = dict(flag.shares)
+        engaged = dict(flag.engaged)
+        if flag.kind == "kill_switch":
+            cells = ["engaged" if engaged[s] else "off" for s in stage_names]
+        else:
+            cells = [format_percent(shares[s]) for s in stage_names]
+        rows.append({"name": flag.name, "cells": cells, "flag": flag})
+    return rows
+
+
+def render(rendered: Rendered) -> dict[str, str]:
+    plan = rendered.plan
+    stages = [
+        {
+            "stage": stage,
+            "traffic": _traffic(stage, plan),
+            "mirror": format_percent(stage.mirror) if stage.mirror else "",
+            "hold": format_duration(stage.hold) if stage.hold else "",
+            "gates": [g.description for g in stage.gates],
+            "current": stage.name == plan.current.name,
+        }
+        for stage in plan.stages
+    ]
+    text = templating.render(
+        "PLAN.md.j2",
+        header=serialize.markdown_header(plan.source.path, plan.source.sha256),
+        plan=plan,
+        stages=stages,
+        current_traffic=_traffic(plan.current, plan),
+        gantt=_gantt(plan),
+        changes=_changes(rendered),
+        flag_stage_names=[s.name for s in plan.stages] + [ROLLBACK],
+        flag_rows=_flag_rows(plan),
+        within=format_duration(plan.rollback_within),
+        percent=format_percent,
+        duration=format_duration,
+    )
+    return {OWN_PATH: text}
+
+
+SUMMARY = Summary("plan-md", render)

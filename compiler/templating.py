@@ -1,0 +1,62 @@
+"""jinja2 for the text formats that have no data model (haproxy.cfg, nginx.conf, Markdown).
+
+Undefined names are errors (``StrictUndefined``).  Each format brings its own
+escaping filters; every value from a spec passes through one of them.
+"""
+
+from __future__ import annotations
+
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Callable
+
+import jinja2
+
+_HERE = Path(__file__).resolve().parent
+
+
+def template_dirs() -> list[str]:
+    """``templates/`` beside the package (a checkout) or inside it (an installed wheel)."""
+    candidates = [_HERE / "templates", _HERE.parent / "templates"]
+    return [str(p) for p in candidates if p.is_dir()]
+
+
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+
+
+def markdown(value: Any) -> str:
+    """Plain text safe inside Markdown prose and table cells: no markup, no HTML, one line."""
+    text = " ".join(str(value).split())
+    return _MD_SPECIAL.sub(r"\\\1", text)
+
+
+def markdown_code(value: Any) -> str:
+    """Text as an inline code span that cannot be closed early; pipes escaped for tables."""
+    text = " ".join(str(value).split())
+    fence = "`"
+    while fence in text:
+        fence += "`"
+    pad = " " if text.startswith("`") or text.endswith("`") else ""
+    return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
+
+
+@lru_cache(maxsize=None)
+def _environment(filters: tuple[tuple[str, Callable[..., Any]], ...]) -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(template_dirs()),
+        undefined=jinja2.StrictUndefined,
+        autoescape=False,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update({"md": markdown, "code": markdown_code})
+    env.filters.update(dict(filters))
+    return env
+
+
+def render(name: str, filters: dict[str, Callable[..., Any]] | None = None, **context: Any) -> str:
+    """Render ``templates/<name>`` with ``context``; ``filters`` add a format's escaping."""
+    env = _environment(tuple(sorted((filters or {}).items())))
+    return env.get_template(name).render(**context)

@@ -1,0 +1,63 @@
+"""Shared test helpers: paths, compiling specs, real tools, free ports."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+from pathlib import Path
+
+import pytest
+
+from compiler import pipeline
+from compiler.plan import Plan
+
+ROOT = Path(__file__).resolve().parent.parent
+SPECS = ROOT / "specs"
+GOLDEN = ROOT / "tests" / "golden"
+SCHEMAS = ROOT / "tests" / "schemas"
+SEED_SPECS = sorted(SPECS.glob("*.yaml"))
+GOLDEN_INPUTS = sorted(GOLDEN.glob("in-*.yaml"))
+ALL_SPECS = SEED_SPECS + GOLDEN_INPUTS
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _at_root():
+    """Spec paths in generated headers are shown relative to the working directory."""
+    previous = os.getcwd()
+    os.chdir(ROOT)
+    yield
+    os.chdir(previous)
+
+
+def compile_files(*paths: Path | str) -> dict[str, str]:
+    """Compile specs in memory: {path relative to the output folder: text}. Fails on any error."""
+    result = pipeline.compile_paths([Path(p) for p in paths])
+    assert result.ok, "\n".join(d.text() for d in result.diagnostics)
+    return result.files
+
+
+def plans_of(*paths: Path | str) -> list[Plan]:
+    result = pipeline.analyse([Path(p) for p in paths])
+    assert result.ok, "\n".join(d.text() for d in result.diagnostics)
+    return [u.plan for u in result.units]
+
+
+def plan_of(path: Path | str, environment: str | None = None) -> Plan:
+    plans = [p for p in plans_of(path) if p.environment == environment]
+    assert len(plans) == 1, f"{path}: {len(plans)} plans for environment {environment!r}"
+    return plans[0]
+
+
+def tool(name: str) -> str:
+    """The path of a real tool the tests run. `make test` installs them; a missing one is a failure."""
+    found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
+    if found is None:
+        pytest.fail(f"{name} is not installed: run `make test`, which installs the Debian packages the tests need")
+    return found
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
