@@ -190,6 +190,8 @@ class Names:
     dashboard_uid: str
     alert_prefix: str  # CamelCase, e.g. "Checkout"
     rule_group: str  # Prometheus rule group prefix, e.g. "rollout.shop.checkout"
+    rollback_guard_alert: str  # fires while the canary still gets traffic after a rollback
+    argo_application: str  # Argo CD Application / Flux Kustomization name
 
 
 @dataclass(frozen=True)
@@ -419,6 +421,8 @@ def _names(spec: model.RolloutSpec, environment: str | None) -> Names:
         alertmanager_configmap=f"{n}-alertmanager",
         dashboard_uid="rollout-" + names.short_hash(environment or "", spec.metadata.namespace, n, length=20),
         alert_prefix=camel, rule_group=f"rollout.{scope}",
+        rollback_guard_alert=f"{camel}CanaryTrafficAfterRollback",
+        argo_application="-".join(p for p in (environment, spec.metadata.namespace, n) if p)[:63].rstrip("-"),
     )
 
 

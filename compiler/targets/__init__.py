@@ -75,11 +75,28 @@ class FleetTarget:
 
 
 def _registry() -> tuple[tuple[Target, ...], tuple[Summary, ...], tuple[FleetTarget, ...]]:
-    from . import plan_md
+    from . import (alertmanager, flagd, gateway_api, gitops, grafana, haproxy, ingress_nginx, istio,
+                   kube_service, kustomize, nginx, plan_md, prometheus, rollback)
 
-    targets: tuple[Target, ...] = ()
-    summaries: tuple[Summary, ...] = (plan_md.SUMMARY,)
-    fleet: tuple[FleetTarget, ...] = ()
+    targets: tuple[Target, ...] = (
+        gateway_api.TARGET,
+        ingress_nginx.TARGET,
+        istio.TARGET,
+        kube_service.TARGET,
+        haproxy.TARGET,
+        nginx.TARGET,
+        prometheus.TARGET,
+        alertmanager.TARGET,
+        grafana.TARGET,
+        flagd.TARGET,
+        rollback.TARGET,
+        gitops.TARGET,
+    )
+    summaries: tuple[Summary, ...] = (
+        plan_md.SUMMARY,
+    )
+    fleet: tuple[FleetTarget, ...] = (
+    )
     return targets, summaries, fleet
 
 
