@@ -93,9 +93,13 @@ def _registry() -> tuple[tuple[Target, ...], tuple[Summary, ...], tuple[FleetTar
         gitops.TARGET,
     )
     summaries: tuple[Summary, ...] = (
+        kustomize.SUMMARY,
         plan_md.SUMMARY,
     )
     fleet: tuple[FleetTarget, ...] = (
+        alertmanager.FLEET,
+        grafana.FLEET,
+        kustomize.FLEET,
     )
     return targets, summaries, fleet
 

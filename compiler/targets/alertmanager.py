@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from . import Target
+from . import FleetTarget, Target
 
 TARGET = Target("alertmanager", lambda plan: {})
+FLEET = FleetTarget("alertmanager-fleet", lambda plans, files: {})

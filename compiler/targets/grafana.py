@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from . import Target
+from . import FleetTarget, Target
 
 TARGET = Target("grafana", lambda plan: {})
+FLEET = FleetTarget("grafana-fleet", lambda plans, files: {})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
-from . import Target
+from . import FleetTarget, Summary
 
-TARGET = Target("kustomize", lambda plan: {})
+SUMMARY = Summary("kustomize", lambda rendered: {})
+FLEET = FleetTarget("kustomize-fleet", lambda plans, files: {})
