@@ -210,7 +210,8 @@ class Health(Model):
 class Service(Model):
     host: Hostname
     path: UrlPath = "/"
-    port: int = Field(ge=1, le=65535)
+    port: int = Field(ge=1, le=65535, description="The port clients and routers use.")
+    target_port: int | None = Field(None, ge=1, le=65535, description="The pods' port (default: port), for generated Services.")
     stable: Variant
     canary: Variant
     health: Health | None = None

@@ -207,6 +207,7 @@ class Plan:
     host: str
     path: str
     port: int
+    target_port: int  # the pods' port, for generated Services
     health: HealthPlan | None
     stable: VariantPlan
     canary: VariantPlan
@@ -484,6 +485,7 @@ def build(spec: model.RolloutSpec, source: Source, environment: str | None = Non
         runbook=meta.runbook, labels=tuple(sorted(meta.labels.items())),
         out="/".join(p for p in (environment, meta.namespace, meta.name) if p),
         host=spec.service.host, path=spec.service.path, port=spec.service.port,
+        target_port=spec.service.target_port or spec.service.port,
         health=HealthPlan(health.path, health.interval, health.timeout or min(health.interval, 5), health.expect_status,
                           health.fall, health.rise) if health else None,
         stable=stable, canary=canary, targets=tuple(spec.traffic.targets),
