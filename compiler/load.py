@@ -152,7 +152,8 @@ class _Converter:
         if isinstance(node, TaggedScalar) and tag == "tag:yaml.org,2002:str":
             return str(node.value)
         if isinstance(node, TaggedScalar) or (tag and not tag.startswith("tag:yaml.org,2002:")):
-            raise _at(self.path, *pos, f"YAML tag {tag or '?'} is not supported in a spec", "yaml")
+            shown = (tag or "?").replace("tag:yaml.org,2002:", "!!")
+            raise _at(self.path, *pos, f"YAML tag {shown} is not supported in a spec", "yaml")
         if isinstance(node, bool) or node is None:
             return node
         if isinstance(node, int):

@@ -188,7 +188,10 @@ def _server(value: Any) -> Any:
     return {"address": value} if isinstance(value, str) else value
 
 
-ServerEntry = Annotated[Server, BeforeValidator(_server)]
+ServerEntry = Annotated[
+    Server,
+    BeforeValidator(_server, json_schema_input_type=Union[Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^[^:]+:\d+$"})], Server]),
+]
 
 
 class Variant(Model):
@@ -252,7 +255,7 @@ class Traffic(Model):
         default_factory=list,
         description="Routers to compile for. Empty: the stages are realised by flags that follow the stage.",
     )
-    sticky: Annotated[Sticky | None, BeforeValidator(_none_word)] = None
+    sticky: Annotated[Sticky | None, BeforeValidator(_none_word, json_schema_input_type=Union[Literal["none"], Sticky, None])] = None
     testers: Testers | None = None
     gateway: GatewayRef | None = Field(None, description="The Gateway an HTTPRoute attaches to (gateway-api).")
     ingress_class: DNSLabel = Field("nginx", description="spec.ingressClassName of generated Ingresses.")
@@ -322,8 +325,11 @@ class CustomGate(_Gate):
         return self
 
 
+_SHORTHAND = Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^\s*<=?\s*\S+", "description": "'< THRESHOLD'"})]
+
+
 def _gate(cls):
-    return Annotated[cls, BeforeValidator(_shorthand)]
+    return Annotated[cls, BeforeValidator(_shorthand, json_schema_input_type=Union[_SHORTHAND, cls])]
 
 
 GateKey = _checked(lambda v: names.check_flag_key(v, "gate name"), {"pattern": names.FLAG_KEY.pattern})
@@ -431,13 +437,33 @@ class Flag(Model):
 # --------------------------------------------------------------------------- alerting
 
 
+def _no_inline_secrets(**secrets: str):
+    """A before-validator that turns a secret written inline into a pointed message."""
+
+    def check(value: Any) -> Any:
+        if isinstance(value, dict):
+            for key, instead in secrets.items():
+                if key in value:
+                    raise ValueError(
+                        f"`{key}` would put a secret into the spec and the generated files: "
+                        f"use `{instead}`, a file Alertmanager reads (e.g. a mounted Kubernetes Secret)"
+                    )
+        return value
+
+    return model_validator(mode="before")(classmethod(lambda cls, value: check(value)))
+
+
 class PagerDuty(Model):
     routing_key_file: SecretFile
+
+    _secrets = _no_inline_secrets(routing_key="routing_key_file", service_key="routing_key_file")
 
 
 class Slack(Model):
     channel: SlackChannel
     api_url_file: SecretFile
+
+    _secrets = _no_inline_secrets(api_url="api_url_file")
 
 
 class EmailReceiver(Model):
@@ -446,6 +472,8 @@ class EmailReceiver(Model):
     smarthost: HostPort | None = None
     auth_username: Text | None = None
     auth_password_file: SecretFile | None = None
+
+    _secrets = _no_inline_secrets(auth_password="auth_password_file", auth_secret="auth_password_file")
 
 
 class Webhook(Model):

@@ -46,43 +46,47 @@ MAX_LABEL = 63
 MAX_ROLLOUT_NAME = MAX_LABEL - max(len(s) for s in SUFFIXES)
 
 
-def check_dns1123_label(value: str, what: str = "name") -> str:
+def _subject(what: str, value: str) -> str:
+    return f"{what} '{value}'" if what else f"'{value}'"
+
+
+def check_dns1123_label(value: str, what: str = "") -> str:
     if len(value) > MAX_LABEL:
-        raise ValueError(f"{what} '{value}' is {len(value)} characters; a DNS-1123 label has at most 63")
+        raise ValueError(f"{_subject(what, value)} is {len(value)} characters; a DNS-1123 label has at most 63")
     if not DNS1123_LABEL.match(value):
         raise ValueError(
-            f"{what} '{value}' is not a DNS-1123 label: lower-case letters, digits and '-', "
+            f"{_subject(what, value)} is not a DNS-1123 label: lower-case letters, digits and '-', "
             "starting and ending with a letter or digit"
         )
     return value
 
 
-def check_dns1035_label(value: str, what: str = "name") -> str:
+def check_dns1035_label(value: str, what: str = "") -> str:
     if len(value) > MAX_LABEL:
-        raise ValueError(f"{what} '{value}' is {len(value)} characters; a Kubernetes Service name has at most 63")
+        raise ValueError(f"{_subject(what, value)} is {len(value)} characters; a Kubernetes Service name has at most 63")
     if not DNS1035_LABEL.match(value):
         raise ValueError(
-            f"{what} '{value}' is not a DNS-1035 label (a Kubernetes Service name): lower-case letters, "
+            f"{_subject(what, value)} is not a DNS-1035 label (a Kubernetes Service name): lower-case letters, "
             "digits and '-', starting with a letter and ending with a letter or digit"
         )
     return value
 
 
 def check_rollout_name(value: str) -> str:
-    check_dns1035_label(value, "metadata.name")
+    check_dns1035_label(value)
     if len(value) > MAX_ROLLOUT_NAME:
         longest = max(SUFFIXES, key=len)
         raise ValueError(
-            f"metadata.name '{value}' is {len(value)} characters; at most {MAX_ROLLOUT_NAME} so that "
+            f"'{value}' is {len(value)} characters; at most {MAX_ROLLOUT_NAME} so that "
             f"derived names such as '{value}{longest}' stay within 63"
         )
     return value
 
 
-def check_label_value(value: str, what: str = "value") -> str:
+def check_label_value(value: str, what: str = "") -> str:
     if len(value) > MAX_LABEL or not LABEL_VALUE.match(value):
         raise ValueError(
-            f"{what} '{value}' is not a valid Kubernetes label value: at most 63 characters of letters, "
+            f"{_subject(what, value)} is not a valid Kubernetes label value: at most 63 characters of letters, "
             "digits, '-', '_' and '.', starting and ending with a letter or digit"
         )
     return value
@@ -107,32 +111,32 @@ def check_header_name(value: str) -> str:
     return value
 
 
-def check_safe_value(value: str, what: str = "value") -> str:
+def check_safe_value(value: str, what: str = "") -> str:
     if len(value) > 128 or not SAFE_VALUE.match(value):
         raise ValueError(
-            f"{what} '{value}' may contain only letters, digits and . _ ~ : / @ + = -, "
+            f"{_subject(what, value)} may contain only letters, digits and . _ ~ : / @ + = -, "
             "start with a letter or digit, and be at most 128 characters"
         )
     return value
 
 
-def check_hostname(value: str, what: str = "host") -> str:
+def check_hostname(value: str, what: str = "") -> str:
     text = value[2:] if value.startswith("*.") else value
     if len(value) > 253 or not text:
-        raise ValueError(f"{what} '{value}' is not a DNS name (at most 253 characters)")
+        raise ValueError(f"{_subject(what, value)} is not a DNS name (at most 253 characters)")
     for label in text.split("."):
         if len(label) > MAX_LABEL or not HOST_LABEL.match(label):
             raise ValueError(
-                f"{what} '{value}' is not a lower-case DNS name: each dot-separated part is 1-63 "
+                f"{_subject(what, value)} is not a lower-case DNS name: each dot-separated part is 1-63 "
                 "letters, digits or '-', not starting or ending with '-'"
             )
     return value
 
 
-def check_url_path(value: str, what: str = "path") -> str:
+def check_url_path(value: str, what: str = "") -> str:
     if len(value) > 1024 or not URL_PATH.match(value) or "//" in value or "/../" in value + "/" or "/./" in value + "/":
         raise ValueError(
-            f"{what} '{value}' must start with '/' and contain only letters, digits and / . _ ~ -, "
+            f"{_subject(what, value)} must start with '/' and contain only letters, digits and / . _ ~ -, "
             "without empty, '.' or '..' segments"
         )
     return value
@@ -160,9 +164,9 @@ def check_env_var(value: str) -> str:
     return value
 
 
-def check_flag_key(value: str, what: str = "flag name") -> str:
+def check_flag_key(value: str, what: str = "") -> str:
     if not FLAG_KEY.match(value) or len(value) > 63:
-        raise ValueError(f"{what} '{value}' must be lower-case letters, digits and '_', starting with a letter, at most 63")
+        raise ValueError(f"{_subject(what, value)} must be lower-case letters, digits and '_', starting with a letter, at most 63")
     return value
 
 

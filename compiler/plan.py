@@ -178,7 +178,8 @@ class Names:
     canary_ingress: str
     http_route: str
     virtual_service: str
-    destination_rule: str
+    destination_rule: str  # Istio: the stable Service's DestinationRule
+    canary_destination_rule: str  # Istio: the canary Service's DestinationRule
     active_service: str  # blue-green: the Service users reach (selector switches)
     preview_service: str  # blue-green: the Service testers reach (always the new colour)
     haproxy_configmap: str
@@ -416,6 +417,7 @@ def _names(spec: model.RolloutSpec, environment: str | None) -> Names:
     scope = ".".join(p for p in (environment, spec.metadata.namespace, n) if p)
     return Names(
         ingress=n, canary_ingress=f"{n}-canary", http_route=n, virtual_service=n, destination_rule=n,
+        canary_destination_rule=f"{n}-canary",
         active_service=spec.service.stable.backend, preview_service=spec.service.canary.backend,
         haproxy_configmap=f"{n}-haproxy", nginx_configmap=f"{n}-nginx", flags_configmap=f"{n}-flags",
         dashboard_configmap=f"{n}-dashboard", prometheus_rule=f"{n}-rollout",

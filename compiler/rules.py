@@ -87,6 +87,7 @@ def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]
                 yield doc.error(loc + ("mirror",), f"stage '{stage.name}' mirrors 0%: give a share above 0 or remove `mirror`", "stages")
         elif stage.weight is None:
             yield doc.error(loc, f"stage '{stage.name}' needs a `weight` (or `mirror` for a shadow stage)", "stages")
+            continue
         weight = stage.weight if stage.weight is not None else Fraction(0)
         if previous is not None and weight < previous:
             yield doc.error(

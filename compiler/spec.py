@@ -108,11 +108,29 @@ def _message(error: dict[str, Any], doc: Document) -> tuple[Loc, str, bool]:
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):
             message = message[len(prefix):]
+    message = message[:1].lower() + message[1:]
     if kind in ("literal_error", "enum"):
-        message = f"{_describe(error.get('input'))} is not allowed: {message[0].lower()}{message[1:]}"
+        message = f"{_describe(error.get('input'))} is not allowed: {message}"
     elif kind.endswith("_type") or kind.endswith("_parsing"):
         message = f"{message} (got {_describe(error.get('input'))})"
+    field = _dotted(loc, doc.data)
+    if field:
+        message = f"{field}: {message}"
     return loc, message, False
+
+
+def _dotted(loc: Loc, data: Any) -> str:
+    """The part of ``loc`` that exists in the data, as ``stages[1].weight``."""
+    out = ""
+    node = data
+    for part in loc:
+        if isinstance(node, dict) and isinstance(part, str) and part in node:
+            out += ("." if out else "") + part
+            node = node[part]
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            out += f"[{part}]"
+            node = node[part]
+    return out
 
 
 def validate_data(doc: Document, data: dict[str, Any]) -> model.RolloutSpec:

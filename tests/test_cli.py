@@ -1,0 +1,128 @@
+"""The command line: exit codes, output formats, --help, the schema file, explain."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from compiler import model
+from compiler.cli import main
+from conftest import GOLDEN, ROOT, SPECS
+
+BAD = ROOT / "tests" / "validate" / "bad" / "unknown-current.yaml"
+
+
+def run(*args: str) -> "CliRunner.invoke":
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+@pytest.mark.parametrize("command", sorted(main.commands))
+def test_every_command_has_help(command):
+    result = run(command, "--help")
+    assert result.exit_code == 0 and "Usage: " in result.output
+    assert main.commands[command].help, f"{command} has no help text"
+
+
+def test_usage_errors_exit_2():
+    assert run("compile", SPECS).exit_code == 2  # no -o
+    assert run("lint").exit_code == 2
+    assert run("no-such-command").exit_code == 2
+    assert run("lint", "--format", "xml", SPECS).exit_code == 2
+
+
+def test_lint_ok_and_errors():
+    assert run("lint", SPECS).exit_code == 0
+    result = run("lint", BAD)
+    assert result.exit_code == 1
+    assert "tests/validate/bad/unknown-current.yaml:14:10: error: current stage 'canari'" in result.stderr
+
+
+def test_missing_path_is_a_located_error(tmp_path):
+    result = run("lint", tmp_path / "nope.yaml")
+    assert result.exit_code == 1 and "nope.yaml:1:1: error: no such file or directory" in result.stderr
+
+
+def test_github_and_json_formats():
+    result = run("lint", "--format", "github", BAD)
+    assert result.exit_code == 1
+    assert result.stdout.startswith("::error file=tests/validate/bad/unknown-current.yaml,line=14,col=10,title=rollout current::")
+    result = run("lint", "--format", "json", BAD)
+    assert result.exit_code == 1
+    (item,) = json.loads(result.stdout)
+    assert item == {
+        "path": "tests/validate/bad/unknown-current.yaml", "line": 14, "col": 10, "severity": "error",
+        "message": item["message"], "code": "current",
+    }
+    assert json.loads(run("lint", "--format", "json", SPECS).stdout) == []
+
+
+def test_github_format_escapes_message_newlines_and_percent():
+    from compiler.diagnostics import Diagnostic
+
+    line = Diagnostic("a,b:c.yaml", 1, 2, "error", "50% of\nthat").github()
+    assert line == "::error file=a%2Cb%3Ac.yaml,line=1,col=2,title=rollout spec::50%25 of%0Athat"
+
+
+def test_strict_turns_warnings_into_failure(tmp_path):
+    text = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text()
+    spec = tmp_path / "warn.yaml"
+    spec.write_text(text.replace("  - {name: full, weight: 100%}", "  - {name: half, weight: 50%}\n  - {name: full, weight: 100%}"))
+    assert run("lint", spec).exit_code == 0
+    result = run("lint", "--strict", spec)
+    assert result.exit_code == 1 and "warning: stage 'half' has no `hold`" in result.stderr
+
+
+def test_check_reports_drift_with_a_diff(tmp_path):
+    out = tmp_path / "out"
+    spec = GOLDEN / "in-checkout.yaml"
+    assert run("compile", spec, "-o", out).exit_code == 0
+    assert run("check", spec, "-o", out).exit_code == 0
+    plan = next(out.rglob("PLAN.md"))
+    plan.write_text(plan.read_text().replace("payments", "someone else"))
+    result = run("check", spec, "-o", out)
+    assert result.exit_code == 1
+    assert "--- a/shop/checkout/PLAN.md" in result.stdout and "-| Owner | someone else |" in result.stdout
+    assert "is stale" in result.stderr
+    assert run("compile", spec, "-o", out).exit_code == 0
+    assert run("check", spec, "-o", out).exit_code == 0
+
+
+def test_schema_file_is_current():
+    committed = json.loads((ROOT / "schema" / "rollout.schema.json").read_text())
+    assert committed == json.loads(run("schema").stdout), "run `make schema` and commit schema/rollout.schema.json"
+    assert committed == json.loads(json.dumps(model.json_schema()))
+
+
+def test_schema_validates_the_specs_an_editor_opens():
+    import jsonschema
+    from ruamel.yaml import YAML
+
+    schema = json.loads((ROOT / "schema" / "rollout.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for path in sorted(SPECS.glob("*.yaml")) + sorted(GOLDEN.glob("in-*.yaml")):
+        data = YAML(typ="safe").load(path.read_text())
+        data.pop("environments", None)
+        errors = [e.message for e in validator.iter_errors(data)]
+        assert errors == [], f"{path.name}: {errors}"
+    bad = YAML(typ="safe").load((ROOT / "tests" / "validate" / "bad" / "unknown-field.yaml").read_text())
+    assert list(validator.iter_errors(bad))
+
+
+def test_explain_prints_the_stage_table():
+    result = run("explain", GOLDEN / "in-checkout.yaml")
+    assert result.exit_code == 0
+    lines = result.stdout.splitlines()
+    assert lines[0] == "shop/checkout: v1.9.0 -> v2.0.0 (canary), current: canary"
+    assert lines[1].split() == ["STAGE", "TRAFFIC", "MIRROR", "HOLD", "GATES", "ON", "BREACH"]
+    assert lines[3].split()[:5] == ["*", "canary", "1%", "-", "2h"]
+    assert "error rate < 1%; p99 latency < 200ms" in lines[3] and lines[3].endswith("rollback (critical)")
+
+
+def test_explain_asks_for_an_environment():
+    result = run("explain", SPECS / "ai-orchestra.yaml")
+    assert result.exit_code == 2 and "choose one" in result.output
+    result = run("explain", SPECS / "ai-orchestra.yaml", "--env", "staging")
+    assert result.exit_code == 0 and "current: switch" in result.stdout

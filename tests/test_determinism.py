@@ -1,0 +1,44 @@
+"""Same specs, same bytes: under any hash seed, in any file order, in any working folder depth."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import GOLDEN_INPUTS, ROOT, SEED_SPECS
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def compile_with(seed: str, paths: list[Path], out: Path) -> None:
+    env = dict(os.environ, PYTHONHASHSEED=seed)
+    args = [str(p.relative_to(ROOT)) for p in paths]
+    proc = subprocess.run(
+        [sys.executable, "-m", "compiler", "compile", *args, "-o", str(out)],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_two_hash_seeds_and_two_file_orders_give_identical_trees(tmp_path):
+    paths = SEED_SPECS + GOLDEN_INPUTS
+    compile_with("0", paths, tmp_path / "a")
+    compile_with("4242", list(reversed(paths)), tmp_path / "b")
+    first, second = tree(tmp_path / "a"), tree(tmp_path / "b")
+    assert len(first) > len(paths)
+    assert first.keys() == second.keys()
+    different = [p for p in first if first[p] != second[p]]
+    assert different == []
+
+
+def test_no_timestamps_or_absolute_paths_in_output(tmp_path):
+    compile_with("1", SEED_SPECS, tmp_path / "out")
+    for path, data in tree(tmp_path / "out").items():
+        text = data.decode("utf-8")
+        assert str(ROOT) not in text, path
+        assert str(tmp_path) not in text, path
+        assert "2026-" not in text and "2025-" not in text, path
