@@ -179,3 +179,11 @@ def run(entry: Callable[..., object] = main) -> None:
         click.echo(f"rollout: internal error: {type(exc).__name__}: {exc}", err=True)
         click.echo("This is a bug in rollout; please report it with the spec that caused it.", err=True)
         sys.exit(1)
+
+
+from . import workflow  # noqa: E402  (the pull-request commands)
+
+main.add_command(workflow.promote)
+main.add_command(workflow.rollback)
+main.add_command(workflow.set_stage)
+main.add_command(workflow.diff)

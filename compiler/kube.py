@@ -15,7 +15,7 @@ from .plan import Plan
 MANAGED_BY = "rollout"
 ANNOTATION_SPEC = "rollout-compiler.dev/spec"
 ANNOTATION_SHA = "rollout-compiler.dev/spec-sha256"
-ANNOTATION_STAGE = "rollout-compiler.dev/stage"
+ANNOTATION_STAGE = "rollout-compiler.dev/stage"  # on kustomization.yaml: the stage compiled into the folder
 
 
 def labels(plan: Plan, extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -38,7 +38,6 @@ def metadata(plan: Plan, name: str, labels_extra: dict[str, str] | None = None,
     notes = {
         ANNOTATION_SPEC: plan.source.path,
         ANNOTATION_SHA: plan.source.sha256[:12],
-        ANNOTATION_STAGE: plan.current.name,
     }
     if annotations:
         notes.update(annotations)

@@ -19,7 +19,8 @@ from .units import format_decimal, format_latency, format_percent
 ROLLBACK = "rollback"
 ACTIONS = {"rollback": "rollback", "hold": "hold", "alert": "notify"}
 SEVERITIES = {"rollback": "critical", "hold": "warning", "alert": "warning"}
-DEFAULT_FOR = 60
+DEFAULT_FOR = 60  # custom gates: their query has no statistical guard against noise
+JUDGED_FOR = 0  # error-rate, latency and ratio gates: their confidence bound is the guard; a pending period only delays
 PRESETS: dict[str, tuple[tuple[int, ...], int]] = {
     "safe": ((5, 10, 25, 50, 75, 100), 300),
     "fast": ((25, 50, 100), 300),
@@ -277,7 +278,8 @@ def _gate_plans(gates: model.Gates | None, loc: Loc, spec: model.RolloutSpec, se
     out: list[GatePlan] = []
 
     def common(g: model._Gate) -> dict[str, Any]:
-        return {"window": g.window or window, "for_": g.for_ or DEFAULT_FOR, "severity": g.severity or severity}
+        default_for = DEFAULT_FOR if isinstance(g, model.CustomGate) else JUDGED_FOR
+        return {"window": g.window or window, "for_": g.for_ or default_for, "severity": g.severity or severity}
 
     if gates.error_rate is not None:
         g = gates.error_rate

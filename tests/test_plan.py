@@ -56,7 +56,7 @@ def test_explicit_stages_keep_exact_weights_and_gate_defaults():
     canary = plan.stage("canary")
     assert canary.weight == Fraction(1, 1000) and canary.route_weight == canary.weight
     error_rate = canary.gates[0]
-    assert (error_rate.name, error_rate.threshold, error_rate.window, error_rate.for_) == ("error_rate", Fraction(1, 100), 300, 60)
+    assert (error_rate.name, error_rate.threshold, error_rate.window, error_rate.for_) == ("error_rate", Fraction(1, 100), 300, 0)
     full = plan.stage("full")
     assert full.gates[0].for_ == 3600 and full.action == "notify" and full.severity == "warning"
     assert plan.stage("shadow").kind == "shadow"

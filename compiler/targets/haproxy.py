@@ -1,7 +1,258 @@
-"""Placeholder of the haproxy target, replaced by its implementation."""
+"""haproxy/: HAProxy 2.6+ configuration of the stage in effect, its ConfigMap, and Runtime API rollback commands.
+
+- ``haproxy/haproxy.cfg``: a complete configuration.  One frontend takes the
+  service's traffic; the backends are named exactly ``service.stable.backend``
+  and ``service.canary.backend`` (the ``haproxy`` metrics preset queries
+  ``haproxy_backend_*{proxy="<backend>"}``).  Another frontend serves the
+  built-in Prometheus exporter on ``/metrics``; the admin socket takes Runtime
+  API commands.
+- ``haproxy/configmap.yaml``: the same file in a ConfigMap, for HAProxy in a cluster.
+- ``haproxy/runtime-rollback.txt``: Runtime API commands that send every
+  request to stable without a reload.
+
+The split.  Server weights are integers 0-256 and cannot express 0.1%, so the
+frontend buckets requests instead: the sticky key hashed with ``xxh32`` modulo
+``N`` buckets (a fresh ``rand(N)`` for requests without a key, or when nothing
+is sticky), and buckets ``0 .. C-1`` go to the canary.  ``N`` is one number for
+every stage of the rollout (a multiple of 100 that every stage's share divides
+exactly), and ``C`` grows with the share, so a key on the canary at 1% is still
+on it at 10%.  The canary is used only while it has a usable server
+(``nbsrv``): when every canary server is down, or put in maintenance by the
+rollback commands, its users go to stable.
+
+HAProxy 2.6 cannot mirror traffic: a shadow stage keeps every user on stable
+(testers still reach the canary), which the file and ``rollout lint`` say.
+"""
 
 from __future__ import annotations
 
-from . import Target
+import ipaddress
+import math
+from dataclasses import dataclass
+from fractions import Fraction
 
-TARGET = Target("haproxy", lambda plan: {})
+from .. import escaping, kube, shares, templating
+from ..plan import Plan, StagePlan, VariantPlan
+from ..units import format_decimal, format_percent
+from . import Files, Finding, Target
+
+CONFIG = "haproxy/haproxy.cfg"
+CONFIGMAP = "haproxy/configmap.yaml"
+RUNTIME_ROLLBACK = "haproxy/runtime-rollback.txt"
+CONFIGMAP_KEY = "haproxy.cfg"
+
+TRAFFIC_FRONTEND = "rollout_traffic"  # '_' keeps these apart from backends, which are DNS-1035 names
+METRICS_FRONTEND = "rollout_metrics"
+RESOLVERS = "rollout_dns"
+BUCKET_VAR = "txn.rollout_bucket"
+
+HASH_RANGE = 2**32  # xxh32 values
+MAX_BUCKETS = 1_000_000
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """Where HAProxy listens and keeps its admin socket (production defaults; tests move them)."""
+
+    bind_address: str = ""  # "" binds every address
+    metrics_port: int = 8405
+    admin_socket: str = "/run/haproxy/admin.sock"
+
+
+# --------------------------------------------------------------------------- the split
+
+
+@dataclass(frozen=True)
+class Bucketing:
+    """Canary buckets ``0 .. split.canary - 1`` of ``split.total`` for one stage."""
+
+    split: shares.Split
+
+    @property
+    def buckets(self) -> int:
+        return self.split.total
+
+    @property
+    def threshold(self) -> int:
+        return self.split.canary
+
+    @property
+    def hash_values(self) -> int:
+        """How many of the 2^32 xxh32 values fall into canary buckets (``mod`` favours low buckets slightly)."""
+        quotient, remainder = divmod(HASH_RANGE, self.buckets)
+        return self.threshold * quotient + min(self.threshold, remainder)
+
+    @property
+    def hash_share(self) -> Fraction:
+        return Fraction(self.hash_values, HASH_RANGE)
+
+
+def bucket_count(plan: Plan) -> int:
+    """One bucket count for every stage: a multiple of 100 that each partial share divides, at most 10^6."""
+    count = 100
+    for stage in plan.stages:
+        if 0 < stage.route_weight < 1:
+            count = math.lcm(count, stage.route_weight.denominator)
+    return count if count <= MAX_BUCKETS else MAX_BUCKETS
+
+
+def bucketing(plan: Plan, stage: StagePlan) -> Bucketing:
+    """The canary buckets of ``stage`` (nearest when the share needs more than 10^6 buckets)."""
+    return Bucketing(shares.split(stage.route_weight, bucket_count(plan)))
+
+
+def thresholds(plan: Plan) -> list[tuple[str, int, int]]:
+    """``(stage, canary buckets, bucket count)`` for every stage with a partial share, in stage order."""
+    out = []
+    for stage in plan.stages:
+        if 0 < stage.route_weight < 1:
+            b = bucketing(plan, stage)
+            out.append((stage.name, b.threshold, b.buckets))
+    return out
+
+
+def _share_notes(plan: Plan, stage: StagePlan) -> list[str]:
+    share = stage.route_weight
+    if stage.kind == "rollback":
+        return ["Rolled back: every request goes to stable, testers included."]
+    if share == 0:
+        notes = ["Canary share 0%: users stay on stable (exact)."]
+    elif share == 1:
+        notes = ["Canary share 100%: every request goes to the canary backend while it has a usable server (exact)."]
+    else:
+        b = bucketing(plan, stage)
+        notes = [f"Buckets 0-{b.threshold - 1} of {b.buckets} go to the canary: {b.split.describe()}."]
+        if plan.sticky:
+            error = b.hash_share - share
+            notes += [
+                f"Bucket = xxh32 of the sticky {plan.sticky.kind} '{plan.sticky.name}' mod {b.buckets}; "
+                f"requests without it draw rand({b.buckets}).",
+                f"Over the 2^32 xxh32 values: {b.hash_values}/{HASH_RANGE} = {format_decimal(b.hash_share * 100, 10)}% "
+                f"(error {format_decimal(error * 100, 10)} percentage points against the spec, from mod).",
+            ]
+        else:
+            notes.append(f"Bucket = rand({b.buckets}) for every request: nothing is sticky.")
+    if stage.kind == "switch":
+        notes.append("Blue-green switched: the stable backend's Service now selects the new colour.")
+    if stage.is_shadow:
+        notes.append(
+            f"Shadow stage: the spec mirrors {format_percent(stage.mirror)} to the canary, which HAProxy 2.6 "
+            "cannot do; every user stays on stable here (the other targets mirror)."
+        )
+    return notes
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class Server:
+    name: str  # <backend>-<position>, unique in its backend
+    host: str
+    port: int
+    backup: bool
+
+
+def _servers(variant: VariantPlan) -> list[Server]:
+    return [Server(f"{variant.backend}-{i}", s.host, s.port, s.backup) for i, s in enumerate(variant.servers, 1)]
+
+
+
+def _bind(address: str) -> str:
+    if address:
+        ipaddress.ip_address(address)  # only literal addresses
+    return address
+
+
+def _health_host(host: str) -> str:
+    return host[2:] if host.startswith("*.") else host
+
+
+def config(plan: Plan, runtime: Runtime = Runtime()) -> str:
+    stage = plan.current
+    rolled_back = stage.kind == "rollback"
+    share = Fraction(0) if rolled_back else stage.route_weight
+    split = bucketing(plan, stage) if 0 < share < 1 else None
+    return templating.render(
+        "haproxy.cfg.j2",
+        filters=escaping.HAPROXY_FILTERS,
+        header_lines=kube.header(plan).splitlines(),
+        plan=plan,
+        stage=stage,
+        notes=_share_notes(plan, stage),
+        runtime=runtime,
+        bind=_bind(runtime.bind_address),
+        frontend=TRAFFIC_FRONTEND,
+        metrics_frontend=METRICS_FRONTEND,
+        resolvers=RESOLVERS if any(escaping.is_host_name(s.host) for v in (plan.stable, plan.canary) for s in v.servers) else None,
+        bucket_var=BUCKET_VAR,
+        split=split,
+        canary_all=share == 1,
+        testers=plan.testers if (stage.testers and not rolled_back) else None,
+        health_host=_health_host(plan.host),
+        variants=[(plan.stable, _servers(plan.stable)), (plan.canary, _servers(plan.canary))],
+    )
+
+
+def runtime_rollback(plan: Plan, runtime: Runtime = Runtime()) -> str:
+    lines = [
+        kube.header(plan),
+        "",
+        f"HAProxy Runtime API commands: every request of {plan.out} to stable, without a reload.",
+        "Every canary server goes into maintenance: the frontend then sends canary buckets and",
+        "testers to stable (nbsrv of the canary is 0), and no connection, sticky or not, reaches it.",
+        "One command per line; lines starting with '#' are comments. Apply with:",
+        f"  grep -v '^#' {RUNTIME_ROLLBACK.split('/')[-1]} | while read -r cmd; do",
+        f"    echo \"$cmd\" | socat stdio unix-connect:{runtime.admin_socket}; done",
+        "Undo with 'set server <backend>/<server> state ready'; the next reload of haproxy.cfg",
+        "also restores the stage in the file.",
+    ]
+    text = "".join(f"# {line}".rstrip() + "\n" for line in "\n".join(lines).splitlines())
+    backend = escaping.haproxy_name(plan.canary.backend)
+    for server in _servers(plan.canary):
+        text += f"set server {backend}/{escaping.haproxy_name(server.name)} state maint\n"
+    return text
+
+
+def render(plan: Plan) -> Files:
+    if "haproxy" not in plan.targets:
+        return {}
+    text = config(plan)
+    configmap = kube.config_map(plan, plan.names.haproxy_configmap, {CONFIGMAP_KEY: text},
+                                {"app.kubernetes.io/component": "haproxy"})
+    return {
+        CONFIG: text,
+        CONFIGMAP: kube.manifest(plan, configmap),
+        RUNTIME_ROLLBACK: runtime_rollback(plan),
+    }
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def lint(plan: Plan) -> list[Finding]:
+    if "haproxy" not in plan.targets:
+        return []
+    found = [Finding(loc, message) for loc, message in
+             escaping.name_problems(plan, escaping.haproxy_header_problem, escaping.haproxy_cookie_problem)]
+    for stage in plan.stages:
+        if stage.is_shadow:
+            found.append(Finding(
+                stage.loc,
+                f"stage '{stage.name}' mirrors {format_percent(stage.mirror)} of traffic, which HAProxy 2.6 cannot do: "
+                "the haproxy target keeps every user on stable during this stage (testers still reach the canary)",
+                "warning",
+            ))
+    split_total = bucket_count(plan)
+    for stage in plan.stages:
+        if 0 < stage.route_weight < 1 and not bucketing(plan, stage).split.exact:
+            found.append(Finding(
+                stage.loc,
+                f"stage '{stage.name}': HAProxy realises {format_percent(stage.route_weight)} with {split_total} buckets "
+                f"only approximately ({bucketing(plan, stage).split.describe()})",
+                "warning",
+            ))
+    return found
+
+
+TARGET = Target("haproxy", render, lint, rollback=True)

@@ -1,7 +1,195 @@
-"""Placeholder of the ingress_nginx target, replaced by its implementation."""
+"""ingress-nginx: the stable Ingress and one canary Ingress for ``service.host`` and ``service.path``.
+
+The controller (maintenance ended in March 2026; still widely run) splits
+traffic between an Ingress and at most one canary Ingress per host and path,
+configured by ``nginx.ingress.kubernetes.io/canary*`` annotations:
+
+- ``canary-weight`` out of 100, or out of ``canary-weight-total`` for shares
+  that are not whole percents.  The controller honours a total only above
+  100 (``math.random(total) <= weight`` in its balancer), so 0.1% is weight 1
+  of total 1000, never a rounded 0.
+- testers: ``canary-by-header`` with ``canary-by-header-value`` (one value) or
+  ``canary-by-header-pattern`` (several values, each regex-escaped, anchored).
+  The controller drops, with only a log line, any header name or value
+  outside ``^[/\\-._~a-zA-Z0-9:]*$`` and any weight that is not an integer;
+  nginx itself ignores request headers whose names hold anything but
+  letters, digits and ``-`` (``ignore-invalid-headers``,
+  ``enable-underscores-in-headers: false``).  :func:`lint` reports these as
+  errors at the spec node.
+- shadow stages: ``mirror-target`` on the stable Ingress (annotations on a
+  canary Ingress other than ``canary*`` are ignored).  The mirror copies every
+  request; a partial mirror is an error for this target.
+
+The canary Ingress's backend is ``<canary backend>:<port number>``, so the
+controller's metrics label canary traffic ``canary="<namespace>-<backend>-<port>"``,
+which is what the ``ingress-nginx`` metrics source queries.
+"""
 
 from __future__ import annotations
 
-from . import Target
+import re
+from fractions import Fraction
+from typing import Any
 
-TARGET = Target("ingress-nginx", lambda plan: {})
+from .. import kube, routing, shares
+from ..plan import Plan, StagePlan, VariantPlan
+from ..units import format_percent
+from . import Finding, Target
+
+NAME = "ingress-nginx"
+API_VERSION = "networking.k8s.io/v1"
+PREFIX = "nginx.ingress.kubernetes.io/"
+CLUSTER_DOMAIN = "cluster.local"
+DEFAULT_TOTAL = 100
+MAX_TOTAL = 1_000_000
+
+#: The controller's validator of canary-by-header, -value and -cookie (parser.BasicCharsRegex).
+BASIC_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:]*$")
+#: The controller's validator of canary-by-header-pattern and mirror-target (parser.IsValidRegex).
+REGEX_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:^$\[\](){}*+?|&=\\]*$")
+#: Header names nginx does not drop by default (letters, digits, '-').
+NGINX_HEADER = re.compile(r"^[A-Za-z0-9-]+$")
+_PCRE_SPECIAL = set("\\^$.|?*+()[]{}")
+
+
+# --------------------------------------------------------------------------- render
+
+
+def render(plan: Plan) -> dict[str, str]:
+    if NAME not in plan.targets:
+        return {}
+    note = _note(plan)
+    return {
+        f"{NAME}/ingress.yaml": kube.manifest(plan, stable_ingress(plan), note),
+        f"{NAME}/ingress-canary.yaml": kube.manifest(plan, canary_ingress(plan), note),
+    }
+
+
+def stable_ingress(plan: Plan) -> dict[str, Any]:
+    annotations = mirror_annotations(plan) if plan.current.mirror > 0 else {}
+    return _ingress(plan, plan.names.ingress, plan.stable, annotations)
+
+
+def canary_ingress(plan: Plan) -> dict[str, Any]:
+    return _ingress(plan, plan.names.canary_ingress, plan.canary, canary_annotations(plan))
+
+
+def _ingress(plan: Plan, name: str, variant: VariantPlan, annotations: dict[str, str]) -> dict[str, Any]:
+    backend = {"service": {"name": variant.backend, "port": {"number": variant.port}}}
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "Ingress",
+        "metadata": kube.metadata(plan, name, annotations=annotations),
+        "spec": {
+            "ingressClassName": plan.ingress_class,
+            "rules": [{
+                "host": plan.host,
+                "http": {"paths": [{"path": plan.path, "pathType": "Prefix", "backend": backend}]},
+            }],
+        },
+    }
+
+
+def canary_weight(share: Fraction) -> tuple[shares.Split, bool]:
+    """The split out of 100, or out of a total above 100 (then ``True``: write canary-weight-total)."""
+    weight = share * DEFAULT_TOTAL
+    if weight.denominator == 1:
+        return shares.Split(weight.numerator, DEFAULT_TOTAL, share), False
+    return shares.exact_split(share, DEFAULT_TOTAL + 1, MAX_TOTAL), True
+
+
+def canary_annotations(plan: Plan) -> dict[str, str]:
+    split, with_total = canary_weight(plan.current.route_weight)
+    out = {PREFIX + "canary": "true", PREFIX + "canary-weight": str(split.canary)}
+    if with_total:
+        out[PREFIX + "canary-weight-total"] = str(split.total)
+    if plan.testers is not None and plan.current.testers:
+        out[PREFIX + "canary-by-header"] = plan.testers.header
+        values = plan.testers.values
+        if len(values) == 1:
+            out[PREFIX + "canary-by-header-value"] = values[0]
+        else:
+            out[PREFIX + "canary-by-header-pattern"] = header_pattern(values)
+    return out
+
+
+def pcre_escape(value: str) -> str:
+    return "".join("\\" + ch if ch in _PCRE_SPECIAL else ch for ch in value)
+
+
+def header_pattern(values: tuple[str, ...]) -> str:
+    """A PCRE matching exactly one of ``values`` (the controller's match is unanchored)."""
+    return "^(" + "|".join(pcre_escape(v) for v in values) + ")$"
+
+
+def mirror_target(plan: Plan) -> str:
+    variant = plan.canary
+    return f"http://{variant.backend}.{plan.namespace}.svc.{CLUSTER_DOMAIN}:{variant.port}$request_uri"
+
+
+def mirror_annotations(plan: Plan) -> dict[str, str]:
+    out = {PREFIX + "mirror-target": mirror_target(plan), PREFIX + "mirror-request-body": "on"}
+    if not plan.host.startswith("*."):
+        out[PREFIX + "mirror-host"] = plan.host  # the copy carries the Host users sent
+    return out
+
+
+def _note(plan: Plan) -> str:
+    stage = plan.current
+    split, with_total = canary_weight(stage.route_weight)
+    total = f"canary-weight-total {split.total}" if with_total else "no canary-weight-total (100)"
+    mirror = (f"every request copied to {plan.canary.backend} (spec {format_percent(stage.mirror)}; "
+              "ingress-nginx mirrors all or nothing)")
+    return routing.note(plan, "ingress-nginx Ingresses", split, f"canary-weight {split.canary}, {total}", mirror)
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def lint(plan: Plan) -> list[Finding]:
+    if NAME not in plan.targets:
+        return []
+    out: list[Finding] = []
+    out.extend(_tester_findings(plan))
+    for stage in plan.stages:
+        out.extend(_mirror_findings(stage))
+    out.extend(routing.unsticky(plan, NAME, "canary-weight picks each request at random"))
+    out.extend(routing.inexact_splits(plan, NAME, lambda stage: canary_weight(stage.route_weight)[0]))
+    return out
+
+
+def _tester_findings(plan: Plan) -> list[Finding]:
+    testers = plan.testers
+    if testers is None:
+        return []
+    out = []
+    if not NGINX_HEADER.match(testers.header):
+        out.append(Finding(
+            ("traffic", "testers", "header"),
+            f"ingress-nginx: header '{testers.header}' would be dropped (nginx ignores request headers "
+            "whose names hold anything but letters, digits and '-'): use letters, digits and '-' only",
+            "error", NAME,
+        ))
+    for i, value in enumerate(testers.values):
+        if not BASIC_CHARS.match(value):
+            out.append(Finding(
+                ("traffic", "testers", "values", i),
+                f"ingress-nginx: tester value '{value}' would be dropped by the controller "
+                "(canary-by-header values allow only letters, digits and / - . _ ~ :)",
+                "error", NAME,
+            ))
+    return out
+
+
+def _mirror_findings(stage: StagePlan) -> list[Finding]:
+    if not 0 < stage.mirror < 1:
+        return []
+    return [Finding(
+        routing.mirror_loc(stage),
+        f"{NAME}: stage '{stage.name}' mirrors {format_percent(stage.mirror)}, but mirror-target "
+        "copies every request: use `mirror: 100%` or drop ingress-nginx from traffic.targets",
+        "error", NAME,
+    )]
+
+
+TARGET = Target(NAME, render, lint, rollback=True)

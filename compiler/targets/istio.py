@@ -1,7 +1,184 @@
-"""Placeholder of the istio target, replaced by its implementation."""
+"""istio: a VirtualService and two DestinationRules (``networking.istio.io/v1``) for mesh traffic.
+
+Hosts.  The VirtualService takes the traffic mesh clients send to the stable
+Service (``service.stable.backend``, the name they already call) and routes it
+to two hosts: the stable Service and the canary Service
+(``service.canary.backend``).  It binds to the mesh only (no ``gateways``):
+north-south traffic is routed by the gateway-api or ingress-nginx target.
+Short Service names resolve in the rollout's namespace, where every object is.
+
+Subsets.  Each host has a DestinationRule with one subset, ``stable`` or
+``canary``, selecting the pods labelled ``version: <service.<variant>.version>``:
+the label Istio reports as ``destination_version``, which the ``istio``
+metrics source queries.  Pods must carry it.  A blue-green rollout has no
+version subsets: its Services select pods by colour, and the active
+Service's selector changes at the switch, so its rules route to the Services.
+
+Routes, in order: testers (one match per tester value, header name in lower
+case, ``exact`` value), the split (relative weights: Istio divides by their
+sum, so 0.1% is exactly 1 : 999; a share of 0 or 100% is one destination),
+with ``mirror`` and ``mirrorPercentage`` in a shadow stage, and, when
+``service.path`` is not ``/``, a last route that keeps every other path on
+stable.  A path matches whole segments (``exact: /api`` or ``prefix: /api/``).
+``traffic.sticky`` becomes a consistent-hash load balancer (header or cookie).
+"""
 
 from __future__ import annotations
 
+from fractions import Fraction
+from typing import Any
+
+from .. import kube, routing, shares
+from ..plan import Plan, StagePlan, VariantPlan
+from ..units import format_percent
 from . import Target
 
-TARGET = Target("istio", lambda plan: {})
+NAME = "istio"
+API_VERSION = "networking.istio.io/v1"
+VERSION_LABEL = "version"
+MAX_WEIGHT = 1_000_000
+
+
+# --------------------------------------------------------------------------- render
+
+
+def render(plan: Plan) -> dict[str, str]:
+    if NAME not in plan.targets:
+        return {}
+    # The split lives in the VirtualService; the DestinationRules are the same at every stage.
+    return {
+        f"{NAME}/virtualservice.yaml": kube.manifest(plan, virtual_service(plan), _note(plan)),
+        f"{NAME}/destinationrule-stable.yaml": kube.manifest(
+            plan, destination_rule(plan, plan.names.destination_rule, plan.stable)),
+        f"{NAME}/destinationrule-canary.yaml": kube.manifest(
+            plan, destination_rule(plan, plan.names.canary_destination_rule, plan.canary)),
+    }
+
+
+def uses_subsets(plan: Plan) -> bool:
+    return plan.blue_green is None
+
+
+def destination(plan: Plan, variant: VariantPlan, weight: int | None = None) -> dict[str, Any]:
+    target: dict[str, Any] = {"host": variant.backend, "port": {"number": variant.port}}
+    if uses_subsets(plan):
+        target["subset"] = variant.role
+    out: dict[str, Any] = {"destination": target}
+    if weight is not None:
+        out["weight"] = weight
+    return out
+
+
+def uri_matches(path: str) -> list[dict[str, Any]]:
+    """Matches of ``path`` as whole segments; ``[]`` for ``/`` (everything)."""
+    if path == "/":
+        return []
+    stem = path.rstrip("/")
+    return [{"uri": {"exact": stem}}, {"uri": {"prefix": stem + "/"}}]
+
+
+def tester_route(plan: Plan) -> dict[str, Any]:
+    assert plan.testers is not None
+    header = plan.testers.header.lower()
+    uris = uri_matches(plan.path) or [{}]
+    matches = [
+        {**uri, "headers": {header: {"exact": value}}}
+        for value in plan.testers.values
+        for uri in uris
+    ]
+    return {"name": "testers", "match": matches, "route": [destination(plan, plan.canary)]}
+
+
+def split_route(plan: Plan) -> dict[str, Any]:
+    stage = plan.current
+    split = route_split(stage)
+    if split.canary == 0:
+        route = [destination(plan, plan.stable)]
+    elif split.stable == 0:
+        route = [destination(plan, plan.canary)]
+    else:
+        route = [destination(plan, plan.stable, split.stable), destination(plan, plan.canary, split.canary)]
+    out: dict[str, Any] = {"name": "split"}
+    matches = uri_matches(plan.path)
+    if matches:
+        out["match"] = matches
+    out["route"] = route
+    if stage.mirror > 0:
+        mirror = destination(plan, plan.canary)["destination"]
+        out["mirror"] = mirror
+        out["mirrorPercentage"] = {"value": mirror_percentage(stage.mirror)}
+    return out
+
+
+def virtual_service(plan: Plan) -> dict[str, Any]:
+    routes = []
+    if plan.testers is not None and plan.current.testers:
+        routes.append(tester_route(plan))
+    routes.append(split_route(plan))
+    if uri_matches(plan.path):
+        routes.append({"name": "other-paths", "route": [destination(plan, plan.stable)]})
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VirtualService",
+        "metadata": kube.metadata(plan, plan.names.virtual_service),
+        "spec": {"hosts": [plan.stable.backend], "http": routes},
+    }
+
+
+def destination_rule(plan: Plan, name: str, variant: VariantPlan) -> dict[str, Any]:
+    spec: dict[str, Any] = {"host": variant.backend}
+    policy = traffic_policy(plan)
+    if policy:
+        spec["trafficPolicy"] = policy
+    if uses_subsets(plan):
+        spec["subsets"] = [{"name": variant.role, "labels": {VERSION_LABEL: variant.version}}]
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "DestinationRule",
+        "metadata": kube.metadata(plan, name),
+        "spec": spec,
+    }
+
+
+def traffic_policy(plan: Plan) -> dict[str, Any]:
+    sticky = plan.sticky
+    if sticky is None:
+        return {}
+    if sticky.kind == "header":
+        hash_on: dict[str, Any] = {"httpHeaderName": sticky.name.lower()}
+    else:
+        hash_on = {"httpCookie": {"name": sticky.name}}  # no ttl: Envoy never sets the cookie itself
+    return {"loadBalancer": {"consistentHash": hash_on}}
+
+
+def route_split(stage: StagePlan) -> shares.Split:
+    return shares.relative(stage.route_weight, MAX_WEIGHT)
+
+
+def mirror_percentage(share: Fraction) -> float:
+    return float(share * 100)
+
+
+def _note(plan: Plan) -> str:
+    stage = plan.current
+    split = route_split(stage)
+    weights = f"weights {plan.stable.backend} {split.stable} : {plan.canary.backend} {split.canary}"
+    value = mirror_percentage(stage.mirror)
+    error = Fraction(value) / 100 - stage.mirror
+    exact = "exact" if error == 0 else f"error {float(error * 100):.3g} percentage points"
+    mirror = f"mirrorPercentage {value!r} to {plan.canary.backend} (spec {format_percent(stage.mirror)}, {exact})"
+    return routing.note(plan, "istio VirtualService", split, weights, mirror)
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def lint(plan: Plan) -> list[Finding]:
+    if NAME not in plan.targets:
+        return []
+    how = ("the weighted split picks a version for each request, and consistent hashing keeps a client "
+           "on one pod of the version it gets")
+    return routing.unsticky(plan, NAME, how) + routing.inexact_splits(plan, NAME, route_split)
+
+
+TARGET = Target(NAME, render, lint, rollback=True)

@@ -1,7 +1,249 @@
-"""Placeholder of the nginx target, replaced by its implementation."""
+"""nginx/: open-source nginx configuration of the stage in effect (an ``http``-level include) and its ConfigMap.
+
+- ``nginx/nginx.conf``: upstreams of both variants, the split, the testers'
+  override, the shadow mirror and one ``server`` for ``service.host``.  It is
+  included from the ``http`` block of the main configuration (e.g. from
+  ``conf.d/``); every upstream and variable name carries the rollout's id, so
+  several rollouts can share one nginx.
+- ``nginx/configmap.yaml``: the same file in a ConfigMap (key
+  ``<[env-]namespace-name>.conf``), for nginx in a cluster.
+
+The split is ``split_clients`` over the sticky key (a request without one uses
+its ``$request_id``, so key-less requests are split one by one rather than all
+landing in one bucket); the canary takes the first bucket, so a key on the
+canary at 1% stays on it at 10%.  ``split_clients`` reads percentages with two
+decimals: shares are realised exactly in steps of 0.01%, and each file states
+the share it realises.  Shadow stages mirror a ``split_clients`` sample of the
+requests (testers excepted) to the canary with ``mirror``; the copies carry
+``X-Rollout-Mirror: 1`` and their responses are discarded.
+
+Health: open-source nginx has no active health checks (``health_check`` is NGINX
+Plus).  Servers are checked passively: after ``max_fails`` (``health.fall``)
+failed requests (connection errors, timeouts, 502/503/504) within
+``fail_timeout`` (``health.interval``) a server gets no requests for
+``fail_timeout``; the failed requests are retried on another server.
+"""
 
 from __future__ import annotations
 
-from . import Target
+import ipaddress
+from dataclasses import dataclass
+from fractions import Fraction
 
-TARGET = Target("nginx", lambda plan: {})
+from .. import escaping, kube, shares, templating
+from ..plan import Plan, StagePlan, VariantPlan
+from ..units import format_decimal, format_percent
+from . import Files, Finding, Target
+
+CONFIG = "nginx/nginx.conf"
+CONFIGMAP = "nginx/configmap.yaml"
+
+PERCENT_UNITS = 10_000  # split_clients parses "12.34%": hundredths of a percent
+HASH_RANGE = 2**32  # MurmurHash2 values
+MIRROR_HEADER = "X-Rollout-Mirror"
+
+
+@dataclass(frozen=True)
+class Listen:
+    """Where the server block listens (production: every address; tests: 127.0.0.1)."""
+
+    address: str = ""
+
+
+# --------------------------------------------------------------------------- the split
+
+
+@dataclass(frozen=True)
+class Percent:
+    """A share as ``split_clients`` realises it: hundredths of a percent, then a MurmurHash2 threshold."""
+
+    split: shares.Split  # out of PERCENT_UNITS
+
+    @property
+    def text(self) -> str:
+        return f"{self.split.canary // 100}.{self.split.canary % 100:02d}%"
+
+    @property
+    def threshold(self) -> int:
+        """Hashes below this take the first bucket (nginx: percent * 0xffffffff / 10000)."""
+        return self.split.canary * 0xFFFFFFFF // PERCENT_UNITS
+
+    @property
+    def hash_share(self) -> Fraction:
+        return Fraction(self.threshold, HASH_RANGE)
+
+    def describe(self) -> str:
+        error = self.hash_share - self.split.share
+        return (
+            f"split_clients {self.text} ({self.split.describe()}); over the 2^32 MurmurHash2 values "
+            f"{self.threshold}/{HASH_RANGE} = {format_decimal(self.hash_share * 100, 10)}% "
+            f"(error {format_decimal(error * 100, 10)} percentage points against the spec)"
+        )
+
+
+def percent(share: Fraction) -> Percent:
+    return Percent(shares.split(share, PERCENT_UNITS))
+
+
+def thresholds(plan: Plan) -> list[tuple[str, int]]:
+    """``(stage, MurmurHash2 threshold of the canary bucket)`` for every stage with a partial share."""
+    return [(s.name, percent(s.route_weight).threshold) for s in plan.stages if 0 < s.route_weight < 1]
+
+
+# --------------------------------------------------------------------------- names
+
+
+@dataclass(frozen=True)
+class Ids:
+    """Names of everything this rollout adds to nginx's http context (unique per rollout)."""
+
+    prefix: str
+
+    @classmethod
+    def of(cls, plan: Plan) -> "Ids":
+        return cls("rollout_" + "__".join(part.replace("-", "_") for part in plan.out.split("/")))
+
+    def upstream(self, role: str) -> str:
+        return f"{self.prefix}_{role}"
+
+    def var(self, what: str) -> str:
+        return f"${self.prefix}_{what}"
+
+    def braced(self, what: str) -> str:
+        """The variable inside a string, delimited: ``${name}``."""
+        return "${" + f"{self.prefix}_{what}" + "}"
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+@dataclass(frozen=True)
+class Upstream:
+    name: str
+    variant: VariantPlan
+
+
+
+def _listen(address: str, port: int) -> str:
+    port_text = escaping.port(port)
+    if not address:
+        return port_text
+    ipaddress.ip_address(address)
+    return f"{address}:{port_text}"
+
+
+def _locations(path: str) -> list[str]:
+    """``/`` -> ``location /``; ``/api`` -> ``location = /api`` and ``location /api/``."""
+    if path == "/":
+        return ["/"]
+    base = path.rstrip("/")
+    return [f"= {base}", f"{base}/"]
+
+
+def _notes(plan: Plan, stage: StagePlan, share: Fraction) -> list[str]:
+    if stage.kind == "rollback":
+        notes = ["Rolled back: every request goes to stable, testers included; no mirror."]
+    elif share == 0:
+        notes = ["Canary share 0%: users stay on stable (exact)."]
+    elif share == 1:
+        notes = ["Canary share 100%: every request goes to the canary (exact)."]
+    else:
+        key = f"the sticky {plan.sticky.kind} '{plan.sticky.name}' ($request_id without it)" if plan.sticky else "$request_id"
+        notes = [f"Canary: {percent(share).describe()}.", f"Split key: {key}."]
+    if stage.kind == "switch":
+        notes.append("Blue-green switched: the stable upstream's Service now selects the new colour.")
+    if stage.is_shadow and stage.kind != "rollback":
+        notes.append(f"Shadow: mirror {percent(stage.mirror).describe() if stage.mirror < 1 else 'every request'}, "
+                     "testers excepted.")
+    return notes
+
+
+def config(plan: Plan, listen: Listen = Listen()) -> str:
+    stage = plan.current
+    rolled_back = stage.kind == "rollback"
+    share = Fraction(0) if rolled_back else stage.route_weight
+    mirror = Fraction(0) if rolled_back else stage.mirror
+    testers = plan.testers if (stage.testers and not rolled_back) else None
+    ids = Ids.of(plan)
+    stable, canary = ids.upstream("stable"), ids.upstream("canary")
+    split = percent(share) if 0 < share < 1 else None
+    fixed = canary if share == 1 else stable  # the upstream when nothing splits
+    if testers:
+        target = ids.var("upstream")
+    elif split:
+        target = ids.var("split")
+    else:
+        target = fixed
+    sticky_var = None
+    if plan.sticky is not None:
+        sticky_var = (escaping.nginx_header_variable(plan.sticky.name) if plan.sticky.kind == "header"
+                      else escaping.nginx_cookie_variable(plan.sticky.name))
+    return templating.render(
+        "nginx.conf.j2",
+        filters=escaping.NGINX_FILTERS,
+        header_lines=kube.header(plan).splitlines(),
+        plan=plan,
+        stage=stage,
+        notes=_notes(plan, stage, share),
+        ids=ids,
+        upstreams=[Upstream(stable, plan.stable), Upstream(canary, plan.canary)],
+        stable=stable,
+        canary=canary,
+        split=split,
+        sticky_var=sticky_var,
+        split_input=ids.braced("key") if sticky_var else "${request_id}",
+        fixed=fixed,
+        testers=testers,
+        target=target,
+        mirror=percent(mirror) if 0 < mirror < 1 else None,
+        mirror_all=mirror == 1,
+        mirror_uri=f"/_rollout_mirror/{plan.out}",
+        mirror_header=MIRROR_HEADER,
+        listen=_listen(listen.address, plan.port),
+        locations=_locations(plan.path),
+    )
+
+
+def configmap_key(plan: Plan) -> str:
+    return "-".join(plan.out.split("/")) + ".conf"
+
+
+def render(plan: Plan) -> Files:
+    if "nginx" not in plan.targets:
+        return {}
+    text = config(plan)
+    configmap = kube.config_map(plan, plan.names.nginx_configmap, {configmap_key(plan): text},
+                                {"app.kubernetes.io/component": "nginx"})
+    return {CONFIG: text, CONFIGMAP: kube.manifest(plan, configmap)}
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def lint(plan: Plan) -> list[Finding]:
+    if "nginx" not in plan.targets:
+        return []
+    found = [Finding(loc, message) for loc, message in
+             escaping.name_problems(plan, escaping.nginx_header_problem, escaping.nginx_cookie_problem)]
+    for role in ("stable", "canary"):
+        for i, server in enumerate(plan.variant(role).servers):
+            if escaping.is_host_name(server.host):
+                found.append(Finding(
+                    ("service", role, "servers", i),
+                    f"nginx resolves the upstream host '{server.host}' once, when it loads the configuration: "
+                    "a name that does not resolve then stops nginx from loading it, and later DNS changes are not seen",
+                    "warning",
+                ))
+    for stage in plan.stages:
+        for what, share in (("weight", stage.route_weight), ("mirror", stage.mirror)):
+            if 0 < share < 1 and not percent(share).split.exact:
+                found.append(Finding(
+                    stage.loc,
+                    f"stage '{stage.name}': nginx split_clients takes percentages with two decimals, so the {what} "
+                    f"{format_percent(share)} becomes {percent(share).text}",
+                    "warning",
+                ))
+    return found
+
+
+TARGET = Target("nginx", render, lint, rollback=True)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from .. import serialize, templating
 from ..plan import ROLLBACK, Plan, StagePlan
 from ..units import format_duration, format_percent
-from . import Rendered, Summary
+from . import Files, Rendered, Summary
 
 OWN_PATH = "PLAN.md"
 
@@ -23,7 +23,7 @@ def _traffic(stage: StagePlan, plan: Plan) -> str:
     if stage.kind == "switch":
         return f"100% ({plan.blue_green.new_color if plan.blue_green else 'new'})"
     if stage.kind == "shadow":
-        return "0% (mirrored)"
+        return "0%, mirrored"
     return format_percent(stage.weight)
 
 
@@ -55,21 +55,36 @@ def _gantt(plan: Plan) -> list[str]:
     return lines
 
 
-def _changes(rendered: Rendered) -> list[tuple[str, list[str]]]:
+def _without_comments(text: str | None) -> list[str] | None:
+    """A file's lines without comment lines: what a router or controller acts on."""
+    if text is None:
+        return None
+    return [line for line in text.splitlines() if not line.lstrip().startswith(("#", "<!--"))]
+
+
+def _difference(before: Files, after: Files) -> tuple[list[str], list[str]]:
+    """(files whose content changes, files whose comments alone change)."""
+    changed, comments = [], []
+    for path in sorted(set(before) | set(after)):
+        if before.get(path) == after.get(path):
+            continue
+        if _without_comments(before.get(path)) == _without_comments(after.get(path)):
+            comments.append(path)
+        else:
+            changed.append(path)
+    return changed, comments
+
+
+def _changes(rendered: Rendered) -> list[tuple[str, list[str], list[str]]]:
     """Per stage, the generated files that differ from the stage before (the first: from all-stable)."""
     by_stage = rendered.by_stage
     previous = by_stage[ROLLBACK]
     out = []
     for stage in rendered.plan.stages:
         files = by_stage[stage.name]
-        changed = sorted(p for p in set(files) | set(previous) if files.get(p) != previous.get(p))
-        out.append((stage.name, changed))
+        out.append((stage.name, *_difference(previous, files)))
         previous = files
-    rollback_from_last = sorted(
-        p for p in set(by_stage[ROLLBACK]) | set(by_stage[rendered.plan.stages[-1].name])
-        if by_stage[ROLLBACK].get(p) != by_stage[rendered.plan.stages[-1].name].get(p)
-    )
-    out.append((ROLLBACK, rollback_from_last))
+    out.append((ROLLBACK, *_difference(by_stage[rendered.plan.stages[-1].name], by_stage[ROLLBACK])))
     return out
 
 

@@ -1,7 +1,158 @@
-"""Placeholder of the rollback target, replaced by its implementation."""
+"""rollback/RUNBOOK.md: how to put every route of this rollout back on stable, and how to know it worked.
+
+The files of the rollback state themselves are written by the targets marked
+``rollback=True`` (the pipeline renders them again with the rollback stage in
+effect into ``rollback/``); this target writes the procedure beside them: when
+to roll back (each stage's gates in words), the one-command way, the instant
+ways (HAProxy Runtime API, kill switches and environment overrides), how to
+verify (alerts, queries, dashboard), what to preserve and the time budget.
+The runbook does not depend on the stage in effect.
+"""
 
 from __future__ import annotations
 
+import re
+from typing import Any
+
+from .. import metrics, serialize, templating
+from ..plan import GatePlan, Plan, StagePlan
+from ..units import format_duration, format_percent
 from . import Target
 
-TARGET = Target("rollback", lambda plan: {})
+RUNBOOK = "rollback/RUNBOOK.md"
+HAPROXY_RUNTIME = "haproxy/runtime-rollback.txt"
+HAPROXY_COMMAND = (
+    f"grep -v '^#' ../{HAPROXY_RUNTIME} | while read -r cmd; do\n"
+    '  echo "$cmd" | socat stdio unix-connect:SOCKET\n'
+    "done"
+)
+VERIFY_WINDOW = "1m"
+BREACH = {
+    "rollback": "roll back now (the alert has action=rollback)",
+    "hold": "hold: do not promote; investigate, and roll back if it does not recover",
+    "alert": "notify: investigate; roll back if the cause is the new version",
+}
+
+
+# --------------------------------------------------------------------------- Markdown escaping
+
+
+def code_block(value: Any) -> str:
+    """A fenced code block that no backtick run inside ``value`` can close early."""
+    text = str(value).replace("\r\n", "\n").replace("\r", "\n").rstrip("\n")
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}\n{text}\n{fence}"
+
+
+FILTERS = {"code_block": code_block}
+
+
+# --------------------------------------------------------------------------- what the runbook says
+
+
+def traffic(stage: StagePlan, plan: Plan) -> str:
+    if stage.kind == "preview":
+        return "testers only"
+    if stage.kind == "shadow":
+        return f"{format_percent(stage.mirror)} mirrored, none served"
+    if stage.kind == "switch":
+        return f"100% ({plan.blue_green.new_color if plan.blue_green else 'new'} colour)"
+    return format_percent(stage.weight)
+
+
+def gate_words(gate: GatePlan) -> str:
+    """``error rate < 1% (measured over 5m, a breach lasting 1m)``."""
+    lasting = f"a breach lasting {format_duration(gate.for_)}" if gate.for_ else "breached as soon as measured"
+    return f"{gate.description} (measured over {format_duration(gate.window)}, {lasting})"
+
+
+def stage_rows(plan: Plan) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": stage.name,
+            "traffic": traffic(stage, plan),
+            "gates": [gate_words(g) for g in stage.gates],
+            "breach": BREACH[stage.on_breach] if stage.gates else "",
+        }
+        for stage in plan.stages
+    ]
+
+
+def command(plan: Plan, verb: str) -> str:
+    env = f" --env {plan.environment}" if plan.environment else ""
+    return f"rollout {verb} {plan.source.path}{env}"
+
+
+def flag_overrides(plan: Plan) -> list[dict[str, str]]:
+    """Environment overrides that take the new version's flags away without a deploy."""
+    rows = []
+    for flag in plan.flags:
+        if not flag.env:
+            continue
+        if flag.kind == "kill_switch":
+            what = "part of the rollback" if dict(flag.engaged)["rollback"] else "forces its flags off"
+            rows.append({"flag": flag.name, "env": f"{flag.env}=true", "what": what})
+        elif dict(flag.shares)["rollback"] == 0:
+            rows.append({"flag": flag.name, "env": f"{flag.env}=false", "what": "off in the rollback state"})
+    return rows
+
+
+def panels(plan: Plan) -> list[dict[str, str]]:
+    """The dashboard panels to watch (titles as the grafana target starts them) and what they must show."""
+    canary, stable = plan.canary.version, plan.stable.version
+    return [
+        {"title": "Stage", "expect": "rollback"},
+        {"title": "Canary weight", "expect": "0%"},
+        {"title": "Request rate", "expect": f"{canary} falls to 0 while {stable} takes all requests"},
+        {"title": "Error ratio", "expect": f"{stable} stays at its usual level"},
+        {"title": "latency", "expect": f"p95 and p99: {stable} stays at its usual level"},
+        {"title": "Firing rollout alerts", "expect": "empties once the rollback has taken effect"},
+    ]
+
+
+def _ratio(errors: str, requests: str) -> str:
+    return f"({errors}) / ({requests})"
+
+
+def queries(plan: Plan) -> list[dict[str, str]]:
+    window = VERIFY_WINDOW
+    canary, stable = plan.metrics.canary, plan.metrics.stable
+    sub = lambda q: metrics.substitute(q, window=window)  # noqa: E731
+    alerts = metrics.selector([("alertstate", "=", "firing"), ("rollout", "=", plan.name),
+                               ("namespace", "=", plan.namespace)])
+    return [
+        {"what": "The new version's request rate falls to 0 (where a router splits traffic)",
+         "query": sub(canary.requests)},
+        {"what": "The error ratio of the stable version, now serving everyone, is back to normal",
+         "query": _ratio(sub(stable.errors), sub(stable.requests))},
+        {"what": "No alert of this rollout is firing", "query": f"ALERTS{alerts}"},
+    ]
+
+
+def render(plan: Plan) -> dict[str, str]:
+    grafana = plan.alerting.grafana_url if plan.alerting else None
+    text = templating.render(
+        "RUNBOOK.md.j2",
+        filters=FILTERS,
+        header=serialize.markdown_header(plan.source.path, plan.source.sha256),
+        plan=plan,
+        stages=stage_rows(plan),
+        within=format_duration(plan.rollback_within),
+        rollback_command=command(plan, "rollback") + ' --reason "..."',
+        promote_command=command(plan, "promote"),
+        haproxy="haproxy" in plan.targets,
+        haproxy_runtime=HAPROXY_RUNTIME,
+        haproxy_command=HAPROXY_COMMAND,
+        kill_switches=[f for f in plan.flags if f.kind == "kill_switch"],
+        engaged_on_rollback=[f.name for f in plan.flags if f.kind == "kill_switch" and dict(f.engaged)["rollback"]],
+        overrides=flag_overrides(plan),
+        follows=[f.name for f in plan.flags if f.follows_stage],
+        queries=queries(plan),
+        panels=panels(plan),
+        dashboard_url=f"{grafana.rstrip('/')}/d/{plan.names.dashboard_uid}" if grafana else None,
+    )
+    return {RUNBOOK: text}
+
+
+TARGET = Target("rollback", render)

@@ -1,0 +1,186 @@
+"""edit: set a spec's ``current`` in place, changing one line and no other byte.
+
+The spec is read with ruamel.yaml's round-trip loader, which gives the position
+of every key and value.  The new value is spliced into the text at that
+position, in the quoting style the old value used, so comments, key order,
+quoting, indentation and blank lines stay as they were; ruamel.yaml then reads
+the result back, and the edit is refused unless the result holds exactly the
+old data with the one value changed.
+
+For an environment that does not set ``current`` yet, the key is added: as the
+first entry of a flow mapping (``production: {}`` becomes ``production:
+{current: x}``, one changed line) or as a new line under the environment's key
+of a block mapping (one added line).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap
+from ruamel.yaml.error import YAMLError
+from ruamel.yaml.nodes import ScalarNode
+from ruamel.yaml.resolver import VersionedResolver
+
+from .diagnostics import Diagnostic, SpecError
+from .load import parse_text
+
+KEY = "current"
+REASON_PREFIX = "rolled back:"
+_SIMPLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_RESOLVERS = (VersionedResolver(version=(1, 2)), VersionedResolver(version=(1, 1)))
+_STR = "tag:yaml.org,2002:str"
+
+
+@dataclass(frozen=True)
+class Edit:
+    text: str  # the whole new spec text
+    line: int  # 1-based line changed (or added)
+    old: str | None  # the value before (None: the key was added)
+    new: str
+
+
+class EditError(Exception):
+    def __init__(self, path: str, line: int, col: int, message: str):
+        self.diagnostic = Diagnostic(path, line, col, "error", message, "edit")
+        super().__init__(self.diagnostic.text())
+
+
+def _plain_is_string(value: str) -> bool:
+    return all(r.resolve(ScalarNode, value, (True, False)) == _STR for r in _RESOLVERS)
+
+
+def scalar_token(value: str, style: str) -> str:
+    """``value`` as a YAML scalar in ``style`` ("plain", "'" or '"'); plain only where it stays a string."""
+    if not _SIMPLE.match(value):
+        raise ValueError(f"'{value}' is not a stage name")
+    if style == "plain" and not _plain_is_string(value):
+        style = '"'
+    return value if style == "plain" else f"{style}{value}{style}"
+
+
+def _load(text: str, path: str) -> Any:
+    yaml = YAML(typ="rt")
+    try:
+        return yaml.load(text)
+    except YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+        raise EditError(path, line, col, f"cannot read the spec: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def _mapping_at(root: Any, environment: str | None, path: str) -> CommentedMap:
+    if not isinstance(root, CommentedMap):
+        raise EditError(path, 1, 1, "a spec is a mapping (apiVersion, kind, metadata, ...)")
+    if environment is None:
+        return root
+    envs = root.get("environments")
+    if not isinstance(envs, CommentedMap):
+        raise EditError(path, 1, 1, f"--env {environment}: the spec has no `environments`")
+    if environment not in envs:
+        line, col = envs.lc.line + 1, envs.lc.col + 1
+        known = ", ".join(str(k) for k in envs)
+        raise EditError(path, line, col, f"no environment '{environment}' in `environments` ({known})")
+    node = envs[environment]
+    if not isinstance(node, CommentedMap):
+        line, col = envs.lc.key(environment)
+        raise EditError(path, line + 1, col + 1, f"environment '{environment}' must be a mapping of overrides")
+    return node
+
+
+def _replace(lines: list[str], node: CommentedMap, value: str, reason: str | None, path: str) -> tuple[int, str]:
+    line_no, col = node.lc.value(KEY)
+    line = lines[line_no]
+    old = str(node[KEY])
+    quote = line[col] if line[col] in "'\"" else ""
+    token = f"{quote}{old}{quote}"
+    if not line.startswith(token, col) or not _SIMPLE.match(old):
+        raise EditError(path, line_no + 1, col + 1, f"cannot edit `{KEY}` in place: write it as a plain stage name")
+    rest = line[col + len(token):]
+    body = rest.rstrip("\r\n")
+    newline = rest[len(body):]
+    stripped = body.lstrip(" \t")
+    gap = body[:len(body) - len(stripped)] or "  "
+    if stripped.startswith("#"):
+        comment = stripped
+        if reason is not None:
+            comment = f"# {REASON_PREFIX} {one_line(reason)}"
+        elif comment.startswith(f"# {REASON_PREFIX}"):
+            comment = ""  # the reason of an earlier rollback no longer applies
+        tail = gap + comment if comment else ""
+    else:
+        tail = body + (f"  # {REASON_PREFIX} {one_line(reason)}" if reason is not None else "")
+    lines[line_no] = line[:col] + scalar_token(value, quote or "plain") + tail + newline
+    return line_no + 1, old
+
+
+def _insert(lines: list[str], root: CommentedMap, node: CommentedMap, environment: str, value: str,
+            reason: str | None, path: str) -> int:
+    token = scalar_token(value, "plain")
+    comment = f"  # {REASON_PREFIX} {one_line(reason)}" if reason is not None else ""
+    envs = root["environments"]
+    line_no, col = envs.lc.value(environment)
+    line = lines[line_no]
+    if line.startswith("{", col):
+        rest = line[col + 1:]
+        sep = "" if rest.lstrip().startswith("}") else ", "
+        if comment:
+            raise EditError(path, line_no + 1, col + 1, "a reason cannot be recorded in a flow mapping; leave out --reason")
+        lines[line_no] = line[:col + 1] + f"{KEY}: {token}" + sep + rest
+        return line_no + 1
+    if not node:
+        raise EditError(path, line_no + 1, col + 1, f"cannot add `{KEY}` to environment '{environment}' in place")
+    key_line, _ = envs.lc.key(environment)
+    first = next(iter(node))
+    _, indent = node.lc.key(first)
+    newline = "\n"
+    lines.insert(key_line + 1, " " * indent + f"{KEY}: {token}{comment}{newline}")
+    return key_line + 2
+
+
+def one_line(text: str) -> str:
+    return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())[:200]
+
+
+def set_current(text: str, value: str, environment: str | None, path: str, reason: str | None = None) -> Edit:
+    """The spec ``text`` with ``current`` (or ``environments.<environment>.current``) set to ``value``."""
+    root = _load(text, path)
+    node = _mapping_at(root, environment, path)
+    lines = text.splitlines(keepends=True)
+    if KEY in node:
+        line, old = _replace(lines, node, value, reason, path)
+    else:
+        if environment is None:
+            raise EditError(path, 1, 1, f"the spec has no `{KEY}`")
+        line, old = _insert(lines, root, node, environment, value, reason, path), None
+    new_text = "".join(lines)
+    _verify(text, new_text, environment, value, path, line)
+    return Edit(new_text, line, old, value)
+
+
+def _verify(old_text: str, new_text: str, environment: str | None, value: str, path: str, line: int) -> None:
+    """The new text reads as the old data with the one value set, and differs in one line."""
+    try:
+        before, _, _ = parse_text(old_text, path)
+        after, _, _ = parse_text(new_text, path)
+    except SpecError as exc:
+        d = exc.diagnostics[0]
+        raise EditError(path, d.line, d.col, f"the edit would not leave a valid YAML file: {d.message}") from None
+    expected = copy.deepcopy(before)
+    target = expected if environment is None else expected["environments"][environment]
+    target[KEY] = value
+    if after != expected:
+        raise EditError(path, line, 1, f"cannot set `{KEY}` without changing other values; edit the spec by hand")
+    old_lines, new_lines = old_text.splitlines(keepends=True), new_text.splitlines(keepends=True)
+    changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
+    if len(new_lines) == len(old_lines):
+        ok = len(changed) <= 1
+    else:
+        added = len(new_lines) - len(old_lines) == 1
+        ok = added and new_lines[:line - 1] + new_lines[line:] == old_lines
+    if not ok:
+        raise EditError(path, line, 1, f"cannot set `{KEY}` by changing a single line; edit the spec by hand")

@@ -1,0 +1,230 @@
+"""Alertmanager: amtool accepts the configurations, alerts reach exactly the receivers the
+spec names, and a rollback silences the same rollout's warnings in a running Alertmanager."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compiler import pipeline
+from compiler.targets import alertmanager
+from conftest import ALL_SPECS, GOLDEN, SPECS, free_port, plan_of, plans_of, tool
+from test_prometheus import spec
+
+ALERTING = """alerting:
+  receivers:
+    pager: {pagerduty: {routing_key_file: /etc/alertmanager/secrets/pd}}
+    mail: {email: {to: web@example.com}}
+    relay: {email: {to: web@example.com, from: alerts@example.com, smarthost: "smtp.example.com:587",
+                    auth_username: alerts, auth_password_file: /etc/alertmanager/secrets/smtp}}
+    hook: {webhook: {url: "http://bot.ops.svc:8080/rollback"}}
+  routes: {critical: [pager, mail], warning: [mail], info: [], rollback: [hook, pager]}
+current: canary"""
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    for path, text in files.items():
+        (folder / path).parent.mkdir(parents=True, exist_ok=True)
+        (folder / path).write_text(text)
+    return folder / "alertmanager"
+
+
+def amtool(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("amtool"), *args], capture_output=True, text=True, timeout=60)
+
+
+def run_cases(folder: Path) -> list[str]:
+    """Run every line of routes.test.txt; the failing lines."""
+    failed = []
+    lines = [line for line in (folder / "routes.test.txt").read_text().splitlines() if line and not line.startswith("#")]
+    assert lines
+    for line in lines:
+        result = amtool("config", "routes", "test", f"--config.file={folder / 'alertmanager.yaml'}", *shlex.split(line))
+        if result.returncode != 0:
+            failed.append(f"{line}: {result.stdout.strip()} {result.stderr.strip()}")
+    return failed
+
+
+@pytest.fixture(scope="module")
+def fleet(tmp_path_factory) -> Path:
+    files = alertmanager.render_fleet(plans_of(*ALL_SPECS), {})
+    return write(tmp_path_factory.mktemp("fleet"), files)
+
+
+def test_amtool_accepts_the_fleet_configuration(fleet):
+    result = amtool("check-config", str(fleet / "alertmanager.yaml"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    config = yaml.safe_load((fleet / "alertmanager.yaml").read_text())
+    routed = [p for p in plans_of(*ALL_SPECS) if p.alerting is not None]
+    assert len(config["route"]["routes"]) == len(routed) == len(config["inhibit_rules"])
+
+
+def test_every_rollout_alert_reaches_exactly_its_receivers(fleet):
+    assert run_cases(fleet) == []
+    cases = (fleet / "routes.test.txt").read_text()
+    for plan in plans_of(*ALL_SPECS):
+        if plan.alerting is not None:
+            for kind in ("severity=critical action=rollback", "severity=critical action=notify", "severity=info"):
+                assert f"rollout={plan.name} namespace={plan.namespace}" in cases and kind in cases
+
+
+def test_cases_say_what_the_spec_says():
+    plan = plan_of(GOLDEN / "in-checkout.yaml")
+    cases = {(labels["severity"], labels["action"]): receivers for receivers, labels in alertmanager.cases(plan)}
+    scoped = lambda *names: [f"shop.checkout.{n}" for n in names]  # noqa: E731
+    assert cases[("critical", "rollback")] == scoped("bot", "oncall", "team", "mail")
+    assert cases[("critical", "notify")] == scoped("oncall", "team", "mail")
+    assert cases[("warning", "hold")] == scoped("team", "mail")
+    assert cases[("info", "notify")] == scoped("team")
+
+
+def test_each_rollout_configuration_stands_alone(tmp_path):
+    for plan in plans_of(*ALL_SPECS):
+        files = alertmanager.render(plan)
+        if plan.alerting is None:
+            assert files == {}
+            continue
+        folder = write(tmp_path / plan.out, files)
+        result = amtool("check-config", str(folder / "alertmanager.yaml"))
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert run_cases(write(tmp_path / "one", alertmanager.render(plan_of(SPECS / "moe-intelligence.yaml")))) == []
+
+
+def test_environments_are_routed_apart(tmp_path):
+    plans = plans_of(SPECS / "ai-orchestra.yaml")
+    folder = write(tmp_path, alertmanager.render_fleet(plans, {}))
+    assert run_cases(folder) == []
+    # an alert of the plain rollout name without the environment label reaches nobody
+    result = amtool("config", "routes", "test", f"--config.file={folder / 'alertmanager.yaml'}",
+                    "rollout=ai-orchestra", "namespace=production", "severity=critical", "action=rollback")
+    assert result.stdout.strip() == alertmanager.UNROUTED
+
+
+def test_an_external_environment_label_does_not_unroute_a_plain_rollout(fleet):
+    result = amtool("config", "routes", "test", f"--config.file={fleet / 'alertmanager.yaml'}",
+                    "--verify.receivers=shop.checkout.oncall,shop.checkout.team,shop.checkout.mail",
+                    "rollout=checkout", "namespace=shop", "environment=eu-prod", "severity=critical", "action=notify")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_receiver_names_are_unique_and_scoped(fleet):
+    config = yaml.safe_load((fleet / "alertmanager.yaml").read_text())
+    names = [r["name"] for r in config["receivers"]]
+    assert len(names) == len(set(names))
+    assert "production.production.ai-orchestra.pagerduty" in names and "staging.staging.ai-orchestra.pagerduty" in names
+
+
+def _walk(node, path=()):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _walk(value, path + (key,))
+    elif isinstance(node, list):
+        for item in node:
+            yield from _walk(item, path)
+    else:
+        yield path, node
+
+
+def test_secrets_are_only_file_references(fleet):
+    config = yaml.safe_load((fleet / "alertmanager.yaml").read_text())
+    secret_fields = {"routing_key", "service_key", "api_url", "auth_password", "auth_secret", "url_file"}
+    for path, value in _walk(config):
+        assert path[-1] not in secret_fields, path
+        if path[-1].endswith("_file"):
+            assert value.startswith("/etc/alertmanager/secrets/"), (path, value)
+
+
+def test_email_needs_no_global_settings(tmp_path):
+    path = spec(tmp_path, ("current: canary", ALERTING))
+    plan = plan_of(path)
+    folder = write(tmp_path / "out", alertmanager.render(plan))
+    config = yaml.safe_load((folder / "alertmanager.yaml").read_text())
+    emails = {r["name"]: r["email_configs"][0] for r in config["receivers"] if "email_configs" in r}
+    local, relay = emails["shop.web.mail"], emails["shop.web.relay"]
+    assert (local["smarthost"], local["from"], local["require_tls"]) == ("localhost:25", "alertmanager@localhost", False)
+    assert (relay["smarthost"], relay["require_tls"], relay["auth_password_file"]) == (
+        "smtp.example.com:587", True, "/etc/alertmanager/secrets/smtp")
+    assert amtool("check-config", str(folder / "alertmanager.yaml")).returncode == 0
+    assert run_cases(folder) == []
+    # info has no receiver: such alerts stop at the root, which sends nothing
+    assert f"--verify.receivers={alertmanager.UNROUTED} rollout=web namespace=shop severity=info" in (
+        folder / "routes.test.txt").read_text()
+
+
+def test_webhook_url_file_is_refused_for_alertmanager_0_25(tmp_path):
+    path = spec(tmp_path, ("current: canary", ALERTING.replace('url: "http://bot.ops.svc:8080/rollback"',
+                                                                "url_file: /etc/alertmanager/secrets/hook")))
+    problems = [d.text() for d in pipeline.analyse([path]).diagnostics if d.severity == "error"]
+    assert len(problems) == 1 and ":20:22: error: receiver 'hook': Alertmanager 0.25 has no `url_file`" in problems[0]
+    # amtool 0.25 agrees: the field does not exist
+    config = {"route": {"receiver": "x"}, "receivers": [{"name": "x", "webhook_configs": [{"url_file": "/x"}]}]}
+    (tmp_path / "am.yaml").write_text(yaml.safe_dump(config))
+    result = amtool("check-config", str(tmp_path / "am.yaml"))
+    assert result.returncode != 0 and "url_file" in result.stdout + result.stderr
+
+
+# --------------------------------------------------------------------------- a running Alertmanager
+
+
+def _binary() -> str:
+    found = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    if found is None:
+        pytest.fail("prometheus-alertmanager is not installed: run `make test`")
+    return found
+
+
+def _api(port: int, path: str, body: object | None = None) -> object:
+    data = json.dumps(body).encode() if body is not None else None
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data,
+                                     headers={"Content-Type": "application/json"}, method="POST" if data else "GET")
+    with urllib.request.urlopen(request, timeout=5) as response:
+        text = response.read()
+    return json.loads(text) if text else None
+
+
+def test_a_rollback_alert_inhibits_the_warnings_of_its_rollout(tmp_path):
+    plans = [plan_of(GOLDEN / "in-checkout.yaml"), plan_of(GOLDEN / "in-ramp.yaml")]
+    folder = write(tmp_path, alertmanager.render_fleet(plans, {}))
+    port = free_port()
+    process = subprocess.Popen(
+        [_binary(), f"--config.file={folder / 'alertmanager.yaml'}", f"--storage.path={tmp_path / 'data'}",
+         f"--web.listen-address=127.0.0.1:{port}", "--cluster.listen-address=", "--log.level=error"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            try:
+                _api(port, "/api/v2/status")
+                break
+            except OSError:
+                time.sleep(0.1)
+
+        def alert(rollout: str, name: str, severity: str, action: str) -> dict:
+            return {"labels": {"alertname": name, "rollout": rollout, "namespace": "shop", "stage": "canary",
+                               "gate": "error_rate", "severity": severity, "action": action}}
+
+        _api(port, "/api/v2/alerts", [
+            alert("checkout", "CheckoutErrorRateBreached", "critical", "rollback"),
+            alert("checkout", "CheckoutCanaryStarved", "warning", "hold"),
+            alert("cart", "CartCanaryStarved", "warning", "hold"),
+        ])
+        status: dict[str, dict] = {}
+        for _ in range(50):
+            alerts = _api(port, "/api/v2/alerts")
+            status = {a["labels"]["alertname"]: a["status"] for a in alerts}  # type: ignore[union-attr]
+            if status.get("CheckoutCanaryStarved", {}).get("inhibitedBy"):
+                break
+            time.sleep(0.1)
+        assert status["CheckoutCanaryStarved"]["state"] == "suppressed"
+        assert status["CheckoutErrorRateBreached"]["state"] == "active"
+        assert status["CartCanaryStarved"]["state"] == "active"  # another rollout's warning is not silenced
+    finally:
+        process.terminate()
+        process.wait(timeout=10)

@@ -1,0 +1,123 @@
+"""Blue-green: the Services switch colour at the switch stage (and back on rollback); the routers
+send testers and the weighted steps to the preview Service.  Checked at every stage of every
+blue-green spec: which version a user and a tester end up on, through each router and Service."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+import yaml
+
+from compiler.plan import ROLLBACK, Plan
+from compiler.targets import gateway_api, ingress_nginx, istio, kube_service
+from conftest import GOLDEN, SPECS, plan_of
+from kubecheck import Outcome, Request, route_http_route, route_ingress_nginx, route_istio
+
+BLUE_GREEN = [
+    (GOLDEN / "in-blue-green.yaml", None),
+    (SPECS / "ai-orchestra.yaml", "production"),
+    (SPECS / "ai-orchestra.yaml", "staging"),
+]
+
+
+def blue_green_plans() -> list[Plan]:
+    return [plan_of(path, env) for path, env in BLUE_GREEN]
+
+
+def stages(plan: Plan) -> list[str]:
+    return [s.name for s in plan.stages] + [ROLLBACK]
+
+
+def services(plan: Plan) -> dict[str, dict]:
+    docs = [yaml.safe_load(text) for text in kube_service.render(plan).values()]
+    return {d["metadata"]["name"]: d for d in docs}
+
+
+def routed(plan: Plan, target: str, request: Request) -> Outcome:
+    """Where ``target`` sends ``request``: {Service name: share}."""
+    if target == "gateway-api":
+        outcome = route_http_route(gateway_api.http_route(plan), request)
+    elif target == "ingress-nginx":
+        outcome = route_ingress_nginx(ingress_nginx.stable_ingress(plan), ingress_nginx.canary_ingress(plan), request)
+    else:
+        outcome = route_istio(istio.virtual_service(plan), plan.stable.backend,
+                              Request(plan.stable.backend, request.path, request.headers))
+    assert outcome is not None
+    return outcome
+
+
+def new_version_share(plan: Plan, outcome: Outcome, by_name: dict[str, dict]) -> Fraction:
+    """The share of requests that reach pods of the new colour."""
+    bg = plan.blue_green
+    assert bg is not None
+    share = Fraction(0)
+    for service, part in outcome.shares.items():
+        if by_name[service]["spec"]["selector"][bg.color_label] == bg.new_color:
+            share += part
+    return share
+
+
+ROUTERS = ("gateway-api", "ingress-nginx", "istio")
+
+
+@pytest.mark.parametrize("plan", blue_green_plans(), ids=lambda p: p.id)
+def test_the_active_service_switches_colour_at_the_switch_and_back_on_rollback(plan: Plan):
+    bg = plan.blue_green
+    assert bg is not None
+    switched = False
+    for name in stages(plan):
+        by_name = services(plan.at(name))
+        assert set(by_name) == {plan.names.active_service, plan.names.preview_service}
+        switched = switched or name == "switch"
+        colour = bg.new_color if switched and name != ROLLBACK else bg.old_color
+        assert by_name[plan.names.active_service]["spec"]["selector"] == {**dict(bg.selector), bg.color_label: colour}
+        assert by_name[plan.names.preview_service]["spec"]["selector"] == {**dict(bg.selector), bg.color_label: bg.new_color}
+        for service in by_name.values():
+            assert service["spec"]["ports"] == [
+                {"name": "http", "protocol": "TCP", "port": plan.port, "targetPort": plan.target_port}]
+
+
+@pytest.mark.parametrize("plan", blue_green_plans(), ids=lambda p: p.id)
+def test_users_and_testers_reach_the_new_version_as_each_stage_says(plan: Plan):
+    assert plan.testers is not None
+    routers = [t for t in ROUTERS if t in plan.targets]
+    assert routers
+    for name in stages(plan):
+        at = plan.at(name)
+        by_name = services(at)
+        for target in routers:
+            users = routed(at, target, Request(plan.host, plan.path))
+            assert new_version_share(at, users, by_name) == at.current.weight, (name, target)
+            assert users.shares.get(plan.names.preview_service, Fraction(0)) == at.current.route_weight
+            for value in plan.testers.values:
+                testers = routed(at, target, Request(plan.host, plan.path, ((plan.testers.header, value),)))
+                expected = Fraction(0) if name == ROLLBACK else Fraction(1)
+                assert new_version_share(at, testers, by_name) == expected, (name, target, value)
+                if name != ROLLBACK:
+                    assert testers.shares == {plan.names.preview_service: 1}, (name, target)
+
+
+def test_ai_orchestra_production_walks_preview_steps_and_switch():
+    plan = plan_of(SPECS / "ai-orchestra.yaml", "production")
+    assert stages(plan) == ["preview", "canary-5", "canary-10", "canary-25", "canary-50", "canary-75", "switch", ROLLBACK]
+    assert plan.target_port == 8000 and plan.port == 80
+    assert plan.names.active_service == "ai-orchestra" and plan.names.preview_service == "ai-orchestra-preview"
+
+
+def test_the_staging_environment_switches_without_steps():
+    plan = plan_of(SPECS / "ai-orchestra.yaml", "staging")
+    assert stages(plan) == ["preview", "switch", ROLLBACK] and plan.current.name == "switch"
+    assert services(plan)["ai-orchestra"]["spec"]["selector"]["version"] == "green"
+    assert plan.namespace == "staging"
+
+
+def test_a_canary_rollout_has_no_generated_services():
+    assert kube_service.render(plan_of(GOLDEN / "in-tiny-canary.yaml")) == {}
+
+
+def test_the_comment_says_the_share_and_its_error():
+    plan = plan_of(GOLDEN / "in-blue-green.yaml").at("switch")
+    text = kube_service.render(plan)["kube-service/service-active.yaml"]
+    assert "# Users on the new version: 100% = 0% routed to orchestra-preview + 100% through orchestra " \
+           "(spec 100%, exact)." in text

@@ -1,0 +1,123 @@
+"""compiler.edit: `current` changes on one line; every other byte of the spec stays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from compiler import edit
+from compiler.load import load_file, parse_text
+from compiler.plan import ROLLBACK
+from conftest import ALL_SPECS, SPECS, plans_of
+
+
+def line_diff(old: str, new: str) -> tuple[list[int], list[int]]:
+    """(indexes of lines of ``old`` that changed, indexes of lines of ``new`` that were added)."""
+    a, b = old.splitlines(keepends=True), new.splitlines(keepends=True)
+    if len(a) == len(b):
+        return [i for i, (x, y) in enumerate(zip(a, b)) if x != y], []
+    added = [i for i in range(len(b)) if b[:i] + b[i + 1:] == a]
+    return [], added[:1]
+
+
+def stage_names(spec: Path) -> list[str]:
+    return sorted({s.name for plan in plans_of(spec) for s in plan.stages} | {ROLLBACK})
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
+def test_setting_current_to_any_stage_changes_exactly_one_line(spec):
+    text = spec.read_text()
+    data, _, _ = parse_text(text, str(spec))
+    for name in stage_names(spec):
+        change = edit.set_current(text, name, None, str(spec))
+        if name == data["current"]:
+            assert change.text == text
+            continue
+        changed, added = line_diff(text, change.text)
+        assert changed == [change.line - 1] and added == []
+        old_line, new_line = text.splitlines()[change.line - 1], change.text.splitlines()[change.line - 1]
+        assert old_line.replace(data["current"], name, 1) == new_line
+        after, _, _ = parse_text(change.text, str(spec))
+        assert after == {**data, "current": name}
+
+
+def test_environment_current_is_replaced_or_added():
+    spec = SPECS / "ai-orchestra.yaml"
+    text = spec.read_text()
+    change = edit.set_current(text, "canary-5", "staging", str(spec))
+    changed, _ = line_diff(text, change.text)
+    assert changed == [change.line - 1] and change.old == "switch"
+    change = edit.set_current(text, "canary-5", "production", str(spec))
+    changed, _ = line_diff(text, change.text)
+    assert change.old is None and len(changed) == 1
+    assert change.text.splitlines()[change.line - 1] == "  production: {current: canary-5}"
+    data, _, _ = parse_text(change.text, str(spec))
+    assert data["environments"]["production"] == {"current": "canary-5"}
+
+
+def test_adding_to_a_block_mapping_adds_one_line_at_its_indentation():
+    text = "a: 1\nenvironments:\n  prod:\n      # the production overrides\n      metadata: {namespace: p}\n"
+    change = edit.set_current(text, "ramp", "prod", "x.yaml")
+    assert change.text == "a: 1\nenvironments:\n  prod:\n      current: ramp\n      # the production overrides\n      metadata: {namespace: p}\n"
+    assert line_diff(text, change.text) == ([], [3])
+
+
+def test_adding_to_a_non_empty_flow_mapping_keeps_its_other_entries_and_comment():
+    text = "environments:\n  prod: {metadata: {namespace: p}}   # production\n"
+    change = edit.set_current(text, "ramp", "prod", "x.yaml")
+    assert change.text == "environments:\n  prod: {current: ramp, metadata: {namespace: p}}   # production\n"
+
+
+@pytest.mark.parametrize("written, expected", [
+    ('current: "canary"  # one percent\n', 'current: "ramp"  # one percent\n'),
+    ("current: 'canary'\n", "current: 'ramp'\n"),
+    ("current:   canary    # spaced\n", "current:   ramp    # spaced\n"),
+    ("current: canary\r\n", "current: ramp\r\n"),
+    ("current: canary", "current: ramp"),
+])
+def test_quoting_spacing_comments_and_line_endings_are_kept(written, expected):
+    text = "kind: Rollout\n" + written
+    assert edit.set_current(text, "ramp", None, "x.yaml").text == "kind: Rollout\n" + expected
+
+
+def test_a_value_yaml_would_read_as_something_else_is_quoted():
+    assert edit.set_current("current: canary\n", "null", None, "x.yaml").text == 'current: "null"\n'
+    assert edit.set_current("current: canary\n", "true", None, "x.yaml").text == 'current: "true"\n'
+    assert edit.set_current("current: canary\n", "on", None, "x.yaml").text == 'current: "on"\n'  # YAML 1.1 readers
+
+
+def test_a_reason_is_recorded_on_the_changed_line_and_cleared_on_resume():
+    text = "kind: Rollout\ncurrent: canary  # 1% for two hours\nflags: {}\n"
+    rolled = edit.set_current(text, ROLLBACK, None, "x.yaml", reason="p99 > 200ms\nsince 10:02")
+    assert rolled.text == "kind: Rollout\ncurrent: rollback  # rolled back: p99 > 200ms since 10:02\nflags: {}\n"
+    resumed = edit.set_current(rolled.text, "canary", None, "x.yaml")
+    assert resumed.text == "kind: Rollout\ncurrent: canary\nflags: {}\n"
+
+
+@pytest.mark.parametrize("text, env, message", [
+    ("current: canary\n", "prod", "has no `environments`"),
+    ("current: canary\nenvironments: {staging: {}}\n", "prod", "no environment 'prod'"),
+    ("current: canary\nenvironments:\n  prod: 3\n", "prod", "must be a mapping"),
+    ("kind: Rollout\n", None, "has no `current`"),
+    ("current: &a canary\n", None, "cannot edit `current` in place"),
+    ("current: [a]\n", None, "cannot edit `current` in place"),
+])
+def test_what_cannot_be_edited_is_a_located_error(text, env, message):
+    with pytest.raises(edit.EditError) as info:
+        edit.set_current(text, "ramp", env, "x.yaml")
+    assert message in str(info.value)
+    assert info.value.diagnostic.path == "x.yaml" and info.value.diagnostic.line >= 1
+
+
+def test_stage_names_are_the_only_values():
+    with pytest.raises(ValueError):
+        edit.scalar_token("ramp: 1", "plain")
+    assert edit.scalar_token("canary-0p5", "'") == "'canary-0p5'"
+
+
+def test_every_spec_loads_the_same_after_a_round_trip_through_the_loader():
+    for spec in ALL_SPECS:
+        data = load_file(spec).data
+        edited = edit.set_current(spec.read_text(), data["current"], None, str(spec)).text
+        assert edited == spec.read_text()

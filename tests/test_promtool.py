@@ -1,0 +1,176 @@
+"""promtool accepts every generated rule file and every generated unit test passes.
+
+Every spec is rendered at every stage and in the rollback state (what ``rollout
+compile`` writes, and what each promotion will write), plus the committed
+``generated/`` folder when there is one.  Identical files are run once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import subprocess
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+import yaml
+
+from compiler.plan import ROLLBACK, Plan
+from compiler.targets import prometheus
+from conftest import ALL_SPECS, GOLDEN, ROOT, plan_of, plans_of, tool
+from test_prometheus import HOSTILE, hostile_spec, spec
+
+GENERATED = ROOT / "generated"
+
+
+def write(folder: Path, files: dict[str, str]) -> Path:
+    for path, text in files.items():
+        target = folder / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    return folder / "prometheus"
+
+
+def every_stage() -> list[Plan]:
+    return [p.at(s) for p in plans_of(*ALL_SPECS) for s in [x.name for x in p.stages] + [ROLLBACK]]
+
+
+@lru_cache(maxsize=1)
+def rule_folders(root: str) -> tuple[Path, ...]:
+    """Folders holding rules.yaml and rules.test.yaml: every stage of every spec, and generated/."""
+    base = Path(root)
+    folders = []
+    for plan in every_stage():
+        folders.append(write(base / plan.out / plan.current.name, prometheus.render(plan)))
+    if GENERATED.is_dir():
+        folders.extend(sorted(p.parent for p in GENERATED.rglob("prometheus/rules.test.yaml")))
+    unique: dict[str, Path] = {}
+    for folder in folders:
+        key = hashlib.sha256(b"".join((folder / n).read_bytes() for n in ("rules.yaml", "rules.test.yaml"))).hexdigest()
+        unique.setdefault(key, folder)
+    return tuple(unique.values())
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> tuple[Path, ...]:
+    return rule_folders(str(tmp_path_factory.mktemp("rules")))
+
+
+def promtool(*args: str, cwd: Path | None = None, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([tool("promtool"), *args], capture_output=True, text=True, timeout=timeout, cwd=cwd)
+
+
+def run_tests(files: list[Path], workers: int = 2) -> list[tuple[int, str]]:
+    """``promtool test rules`` over the files, in ``workers`` processes at once."""
+    chunks = [files[i::workers] for i in range(workers) if files[i::workers]]
+    running = [subprocess.Popen([tool("promtool"), "test", "rules", *map(str, chunk)], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True) for chunk in chunks]
+    out = []
+    for proc in running:
+        text, _ = proc.communicate(timeout=900)
+        out.append((proc.returncode, text))
+    return out
+
+
+def failures(text: str) -> str:
+    return "\n".join(line for line in text.splitlines() if "FAILED" in line or "name:" in line or "alertname" in line)[:4000]
+
+
+def test_promtool_accepts_every_rule_file(folders):
+    result = promtool("check", "rules", *(str(f / "rules.yaml") for f in folders))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.stdout.count("SUCCESS") == len(folders)
+
+
+def test_every_generated_unit_test_passes(folders):
+    assert len(folders) >= 60  # every stage of every spec
+    for code, text in run_tests([f / "rules.test.yaml" for f in folders]):
+        assert code == 0, failures(text)
+
+
+def test_the_tests_refer_to_the_rule_file_beside_them(folders, tmp_path):
+    test = yaml.safe_load((folders[0] / "rules.test.yaml").read_text())
+    assert test["rule_files"] == ["rules.yaml"]
+    result = promtool("test", "rules", str(folders[0] / "rules.test.yaml"), cwd=tmp_path)  # from elsewhere
+    assert result.returncode == 0, failures(result.stdout + result.stderr)
+
+
+def test_every_alert_has_a_breach_a_healthy_run_and_zero_traffic():
+    for plan in (plan_of(GOLDEN / "in-ramp.yaml"), plan_of(GOLDEN / "in-full.yaml"), plan_of(GOLDEN / "in-presets.yaml")):
+        tests = prometheus.test_file(plan)["tests"]
+        names = [t["name"] for t in tests]
+        assert names[0].startswith("healthy:") and "Poisson" in names[0]
+        assert names[1].startswith("zero canary traffic") and "no rollback" in names[1]
+        assert names[2].startswith("no canary series")
+        alerts = {r.name for r in prometheus.promql.alert_rules(plan) if r.kind != "starved"}
+        covered = {n.split(":")[0] for n in names[3:]}
+        assert covered == alerts
+        for test in tests[3:]:
+            assert re.search(r"fires at \S+", test["name"]) or "cannot fire" in test["name"], test["name"]
+
+
+def _mutated(tmp_path: Path, plan: Plan, old: str, new: str) -> Path:
+    files = prometheus.render(plan)
+    assert files[prometheus.RULES].count(old) >= 1, old
+    files[prometheus.RULES] = files[prometheus.RULES].replace(old, new)
+    return write(tmp_path, files)
+
+
+@pytest.mark.parametrize("old, new, alert", [
+    ("} > 0.01) and", "} > 0.02) and", "CartErrorRateBreached"),  # a looser threshold fires later
+    ("} > 0.2) and", "} > 0.3) and", "CartP99LatencyBreached"),
+    ("* 300 < 200", "* 300 < 100", "CartCanaryStarved"),  # starved canary must count to min_requests
+])
+def test_a_changed_rule_fails_its_tests(tmp_path, old, new, alert):
+    folder = _mutated(tmp_path, plan_of(GOLDEN / "in-ramp.yaml").at("canary"), old, new)
+    result = promtool("test", "rules", str(folder / "rules.test.yaml"))
+    assert result.returncode != 0
+    assert f"alertname: {alert}" in result.stdout + result.stderr
+
+
+def test_template_text_in_a_spec_renders_literally(tmp_path):
+    plan = plan_of(hostile_spec(tmp_path))
+    folder = write(tmp_path / "out", prometheus.render(plan))
+    tests = yaml.safe_load((folder / "rules.test.yaml").read_text())
+    expected = [a for t in tests["tests"] for check in t.get("alert_rule_test", []) for a in check["exp_alerts"]
+                if check["alertname"] == "WebScoreBreached"]
+    assert expected and all(HOSTILE in a["exp_annotations"]["description"] for a in expected)
+    result = promtool("test", "rules", str(folder / "rules.test.yaml"))
+    assert result.returncode == 0, failures(result.stdout + result.stderr)
+
+
+CUSTOM_SOURCE = """metrics:
+  source: custom
+  min_requests: 50
+  custom:
+    requests: 'sum(rate(app_requests_total{app="web",track="$variant"}[$window]))'
+    errors: 'sum(rate(app_failures_total{app="web",track="$variant"}[$window]))'
+    latency: 'histogram_quantile($quantile, sum by (le) (rate(app_seconds_bucket{track="$variant"}[$window])))'
+stages:
+  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%", p95_latency: "< 300ms",
+     error_rate_vs_stable: "< 3x"}}"""
+
+
+def test_a_custom_metrics_source_is_tested_too(tmp_path):
+    path = spec(tmp_path, ('stages:\n  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}', CUSTOM_SOURCE))
+    plan = plan_of(path)
+    folder = write(tmp_path / "out", prometheus.render(plan))
+    test = (folder / "rules.test.yaml").read_text()
+    assert "app_requests_total" in test and "app_failures_total" in test  # exporter series, not recorded ones
+    result = promtool("test", "rules", str(folder / "rules.test.yaml"))
+    assert result.returncode == 0, failures(result.stdout + result.stderr)
+
+
+def test_templates_that_cannot_be_fed_get_their_recorded_series(tmp_path):
+    unreadable = CUSTOM_SOURCE.replace(
+        "requests: 'sum(rate(app_requests_total{app=\"web\",track=\"$variant\"}[$window]))'",
+        "requests: 'sum(rate(app_ok_total{track=\"$variant\"}[$window])) + sum(rate(app_failures_total{track=\"$variant\"}[$window]))'",
+    ).replace("latency: 'histogram_quantile", "latency: 'max(app_seconds{quantile=\"$quantile\", track=\"$variant\"}) or histogram_quantile")
+    path = spec(tmp_path, ('stages:\n  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}', unreadable))
+    plan = plan_of(path)
+    folder = write(tmp_path / "out", prometheus.render(plan))
+    test = (folder / "rules.test.yaml").read_text()
+    assert "app_ok_total" not in test and "rollout_variant:requests:rate5m{" in test
+    result = promtool("test", "rules", str(folder / "rules.test.yaml"))
+    assert result.returncode == 0, failures(result.stdout + result.stderr)
