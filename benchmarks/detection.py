@@ -13,7 +13,7 @@ exporter series scraped every 15 s:
 - zero traffic: two hours with no canary request (counters present, and no
   series at all).
 
-Writes ``benchmarks/results/detection.md`` and the table in ``docs/observability.md``.
+Writes ``benchmarks/results/detection.md`` and the table in ``README.md`` and ``docs/observability.md``.
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from compiler.targets import prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "detection.md"
-DOCS = ROOT / "docs" / "observability.md"
+DOCS = (ROOT / "README.md", ROOT / "docs" / "observability.md")
 BEGIN, END = "<!-- detection:begin -->", "<!-- detection:end -->"
 
 THRESHOLD = 0.01
@@ -281,12 +281,12 @@ def write(body: str, misses: list[str]) -> None:
     text = f"{BEGIN}\n{body}\n\n{verdict}\n{END}\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text("# Detection benchmark\n\nWritten by `make bench` (`python -m benchmarks detection`).\n\n" + text)
-    if DOCS.exists():
-        docs = DOCS.read_text()
-        if BEGIN in docs and END in docs:
-            before, rest = docs.split(BEGIN, 1)
+    for doc in DOCS:
+        content = doc.read_text() if doc.exists() else ""
+        if BEGIN in content and END in content:
+            before, rest = content.split(BEGIN, 1)
             _, after = rest.split(END, 1)
-            DOCS.write_text(before + text.rstrip("\n") + after)
+            doc.write_text(before + text.rstrip("\n") + after)
 
 
 def main() -> int:

@@ -18,7 +18,8 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 # Characters no configuration line of either router may carry, quoted or not.
 _LINE_BREAKERS = ("\n", "\r", "\x00")

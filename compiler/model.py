@@ -179,7 +179,7 @@ class Server(Model):
     backup: bool = Field(False, description="Only receives traffic when every non-backup server is down.")
 
     @model_validator(mode="after")
-    def _address(self) -> "Server":
+    def _address(self) -> Server:
         names.check_server_address(self.address)
         return self
 
@@ -229,7 +229,7 @@ class Sticky(Model):
                       WithJsonSchema({"type": "string"})] | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "Sticky":
+    def _one(self) -> Sticky:
         if (self.header is None) == (self.cookie is None):
             raise ValueError("give exactly one of `header` or `cookie` (or `sticky: none`)")
         return self
@@ -319,7 +319,7 @@ class CustomGate(_Gate):
     description: Text | None = None
 
     @model_validator(mode="after")
-    def _bound(self) -> "CustomGate":
+    def _bound(self) -> CustomGate:
         if (self.max is None) == (self.min is None):
             raise ValueError("a custom gate needs exactly one of `max` or `min`")
         return self
@@ -396,7 +396,7 @@ def _strategy_kind(value: Any) -> str | None:
 
 STRATEGY_TAGS = {"<preset>": PresetStrategy, "<blue-green>": BlueGreenStrategy}
 Strategy = Annotated[
-    Union[Annotated[PresetStrategy, Tag("<preset>")], Annotated[BlueGreenStrategy, Tag("<blue-green>")]],
+    Annotated[PresetStrategy, Tag("<preset>")] | Annotated[BlueGreenStrategy, Tag("<blue-green>")],
     Discriminator(_strategy_kind, custom_error_type="strategy", custom_error_message="strategy must be {preset: ...} or {blue-green: ...}"),
 ]
 
@@ -481,7 +481,7 @@ class Webhook(Model):
     url_file: SecretFile | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "Webhook":
+    def _one(self) -> Webhook:
         if (self.url is None) == (self.url_file is None):
             raise ValueError("give exactly one of `url` or `url_file`")
         return self
@@ -494,7 +494,7 @@ class Receiver(Model):
     webhook: Webhook | None = None
 
     @model_validator(mode="after")
-    def _some(self) -> "Receiver":
+    def _some(self) -> Receiver:
         if not any((self.pagerduty, self.slack, self.email, self.webhook)):
             raise ValueError("a receiver needs at least one of pagerduty, slack, email, webhook")
         return self
@@ -544,7 +544,7 @@ class GitOps(Model):
     flux: Flux | None = None
 
     @model_validator(mode="after")
-    def _one(self) -> "GitOps":
+    def _one(self) -> GitOps:
         if (self.argocd is None) == (self.flux is None):
             raise ValueError("give exactly one of `argocd` or `flux`")
         return self

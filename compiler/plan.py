@@ -259,7 +259,7 @@ class Plan:
     def variant(self, role: str) -> VariantPlan:
         return self.stable if role == "stable" else self.canary
 
-    def at(self, stage_name: str) -> "Plan":
+    def at(self, stage_name: str) -> Plan:
         """This plan with another stage in effect."""
         stage = self.stage(stage_name)
         return replace(self, current=stage, flag_states=_flag_states(self.flags, stage.name))

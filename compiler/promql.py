@@ -88,36 +88,36 @@ class Q:
     def __repr__(self) -> str:
         return f"Q({self.text!r})"
 
-    def _binary(self, op: str, other: "Operand", precedence: int, swapped: bool = False) -> "Q":
+    def _binary(self, op: str, other: Operand, precedence: int, swapped: bool = False) -> Q:
         left, right = (other, self) if swapped else (self, other)
         return Q(f"{_render(left, False, precedence)} {op} {_render(right, True, precedence)}", precedence)
 
-    def __add__(self, other: "Operand") -> "Q":
+    def __add__(self, other: Operand) -> Q:
         return self._binary("+", other, _ADD)
 
-    def __radd__(self, other: "Operand") -> "Q":
+    def __radd__(self, other: Operand) -> Q:
         return self._binary("+", other, _ADD, swapped=True)
 
-    def __sub__(self, other: "Operand") -> "Q":
+    def __sub__(self, other: Operand) -> Q:
         return self._binary("-", other, _ADD)
 
-    def __rsub__(self, other: "Operand") -> "Q":
+    def __rsub__(self, other: Operand) -> Q:
         return self._binary("-", other, _ADD, swapped=True)
 
-    def __mul__(self, other: "Operand") -> "Q":
+    def __mul__(self, other: Operand) -> Q:
         return self._binary("*", other, _MUL)
 
-    def __rmul__(self, other: "Operand") -> "Q":
+    def __rmul__(self, other: Operand) -> Q:
         return self._binary("*", other, _MUL, swapped=True)
 
-    def __truediv__(self, other: "Operand") -> "Q":
+    def __truediv__(self, other: Operand) -> Q:
         return self._binary("/", other, _MUL)
 
-    def __rtruediv__(self, other: "Operand") -> "Q":
+    def __rtruediv__(self, other: Operand) -> Q:
         return self._binary("/", other, _MUL, swapped=True)
 
 
-def _render(value: "Operand", right: bool, precedence: int) -> str:
+def _render(value: Operand, right: bool, precedence: int) -> str:
     """An operand's text, in parentheses where PromQL would otherwise group it differently."""
     if isinstance(value, Q):
         text, inner = value.text, value.precedence
@@ -133,28 +133,28 @@ def _render(value: "Operand", right: bool, precedence: int) -> str:
 class F(float):
     """A float whose arithmetic is IEEE 754 as in Prometheus: x/0 is +-Inf or NaN, never an exception."""
 
-    def __add__(self, other: float) -> "F":
+    def __add__(self, other: float) -> F:
         return F(float(self) + float(other))
 
-    def __radd__(self, other: float) -> "F":
+    def __radd__(self, other: float) -> F:
         return F(float(other) + float(self))
 
-    def __sub__(self, other: float) -> "F":
+    def __sub__(self, other: float) -> F:
         return F(float(self) - float(other))
 
-    def __rsub__(self, other: float) -> "F":
+    def __rsub__(self, other: float) -> F:
         return F(float(other) - float(self))
 
-    def __mul__(self, other: float) -> "F":
+    def __mul__(self, other: float) -> F:
         return F(float(self) * float(other))
 
-    def __rmul__(self, other: float) -> "F":
+    def __rmul__(self, other: float) -> F:
         return F(float(other) * float(self))
 
-    def __truediv__(self, other: float) -> "F":
+    def __truediv__(self, other: float) -> F:
         return F(_divide(float(self), float(other)))
 
-    def __rtruediv__(self, other: float) -> "F":
+    def __rtruediv__(self, other: float) -> F:
         return F(_divide(float(other), float(self)))
 
 

@@ -24,7 +24,7 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from fractions import Fraction
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 import promql_parser
 
@@ -389,7 +389,7 @@ def _gauge(name: str, labels: dict[str, str], values: Sequence[float | None]) ->
     return {"series": series_text(name, tuple(sorted(labels.items()))), "values": text}
 
 
-def _recorded_rates(plan: Plan, role: str, recorded: "Recorded") -> list[dict[str, str]]:
+def _recorded_rates(plan: Plan, role: str, recorded: Recorded) -> list[dict[str, str]]:
     labels = promql.variant_labels(plan, role)
     out = []
     for seconds in promql.windows_of(plan, role):
@@ -399,7 +399,7 @@ def _recorded_rates(plan: Plan, role: str, recorded: "Recorded") -> list[dict[st
     return out
 
 
-def _recorded_latency(plan: Plan, role: str, recorded: "Recorded") -> list[dict[str, str]]:
+def _recorded_latency(plan: Plan, role: str, recorded: Recorded) -> list[dict[str, str]]:
     labels = promql.variant_labels(plan, role)
     out = []
     for seconds in promql.recorded_windows(plan):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import difflib
 from fractions import Fraction
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from . import metrics, model
 from .diagnostics import Diagnostic

@@ -7,9 +7,10 @@ escaping filters; every value from a spec passes through one of them.
 from __future__ import annotations
 
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import jinja2
 
@@ -41,7 +42,7 @@ def markdown_code(value: Any) -> str:
     return f"{fence}{pad}{text}{pad}{fence}".replace("|", "\\|")
 
 
-@lru_cache(maxsize=None)
+@cache
 def _environment(filters: tuple[tuple[str, Callable[..., Any]], ...]) -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dirs()),

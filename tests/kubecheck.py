@@ -22,9 +22,10 @@ import posixpath
 import re
 from dataclasses import dataclass
 from fractions import Fraction
-from functools import lru_cache
+from functools import lru_cache, cache
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
+from collections.abc import Callable, Iterator
 
 import jsonschema
 import kubernetes_validate
@@ -130,7 +131,7 @@ def is_core_group(group: str) -> bool:
     return "." not in group or (group.endswith(".k8s.io") and group not in ("gateway.networking.k8s.io", KUSTOMIZE_GROUP))
 
 
-@lru_cache(maxsize=None)
+@cache
 def _crd_validator(path: Path) -> jsonschema.protocols.Validator:
     schema = json.loads(path.read_text())
     cls = jsonschema.validators.validator_for(schema, default=jsonschema.Draft7Validator)
@@ -155,7 +156,7 @@ def schema_errors(m: Manifest) -> list[str]:
     return list(_core_errors(json.dumps(stub, sort_keys=True))) + [f"server: {p}" for p in cel_errors(m)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _core_errors(doc_json: str) -> tuple[str, ...]:
     """kubernetes-validate of a core object (metadata beyond name and namespace is checked here, stricter)."""
     try:

@@ -17,7 +17,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 # --------------------------------------------------------------------------- plans with a router target
 
@@ -199,7 +199,7 @@ class Backends:
         self._servers: list[asyncio.base_events.Server] = []
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
 
-    def __enter__(self) -> "Backends":
+    def __enter__(self) -> Backends:
         self._thread.start()
         for backend in self.backends.values():
             server = asyncio.run_coroutine_threadsafe(
@@ -364,7 +364,7 @@ class Router:
         self.cwd = cwd
         self.proc: subprocess.Popen | None = None
 
-    def __enter__(self) -> "Router":
+    def __enter__(self) -> Router:
         self._out = open(self.log, "wb")
         self.proc = subprocess.Popen(self.argv, stdout=self._out, stderr=subprocess.STDOUT, cwd=self.cwd,
                                      start_new_session=True)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -15,7 +14,7 @@ from conftest import GOLDEN, ROOT, SPECS
 BAD = ROOT / "tests" / "validate" / "bad" / "unknown-current.yaml"
 
 
-def run(*args: str) -> "CliRunner.invoke":
+def run(*args: str) -> CliRunner.invoke:
     return CliRunner().invoke(main, [str(a) for a in args])
 
 

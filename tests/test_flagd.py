@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-from functools import lru_cache
+from functools import cache
 from importlib import metadata
 from pathlib import Path
 
@@ -36,7 +36,7 @@ SPECS_WITH_FLAGS = [p for p in ALL_SPECS if any(plan.flags for plan in plans_of(
 # --------------------------------------------------------------------------- helpers
 
 
-@lru_cache(maxsize=None)
+@cache
 def validator() -> jsonschema.Draft7Validator:
     """The flagd schema; its ``$ref: ./targeting.json`` resolves against the schema's ``$id``."""
     flags = json.loads((SCHEMAS / "flagd" / "flags.json").read_text())

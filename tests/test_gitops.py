@@ -12,7 +12,7 @@ import yaml
 import kubecheck
 from compiler import emit
 from compiler.targets import gitops
-from conftest import SPECS, compile_files, plan_of, plans_of, tool
+from conftest import SPECS, compile_files, kustomize_build, plan_of, plans_of
 
 ARGO_SPEC = SPECS / "ultra-fast-analyzer.yaml"
 FLUX_SPEC = SPECS / "ai-orchestra.yaml"
@@ -95,7 +95,7 @@ def test_the_path_in_the_repository_holds_a_kustomization_and_the_object_is_not_
             assert not any(r.startswith("gitops/") for r in own["resources"])
             controllers = yaml.safe_load(files[f"{plan.out}/gitops/kustomization.yaml"])
             assert len(controllers["resources"]) == 1
-    proc = subprocess.run([tool("kubectl"), "kustomize", str(repo / "generated" / "_fleet" / "gitops")],
+    proc = subprocess.run([*kustomize_build(), str(repo / "generated" / "_fleet" / "gitops")],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     kinds = sorted((d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(proc.stdout) if d)

@@ -135,7 +135,7 @@ def test_stage_and_weight_come_from_the_recorded_stage():
 def test_configmap_for_the_sidecar():
     for plan in plans_of(*ALL_SPECS):
         files = grafana.render(plan)
-        found, issues = kubecheck.check_files(files, lambda m: plan.namespace)
+        found, issues = kubecheck.check_files(files, lambda m, namespace=plan.namespace: namespace)
         assert issues == []
         (configmap,) = found
         assert configmap.doc["metadata"]["name"] == plan.names.dashboard_configmap

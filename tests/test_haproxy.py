@@ -146,7 +146,7 @@ def test_bucket_thresholds_only_grow_from_stage_to_stage(spec: Path):
                 assert b.split.exact and b.split.realised == stage.route_weight
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ramp_plan() -> Plan:
     return plan_of(GOLDEN / "in-ramp.yaml")
 

@@ -8,7 +8,7 @@ configuration file no ConfigMap carries wrapped in one, and nothing else.
 from __future__ import annotations
 
 import subprocess
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -17,20 +17,19 @@ import yaml
 import kubecheck
 from compiler import serialize
 from compiler import emit
-from compiler.plan import Plan
 from compiler.targets import Rendered, kustomize
-from conftest import ALL_SPECS, SEED_SPECS, SPECS, compile_files, plan_of, plans_of, tool
+from conftest import ALL_SPECS, SEED_SPECS, SPECS, compile_files, kustomize_build, plan_of, plans_of
 
 FLEET = SEED_SPECS + [p for p in ALL_SPECS if p.stem == "in-checkout"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def compiled(*specs: Path) -> dict[str, str]:
     return compile_files(*specs)
 
 
 def build(folder: Path) -> list[dict]:
-    proc = subprocess.run([tool("kubectl"), "kustomize", str(folder)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([*kustomize_build(), str(folder)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, f"kustomize build {folder}: {proc.stderr}"
     return [d for d in yaml.safe_load_all(proc.stdout) if d]
 

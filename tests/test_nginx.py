@@ -117,7 +117,7 @@ def test_split_thresholds_only_grow_from_stage_to_stage(spec: Path):
         assert values == sorted(values)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ramp_plan() -> Plan:
     return plan_of(GOLDEN / "in-ramp.yaml")
 

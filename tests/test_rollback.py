@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import re
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -27,7 +27,7 @@ EXTRA = {"rollback/RUNBOOK.md", "rollback/kustomization.yaml"}
 KEYS = [f"user-{i}" for i in range(1_000)]
 
 
-@lru_cache(maxsize=None)
+@cache
 def compiled(spec: Path) -> dict[str, str]:
     return compile_files(spec)
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Mapping, Sequence, Union
+from typing import Any, Union
+from collections.abc import Mapping, Sequence
 
 from .. import model, serialize
 from ..plan import AlertingPlan, Plan, Source

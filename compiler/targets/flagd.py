@@ -277,7 +277,7 @@ def render(plan: Plan) -> dict[str, str]:
     }
     data = {path.rsplit("/", 1)[1]: text for path, text in files.items()}
     configmap = kube.config_map(plan, plan.names.flags_configmap, data, {"app.kubernetes.io/component": "flags"})
-    files[CONFIGMAP] = kube.manifest(plan, configmap, f"flagd: mount this ConfigMap and start flagd with --uri file:<mount>/flagd.json")
+    files[CONFIGMAP] = kube.manifest(plan, configmap, "flagd: mount this ConfigMap and start flagd with --uri file:<mount>/flagd.json")
     return files
 
 

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from .. import kube, metrics, names, promql, serialize
 from ..plan import GatePlan, Plan

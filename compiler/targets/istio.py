@@ -31,7 +31,7 @@ from typing import Any
 from .. import kube, routing, shares
 from ..plan import Plan, StagePlan, VariantPlan
 from ..units import format_percent
-from . import Target
+from . import Finding, Target
 
 NAME = "istio"
 API_VERSION = "networking.istio.io/v1"

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
 
 
 from .. import kube, serialize

@@ -100,7 +100,7 @@ class Ids:
     prefix: str
 
     @classmethod
-    def of(cls, plan: Plan) -> "Ids":
+    def of(cls, plan: Plan) -> Ids:
         return cls("rollout_" + "__".join(part.replace("-", "_") for part in plan.out.split("/")))
 
     def upstream(self, role: str) -> str:

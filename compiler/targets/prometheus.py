@@ -24,7 +24,8 @@ import math
 import random
 from fractions import Fraction
 from functools import lru_cache
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from .. import kube, metrics, promql, promsim, serialize
 from ..plan import GatePlan, Plan, StagePlan
