@@ -7,6 +7,7 @@ drift, a gate that says no); 2 usage.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from collections.abc import Callable
@@ -27,6 +28,14 @@ OUTPUT = click.option(
     help="The output folder (e.g. generated).",
 )
 PATHS = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+JOBS = click.option(
+    "-j", "--jobs", type=click.IntRange(min=0), default=1, show_default=True,
+    help="Specs compiled in parallel processes (0: one per CPU). The output does not depend on it.",
+)
+
+
+def _jobs(jobs: int) -> int:
+    return jobs or os.cpu_count() or 1
 
 
 def _report(diagnostics: list[Diagnostic], fmt: str) -> None:
@@ -59,9 +68,10 @@ def main() -> None:
 @PATHS
 @FORMAT
 @click.option("--strict", is_flag=True, help="Treat warnings as errors.")
-def lint(paths: tuple[Path, ...], fmt: str, strict: bool) -> None:
+@JOBS
+def lint(paths: tuple[Path, ...], fmt: str, strict: bool, jobs: int) -> None:
     """Validate specs (files or folders) without writing anything."""
-    result = pipeline.analyse(paths)
+    result = pipeline.analyse(paths, jobs=_jobs(jobs))
     _report(result.diagnostics, fmt)
     if not result.ok or (strict and result.diagnostics):
         raise SystemExit(1)
@@ -73,13 +83,14 @@ def lint(paths: tuple[Path, ...], fmt: str, strict: bool) -> None:
 @PATHS
 @OUTPUT
 @FORMAT
-def compile_(paths: tuple[Path, ...], output: Path, fmt: str) -> None:
+@JOBS
+def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None:
     """Compile specs into OUTPUT (atomic per file; stale generated files removed).
 
     The output folder belongs to the specs compiled into it: compile them
     together.  Files in it that rollout did not generate are never touched.
     """
-    result = pipeline.compile_paths(paths)
+    result = pipeline.compile_paths(paths, jobs=_jobs(jobs))
     _fail_on(result, fmt)
     try:
         changes = emit.emit(output, result.files)
@@ -97,9 +108,10 @@ def compile_(paths: tuple[Path, ...], output: Path, fmt: str) -> None:
 @PATHS
 @OUTPUT
 @FORMAT
-def check(paths: tuple[Path, ...], output: Path, fmt: str) -> None:
+@JOBS
+def check(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None:
     """Exit 1 with a unified diff when OUTPUT is not what a compile would write (the CI guard)."""
-    result = pipeline.compile_paths(paths)
+    result = pipeline.compile_paths(paths, jobs=_jobs(jobs))
     _fail_on(result, fmt)
     diffs = emit.drift(output, result.files)
     if diffs:

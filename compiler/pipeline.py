@@ -1,15 +1,18 @@
 """The compiler's driver: paths -> documents -> specs -> plans -> files.
 
-Each spec file is loaded, validated and planned on its own; an error in one
-file never hides the errors of another, and no state is shared between them.
-Fleet targets run last, over every plan.
+Each spec file is loaded, validated, planned and rendered on its own (in
+parallel processes with ``jobs``); an error in one file never hides the errors
+of another, and no state is shared between them.  Fleet targets run last, over
+every plan, in file order.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from pathlib import Path
 from collections.abc import Iterable
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 
 from . import plan as planner
 from . import rules, spec as specs
@@ -45,32 +48,51 @@ class Result:
         return not has_errors(self.diagnostics)
 
 
-def collect(paths: Iterable[str | Path]) -> tuple[list[Path], list[Diagnostic]]:
-    """Spec files named by ``paths`` (directories are searched recursively), sorted."""
-    found: list[Path] = []
+@dataclass(frozen=True)
+class SpecPath:
+    path: Path
+    named: bool  # named on the command line, rather than found in a folder
+
+
+def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnostic]]:
+    """Spec files named by ``paths`` (folders are searched recursively for *.yaml/*.yml), sorted."""
+    found: dict[Path, SpecPath] = {}
     problems: list[Diagnostic] = []
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found.extend(
-                p for p in path.rglob("*") if p.is_file() and p.suffix in SPEC_SUFFIXES and not _hidden(p, path)
-            )
+            for p in path.rglob("*"):
+                if p.is_file() and p.suffix in SPEC_SUFFIXES and not _hidden(p, path):
+                    found.setdefault(p.resolve(), SpecPath(p, False))
         elif path.is_file():
-            found.append(path)
+            found[path.resolve()] = SpecPath(path, True)
         else:
             problems.append(Diagnostic(display_path(path), 1, 1, "error", "no such file or directory", "io"))
-    unique = sorted({p.resolve(): p for p in found}.values(), key=lambda p: display_path(p))
-    return unique, problems
+    return sorted(found.values(), key=lambda s: display_path(s.path)), problems
+
+
+def _is_rollout(data: object) -> bool:
+    """A document that means to be a Rollout spec (so that a typo in it is reported, not skipped)."""
+    if not isinstance(data, dict):
+        return False
+    version = data.get("apiVersion")
+    return data.get("kind") == "Rollout" or (isinstance(version, str) and version.startswith("rollout-compiler/"))
 
 
 def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def analyse_file(path: Path) -> tuple[list[Unit], list[Diagnostic]]:
-    """Load, validate, check and plan one file; never raises for bad input."""
+def analyse_file(path: Path, named: bool = True) -> tuple[list[Unit], list[Diagnostic]]:
+    """Load, validate, check and plan one file; never raises for bad input.
+
+    A YAML file found in a folder that is not a Rollout spec (a kustomization, a
+    compiled output) is skipped; a file named on the command line is always a spec.
+    """
     try:
         doc = load_file(path)
+        if not named and not _is_rollout(doc.data):
+            return [], []
         variants = specs.expand(doc)
     except SpecError as exc:
         return [], list(exc.diagnostics)
@@ -118,17 +140,44 @@ def lint_targets(unit: Unit) -> list[Diagnostic]:
     return out
 
 
-def analyse(paths: Iterable[str | Path]) -> Result:
-    files, problems = collect(paths)
+@dataclass
+class _FileOutcome:
+    units: list[Unit]
+    diagnostics: list[Diagnostic]
+    files: Files
+
+
+def _process(spec: SpecPath, render: bool) -> _FileOutcome:
+    units, diagnostics = analyse_file(spec.path, spec.named)
+    files: Files = {}
+    if render and not has_errors(diagnostics):
+        for unit in units:
+            files.update(render_unit(unit.plan))
+    return _FileOutcome(units, diagnostics, files)
+
+
+def _process_all(paths: Iterable[str | Path], render: bool, jobs: int) -> tuple[Result, list[_FileOutcome]]:
+    """Every spec file on its own, in ``jobs`` processes; results in file order, so output never depends on jobs."""
+    found, problems = collect(paths)
     result = Result(diagnostics=list(problems))
-    if not files and not problems:
+    if not found and not problems:
         result.diagnostics.append(Diagnostic("-", 1, 1, "error", "no spec files (*.yaml, *.yml) found", "io"))
-    for path in files:
-        units, diagnostics = analyse_file(path)
-        result.units.extend(units)
-        result.diagnostics.extend(diagnostics)
+    work = partial(_process, render=render)
+    if jobs > 1 and len(found) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as pool:
+            outcomes = list(pool.map(work, found, chunksize=max(1, len(found) // (jobs * 8))))
+    else:
+        outcomes = [work(path) for path in found]
+    for outcome in outcomes:
+        result.units.extend(outcome.units)
+        result.diagnostics.extend(outcome.diagnostics)
     result.diagnostics.extend(_duplicates(result.units))
-    return result
+    return result, outcomes
+
+
+def analyse(paths: Iterable[str | Path], jobs: int = 1) -> Result:
+    """Load, validate and lint every spec: the diagnostics and the plans, nothing rendered."""
+    return _process_all(paths, render=False, jobs=jobs)[0]
 
 
 def _duplicates(units: list[Unit]) -> list[Diagnostic]:
@@ -149,23 +198,35 @@ def _duplicates(units: list[Unit]) -> list[Diagnostic]:
 # --------------------------------------------------------------------------- rendering
 
 
-def render_targets(plan: Plan) -> Files:
-    """Every target's files for this plan's stage in effect, plus ``rollback/``."""
+def _by_target(plan: Plan) -> dict[str, Files]:
+    """Each target's files for the plan's stage in effect."""
+    return {target.name: target.render(plan) for target in REGISTRY}
+
+
+def _union(by_target: dict[str, Files], prefix: str = "", only_rollback: bool = False) -> Files:
     files: Files = {}
     for target in REGISTRY:
-        _merge(files, target.render(plan), target.name)
-    rollback_plan = plan.at(ROLLBACK)
-    for target in REGISTRY:
-        if target.rollback:
-            _merge(files, {f"rollback/{k}": v for k, v in target.render(rollback_plan).items()}, target.name)
+        if only_rollback and not target.rollback:
+            continue
+        _merge(files, {prefix + path: text for path, text in by_target[target.name].items()}, target.name)
     return files
 
 
-def _primary(plan: Plan) -> Files:
-    files: Files = {}
-    for target in REGISTRY:
-        _merge(files, target.render(plan), target.name)
-    return files
+def render_unit(plan: Plan) -> Files:
+    """A rollout's folder: every target at the stage in effect, ``rollback/``, then the summaries."""
+    renders: dict[str, dict[str, Files]] = {}
+
+    def at(stage: str) -> dict[str, Files]:
+        if stage not in renders:
+            renders[stage] = _by_target(plan.at(stage))
+        return renders[stage]
+
+    files = _union(at(plan.current.name))
+    _merge(files, _union(at(ROLLBACK), "rollback/", only_rollback=True), "rollback")
+    rendered = Rendered(plan, dict(files), lambda other: _union(at(other.current.name)))
+    for summary in SUMMARIES:
+        _merge(files, summary.render(rendered), summary.name)
+    return {f"{plan.out}/{path}": text for path, text in files.items()}
 
 
 def _merge(into: Files, new: Files, owner: str) -> None:
@@ -182,21 +243,14 @@ def _check_relative(path: str, owner: str) -> None:
         raise RuntimeError(f"target {owner} produced an unsafe path {path!r}")
 
 
-def render_unit(plan: Plan) -> Files:
-    files = render_targets(plan)
-    rendered = Rendered(plan, dict(files), _primary)
-    for summary in SUMMARIES:
-        _merge(files, summary.render(rendered), summary.name)
-    return {f"{plan.out}/{path}": text for path, text in files.items()}
-
-
-def compile_paths(paths: Iterable[str | Path]) -> Result:
-    result = analyse(paths)
+def compile_paths(paths: Iterable[str | Path], jobs: int = 1) -> Result:
+    """Analyse and render every spec, then the fleet targets; ``result.files`` is empty on any error."""
+    result, outcomes = _process_all(paths, render=True, jobs=jobs)
     if not result.ok:
         return result
     files: Files = {}
-    for unit in result.units:
-        files.update(render_unit(unit.plan))
+    for outcome in outcomes:
+        files.update(outcome.files)
     plans = [u.plan for u in result.units]
     for fleet in FLEET:
         for path, text in fleet.render(plans, files).items():

@@ -125,3 +125,16 @@ def test_explain_asks_for_an_environment():
     assert result.exit_code == 2 and "choose one" in result.output
     result = run("explain", SPECS / "ai-orchestra.yaml", "--env", "staging")
     assert result.exit_code == 0 and "current: switch" in result.stdout
+
+
+def test_folders_skip_yaml_that_is_not_a_spec_but_named_files_are_checked(tmp_path):
+    (tmp_path / "kustomization.yaml").write_text("apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\n")
+    (tmp_path / "spec.yaml").write_text((ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text())
+    (tmp_path / "typo.yaml").write_text("apiVersion: rollout-compiler/v1\nkind: Rolout\n")
+    result = run("lint", tmp_path)
+    assert result.exit_code == 1
+    assert "typo.yaml:2:7: error: kind: 'Rolout' is not allowed" in result.stderr
+    assert "kustomization.yaml" not in result.stderr
+    (tmp_path / "typo.yaml").unlink()
+    assert run("lint", tmp_path).exit_code == 0
+    assert run("lint", tmp_path / "kustomization.yaml").exit_code == 1

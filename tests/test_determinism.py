@@ -14,20 +14,20 @@ def tree(folder: Path) -> dict[str, bytes]:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def compile_with(seed: str, paths: list[Path], out: Path) -> None:
+def compile_with(seed: str, paths: list[Path], out: Path, jobs: int = 1) -> None:
     env = dict(os.environ, PYTHONHASHSEED=seed)
     args = [str(p.relative_to(ROOT)) for p in paths]
     proc = subprocess.run(
-        [sys.executable, "-m", "compiler", "compile", *args, "-o", str(out)],
+        [sys.executable, "-m", "compiler", "compile", "--jobs", str(jobs), *args, "-o", str(out)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
 
 
-def test_two_hash_seeds_and_two_file_orders_give_identical_trees(tmp_path):
+def test_two_hash_seeds_two_file_orders_and_parallel_jobs_give_identical_trees(tmp_path):
     paths = SEED_SPECS + GOLDEN_INPUTS
     compile_with("0", paths, tmp_path / "a")
-    compile_with("4242", list(reversed(paths)), tmp_path / "b")
+    compile_with("4242", list(reversed(paths)), tmp_path / "b", jobs=2)
     first, second = tree(tmp_path / "a"), tree(tmp_path / "b")
     assert len(first) > len(paths)
     assert first.keys() == second.keys()
