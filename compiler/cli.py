@@ -90,7 +90,7 @@ def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None
     The output folder belongs to the specs compiled into it: compile them
     together.  Files in it that rollout did not generate are never touched.
     """
-    result = pipeline.compile_paths(paths, jobs=_jobs(jobs))
+    result = pipeline.compile_paths(paths, jobs=_jobs(jobs), output=output)
     _fail_on(result, fmt)
     try:
         changes = emit.emit(output, result.files)
@@ -111,7 +111,7 @@ def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None
 @JOBS
 def check(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None:
     """Exit 1 with a unified diff when OUTPUT is not what a compile would write (the CI guard)."""
-    result = pipeline.compile_paths(paths, jobs=_jobs(jobs))
+    result = pipeline.compile_paths(paths, jobs=_jobs(jobs), output=output)
     _fail_on(result, fmt)
     diffs = emit.drift(output, result.files)
     if diffs:
@@ -130,7 +130,10 @@ def schema(output: Path | None) -> None:
     if output is None:
         click.echo(text, nl=False)
     else:
-        output.write_text(text, encoding="utf-8")
+        try:
+            output.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            raise click.ClickException(f"cannot write {output}: {exc.strerror or exc}") from None
 
 
 def _one_plan(spec: Path, env: str | None) -> Plan:
@@ -159,7 +162,7 @@ def explain(spec: Path, env: str | None) -> None:
     plan = _one_plan(spec, env)
     rows = [["", "STAGE", "TRAFFIC", "MIRROR", "HOLD", "GATES", "ON BREACH"]]
     for stage in plan.stages:
-        traffic = "testers" if stage.kind == "preview" else format_percent(stage.weight)
+        traffic = plan.traffic(stage)
         rows.append([
             "*" if stage.name == plan.current.name else "",
             stage.name, traffic,

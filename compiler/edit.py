@@ -150,6 +150,9 @@ def set_current(text: str, value: str, environment: str | None, path: str, reaso
     """The spec ``text`` with ``current`` (or ``environments.<environment>.current``) set to ``value``."""
     root = _load(text, path)
     node = _mapping_at(root, environment, path)
+    if not _SIMPLE.match(value):
+        row, col = node.lc.value(KEY) if KEY in node else (0, 0)
+        raise EditError(path, row + 1, col + 1, f"'{value}' is not a stage name (nor 'rollback')")
     lines = text.splitlines(keepends=True)
     if KEY in node:
         line, old = _replace(lines, node, value, reason, path)

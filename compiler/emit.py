@@ -91,8 +91,14 @@ def plan_changes(out: Path, files: dict[str, str]) -> tuple[dict[str, bytes], li
             blocked.append(relative)
             continue
         writes[relative] = data
-    removes = sorted(p for p in manifest if p not in files and (out / p).is_file())
+    removes = sorted(p for p in manifest if p not in files and _unchanged_since_written(out / p, manifest[p]))
     return writes, removes, blocked
+
+
+def _unchanged_since_written(path: Path, digest: str) -> bool:
+    """A stale file is removed only while it holds what the compiler wrote (or its header)."""
+    data = _read(path)
+    return data is not None and (_sha(data) == digest or _MARKER.encode() in data[:400])
 
 
 def _atomic_write(path: Path, data: bytes) -> None:

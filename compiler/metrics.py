@@ -29,8 +29,6 @@ from dataclasses import dataclass
 
 import promql_parser
 
-PLACEHOLDERS = ("$variant", "$version", "$backend", "$window", "$quantile")
-
 
 @dataclass(frozen=True)
 class VariantQueries:
@@ -124,8 +122,8 @@ def substitute(template: str, variant: VariantLabels | None = None, window: str 
 
 
 def promql_label_safe(value: str) -> str:
-    """Values substituted into templates were validated as label-safe; escape anyway for quotes."""
-    return value.replace("\\", "\\\\").replace('"', '\\"')
+    """A value substituted inside a template's quotes: validated label-safe already, escaped anyway."""
+    return promql_string(value)[1:-1]
 
 
 def parse_error(expression: str) -> str | None:

@@ -27,8 +27,6 @@ from pydantic import (
 from . import names, units
 
 API_VERSION = "rollout-compiler/v1"
-TARGETS = ("ingress-nginx", "gateway-api", "istio", "haproxy", "nginx")
-SOURCES = ("generic", "ingress-nginx", "istio", "haproxy", "custom")
 
 
 class Model(BaseModel):
@@ -79,6 +77,21 @@ Duration = Annotated[
     PlainValidator(units.parse_duration),
     WithJsonSchema({"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w))+$", "description": "A duration: '30s', '5m', '2h', '7d'."}),
 ]
+
+def _duration_at_most(limit: int):
+    def parse(value: Any) -> int:
+        seconds = units.parse_duration(value)
+        if seconds > limit:
+            raise ValueError(f"'{value}' is longer than {units.format_duration(limit)}, the most this field takes")
+        return seconds
+
+    return Annotated[
+        int, PlainValidator(parse),
+        WithJsonSchema({"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w))+$", "description": f"A duration of at most {units.format_duration(limit)}."}),
+    ]
+
+
+WindowDuration = _duration_at_most(86400)
 
 DNSLabel = _checked(names.check_dns1123_label, {"pattern": names.DNS1123_LABEL.pattern, "maxLength": 63})
 ServiceName = _checked(names.check_dns1035_label, {"pattern": names.DNS1035_LABEL.pattern, "maxLength": 63})
@@ -274,9 +287,11 @@ class CustomQueries(Model):
 
 class Metrics(Model):
     source: Literal["generic", "ingress-nginx", "istio", "haproxy", "custom"] = "generic"
-    min_requests: int = Field(100, ge=1, description="Fewer requests than this in a gate's window: the gate cannot judge.")
+    min_requests: int = Field(
+        100, ge=1, le=1_000_000, description="Fewer requests than this in a gate's window: the gate cannot judge."
+    )
     expected_rps: float | None = Field(None, gt=0, description="Requests per second the whole service receives.")
-    window: Duration = Field(300, description="Default window of every gate.")
+    window: WindowDuration = Field(300, description="Default window of every gate (at most 1d).")
     custom: CustomQueries | None = None
 
 
@@ -295,8 +310,14 @@ def _shorthand(value: Any) -> Any:
 
 
 class _Gate(Model):
-    for_: Duration | None = Field(None, alias="for", description="How long the breach must last before it fires.")
-    window: Duration | None = Field(None, description="The range the rate is measured over (default metrics.window).")
+    for_: WindowDuration | None = Field(
+        None, alias="for",
+        description="How long the breach must last before it fires (default 0 for error-rate, latency and ratio "
+        "gates, whose confidence bound already demands evidence; 60s for custom gates; at most 1d).",
+    )
+    window: WindowDuration | None = Field(
+        None, description="The range the rate is measured over (default metrics.window; at most 1d)."
+    )
     severity: Literal["critical", "warning", "info"] | None = None
 
 

@@ -83,7 +83,21 @@ def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def analyse_file(path: Path, named: bool = True) -> tuple[list[Unit], list[Diagnostic]]:
+def source_path(path: Path, root: Path | None) -> str:
+    """How generated files name their spec: relative to ``root`` (the output folder's parent) when inside it.
+
+    Diagnostics name files relative to the working folder, for the user at the terminal; generated
+    files must not depend on where the compile ran, or `rollout check` would see drift.
+    """
+    if root is not None:
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass  # a spec outside the folder holding the output: name it as the user did
+    return display_path(path)
+
+
+def analyse_file(path: Path, named: bool = True, root: Path | None = None) -> tuple[list[Unit], list[Diagnostic]]:
     """Load, validate, check and plan one file; never raises for bad input.
 
     A YAML file found in a folder that is not a Rollout spec (a kustomization, a
@@ -105,7 +119,7 @@ def analyse_file(path: Path, named: bool = True) -> tuple[list[Unit], list[Diagn
         diagnostics.extend(found)
         if has_errors(found):
             continue
-        source = planner.Source(doc.path, doc.sha256)
+        source = planner.Source(source_path(path, root), doc.sha256)
         plan = planner.build(variant.spec, source, variant.environment)
         unit = Unit(variant, plan)
         lint = lint_targets(unit)
@@ -147,8 +161,8 @@ class _FileOutcome:
     files: Files
 
 
-def _process(spec: SpecPath, render: bool) -> _FileOutcome:
-    units, diagnostics = analyse_file(spec.path, spec.named)
+def _process(spec: SpecPath, render: bool, root: Path | None) -> _FileOutcome:
+    units, diagnostics = analyse_file(spec.path, spec.named, root)
     files: Files = {}
     if render and not has_errors(diagnostics):
         for unit in units:
@@ -156,13 +170,14 @@ def _process(spec: SpecPath, render: bool) -> _FileOutcome:
     return _FileOutcome(units, diagnostics, files)
 
 
-def _process_all(paths: Iterable[str | Path], render: bool, jobs: int) -> tuple[Result, list[_FileOutcome]]:
+def _process_all(paths: Iterable[str | Path], render: bool, jobs: int,
+                 root: Path | None = None) -> tuple[Result, list[_FileOutcome]]:
     """Every spec file on its own, in ``jobs`` processes; results in file order, so output never depends on jobs."""
     found, problems = collect(paths)
     result = Result(diagnostics=list(problems))
     if not found and not problems:
         result.diagnostics.append(Diagnostic("-", 1, 1, "error", "no spec files (*.yaml, *.yml) found", "io"))
-    work = partial(_process, render=render)
+    work = partial(_process, render=render, root=root)
     if jobs > 1 and len(found) > 1:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             outcomes = list(pool.map(work, found, chunksize=max(1, len(found) // (jobs * 8))))
@@ -243,9 +258,14 @@ def _check_relative(path: str, owner: str) -> None:
         raise RuntimeError(f"target {owner} produced an unsafe path {path!r}")
 
 
-def compile_paths(paths: Iterable[str | Path], jobs: int = 1) -> Result:
-    """Analyse and render every spec, then the fleet targets; ``result.files`` is empty on any error."""
-    result, outcomes = _process_all(paths, render=True, jobs=jobs)
+def compile_paths(paths: Iterable[str | Path], jobs: int = 1, output: Path | None = None) -> Result:
+    """Analyse and render every spec, then the fleet targets; ``result.files`` is empty on any error.
+
+    Generated files name their specs relative to ``output``'s parent (the working folder when
+    ``output`` is not given), so the same repository compiles to the same bytes from anywhere.
+    """
+    root = output.resolve().parent if output is not None else None
+    result, outcomes = _process_all(paths, render=True, jobs=jobs, root=root)
     if not result.ok:
         return result
     files: Files = {}

@@ -8,6 +8,7 @@ and the names of every generated object.  Targets never look at the spec.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
@@ -267,6 +268,31 @@ class Plan:
     def flag_state(self, name: str) -> FlagState:
         return next(s for s in self.flag_states if s.name == name)
 
+    def traffic(self, stage: StagePlan) -> str:
+        """What a stage does with live traffic, in words: ``1%``, ``testers only``, ``all on stable``."""
+        if stage.kind == "rollback":
+            return "all on stable"
+        if stage.kind == "preview":
+            return "testers only"
+        if stage.kind == "shadow":
+            return "mirrored only"
+        if stage.kind == "switch" and self.blue_green is not None:
+            return f"100% ({self.blue_green.new_color} colour)"
+        return format_percent(stage.weight)
+
+    # ---- how people reach this rollout
+
+    def command(self, verb: str) -> str:
+        """The command line running ``rollout VERB`` on this rollout's spec (path shell-quoted)."""
+        env = f" --env {self.environment}" if self.environment else ""
+        return f"rollout {verb} {shlex.quote(self.source.path)}{env}"
+
+    @property
+    def dashboard_url(self) -> str:
+        """The rollout's Grafana dashboard (a relative link without ``alerting.grafana_url``)."""
+        base = self.alerting.grafana_url.rstrip("/") if self.alerting and self.alerting.grafana_url else ""
+        return f"{base}/d/{self.names.dashboard_uid}"
+
 
 # --------------------------------------------------------------------------- construction
 
@@ -329,6 +355,11 @@ def _kind(weight: Fraction, mirror: Fraction) -> str:
     if mirror > 0:
         return "shadow"
     return "full" if weight == 1 else "canary"
+
+
+def stages_of(spec: model.RolloutSpec) -> tuple[StagePlan, ...]:
+    """The stages of a spec: its own, or those its strategy expands into."""
+    return _stages(spec, spec.traffic.testers is not None)
 
 
 def _stages(spec: model.RolloutSpec, testers: bool) -> tuple[StagePlan, ...]:

@@ -324,10 +324,6 @@ def series(plan: Plan, role: str, name: str) -> Q:
 # --------------------------------------------------------------------------- windows
 
 
-def uses_requests(gate: GatePlan) -> bool:
-    return gate.kind in ("error_rate", "ratio")
-
-
 def recorded_windows(plan: Plan) -> tuple[int, ...]:
     """Windows recorded for both variants: the dashboard's (metrics.window) and the stage's gates'."""
     return tuple(sorted({plan.metrics.window} | {g.window for g in plan.current.gates}))
@@ -502,14 +498,17 @@ def camel(name: str) -> str:
 
 #: Sources that tell the variants apart by the route a request took (the canary Ingress, the
 #: HAProxy backend), not by the version that served it.
-ROUTED_SOURCES = ("ingress-nginx", "haproxy")
+# Sources that tell the variants apart by the Kubernetes route they took: after a blue-green
+# switch the active Service (the stable route) serves the new colour.  HAProxy addresses each
+# colour's servers itself, so its backends keep telling the colours apart.
+ROUTED_SOURCES = ("ingress-nginx",)
 
 
 def variant_queries(plan: Plan, role: str) -> metrics.VariantQueries:
     """The queries measuring a variant at the stage in effect.
 
-    After a blue-green switch the new colour serves everyone through the stable route, so a
-    source that tells variants apart by route counts the new version under the stable route.
+    After a blue-green switch the new colour serves everyone through the stable Ingress route, so
+    the ingress-nginx source counts the new version under the stable route.
     """
     switched = plan.blue_green is not None and plan.current.kind == "switch" and plan.metrics.source in ROUTED_SOURCES
     if switched:

@@ -100,8 +100,13 @@ def _exact(value: float) -> Fraction:
     return Fraction(value).limit_denominator(10**6)
 
 
+NORMAL_ABOVE = 1000.0
+
+
 def poisson(rng: random.Random, mean: float) -> int:
-    """A Poisson draw (inversion in chunks of mean <= 20, exact for any mean)."""
+    """A Poisson draw: inversion in chunks of mean <= 20, the normal approximation above 1000."""
+    if mean > NORMAL_ABOVE:
+        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
     total = 0
     while mean > 0:
         chunk = min(mean, 20.0)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from . import metrics, model
 from .diagnostics import Diagnostic
 from .load import Document
-from .plan import PRESETS, ROLLBACK, step_name
+from .plan import ROLLBACK, StagePlan, stages_of
 from .units import format_percent
 
 Rule = Callable[[model.RolloutSpec, Document], Iterator[Diagnostic]]
@@ -33,30 +33,14 @@ def check(spec: model.RolloutSpec, doc: Document) -> list[Diagnostic]:
     return out
 
 
-def _stage_names(spec: model.RolloutSpec) -> list[str]:
-    if spec.stages is not None:
-        return [s.name for s in spec.stages]
-    strategy = spec.strategy
-    if isinstance(strategy, model.PresetStrategy):
-        if strategy.preset == "custom":
-            steps = list(strategy.steps or [])
-        else:
-            steps = [Fraction(w, 100) for w in PRESETS[strategy.preset][0]]
-        return (["shadow"] if strategy.shadow else []) + [step_name(w) for w in steps]
-    if isinstance(strategy, model.BlueGreenStrategy):
-        return ["preview"] + [step_name(w) for w in strategy.blue_green.steps] + ["switch"]
-    return []
-
-
 MIRROR_TARGETS = ("gateway-api", "istio", "ingress-nginx", "nginx")
 
 
-def _spec_stages(spec: model.RolloutSpec) -> list[model.Stage]:
-    if spec.stages:
-        return list(spec.stages)
-    if isinstance(spec.strategy, model.PresetStrategy) and spec.strategy.shadow:
-        return [model.Stage(name="shadow", mirror=Fraction(1))]
-    return []
+def _planned_stages(spec: model.RolloutSpec) -> tuple[StagePlan, ...]:
+    """The stages the plan will have (names, weights, mirrors), or none when the spec gives neither form."""
+    if spec.stages is None and spec.strategy is None:
+        return ()
+    return stages_of(spec)
 
 
 @rule
@@ -97,6 +81,9 @@ def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]
                 "stages",
             )
         previous = weight if previous is None else max(previous, weight)
+        if stage.weight == 0 and stage.mirror is None and stage.gates is not None and spec.traffic.testers is None:
+            yield doc.warning(loc + ("gates",), f"stage '{stage.name}' serves 0% and has no testers: its gates never "
+                              "judge, the canary-starved alert fires for the whole stage", "stages")
         if stage.gates is None and stage.on_breach != "rollback":
             yield doc.warning(loc + ("on_breach",), f"stage '{stage.name}' has no gates: on_breach never applies", "stages")
     last = spec.stages[-1]
@@ -150,7 +137,7 @@ def strategy_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnost
 
 @rule
 def current_stage(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
-    names = _stage_names(spec)
+    names = [stage.name for stage in _planned_stages(spec)]
     if spec.current == ROLLBACK or not names or spec.current in names:
         return
     close = difflib.get_close_matches(spec.current, names, n=1)
@@ -200,7 +187,7 @@ def traffic(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     if not spec.traffic.targets and not any(f.rollout == "follow-stage" for f in spec.flags.values()):
         yield doc.error(("traffic", "targets"), "no traffic targets and no flag with `rollout: follow-stage`: nothing would realise the stages", "traffic")
     mirrors = [t for t in spec.traffic.targets if t in MIRROR_TARGETS]
-    if not mirrors and any(s.mirror for s in _spec_stages(spec)):
+    if not mirrors and any(s.mirror for s in _planned_stages(spec)):
         yield doc.error(("traffic", "targets"), "a shadow stage mirrors traffic, but none of the targets can mirror "
                         f"(those that can: {', '.join(MIRROR_TARGETS)})", "traffic")
     if isinstance(spec.strategy, model.BlueGreenStrategy) and testers is None:
@@ -311,6 +298,10 @@ def promql(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
                     yield doc.error(("metrics", "custom", field), f"metrics.custom.{field} is not valid PromQL: {problem}", "promql", prefer_key=False)
                 if "$window" not in template:
                     yield doc.error(("metrics", "custom", field), f"metrics.custom.{field} must use $window as its range (e.g. [$window])", "promql", prefer_key=False)
+                if not any(p in template for p in ("$variant", "$version", "$backend")):
+                    yield doc.error(("metrics", "custom", field), f"metrics.custom.{field} must select one variant with "
+                                    "$variant, $version or $backend: without it stable and canary are the same query",
+                                    "promql", prefer_key=False)
                 if field == "latency" and "$quantile" not in template:
                     yield doc.error(("metrics", "custom", field), "metrics.custom.latency must use $quantile (e.g. histogram_quantile($quantile, ...))", "promql", prefer_key=False)
     elif m.custom is not None:
@@ -322,6 +313,10 @@ def promql(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
                 why = "HAProxy's exporter publishes no latency histogram" if m.source == "haproxy" else "metrics.custom has no `latency` template"
                 yield doc.error(loc + (key,), f"gate {key} cannot be measured from the '{m.source}' metrics source: {why}", "metrics")
         for name, gate in gates.custom.items():
+            if "$quantile" in gate.query:
+                yield doc.error(loc + ("custom", name, "query"), f"custom gate '{name}' uses $quantile, which only "
+                                "metrics.custom.latency has; write the quantile in the query", "promql", prefer_key=False)
+                continue
             problem = metrics.check_template(gate.query)
             if problem:
                 yield doc.error(loc + ("custom", name, "query"), f"custom gate '{name}' is not valid PromQL: {problem}", "promql", prefer_key=False)

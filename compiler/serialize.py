@@ -82,5 +82,6 @@ def header(source_path: str, sha256: str) -> str:
 
 
 def markdown_header(source_path: str, sha256: str) -> str:
-    text = header(source_path, sha256).replace("--", "- -")
-    return f"<!-- {' '.join(text.splitlines())} -->\n"
+    """The header as an HTML comment, which no ``--`` in a file name can close early."""
+    text = re.sub(r"-(?=-)", "- ", " ".join(header(source_path, sha256).splitlines()))
+    return f"<!-- {text} -->\n"

@@ -177,7 +177,9 @@ class _Merger:
             self._position(out, src)
             result = dict(base)
             for key, value in over.items():
-                if key in base:
+                if value is None:
+                    result.pop(key, None)  # `key: null` in an environment removes the key
+                elif key in base:
                     result[key] = self.merge(base[key], value, out + (key,), src + (key,))
                 else:
                     result[key] = self.take(value, out + (key,), src + (key,))

@@ -18,7 +18,6 @@ from __future__ import annotations
 import os
 import stat
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from collections.abc import Iterable
 
@@ -29,7 +28,6 @@ from . import edit, emit, kube, pipeline, serialize
 from .diagnostics import Diagnostic, SpecError
 from .load import display_path, load_file
 from .plan import ROLLBACK, Plan, StagePlan
-from .units import format_percent
 
 SPEC = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 ENV = click.option("--env", help="The environment to change, for specs with `environments`.")
@@ -50,14 +48,9 @@ def _fail(diagnostics: Iterable[Diagnostic]) -> None:
 
 
 def stage_label(plan: Plan, stage: StagePlan) -> str:
-    """``canary 1%``, ``preview (testers)``, ``shadow (mirror 100%)``, ``rollback (all on stable)``."""
-    if stage.kind == "rollback":
-        return f"{stage.name} (all on stable)"
-    if stage.kind == "preview":
-        return f"{stage.name} (testers)"
-    if stage.kind == "shadow":
-        return f"{stage.name} (mirror {format_percent(stage.mirror)})"
-    return f"{stage.name} {format_percent(stage.weight)}"
+    """``canary 1%``, ``preview (testers only)``, ``rollback (all on stable)``."""
+    traffic = plan.traffic(stage)
+    return f"{stage.name} {traffic}" if traffic.endswith("%") else f"{stage.name} ({traffic})"
 
 
 # --------------------------------------------------------------------------- reading the spec
@@ -231,15 +224,6 @@ def set_stage(spec: Path, name: str, env: str | None) -> None:
 # --------------------------------------------------------------------------- diff
 
 
-@dataclass
-class RolloutChange:
-    out: str
-    before: str | None  # stage name in the output folder, None when not compiled there yet
-    after: StagePlan
-    plan: Plan
-    changed: int
-
-
 def compiled_stage(output: Path, out: str) -> str | None:
     """The stage in effect when ``output/<out>`` was compiled (from its kustomization.yaml)."""
     try:
@@ -308,7 +292,7 @@ def summary_lines(output: Path, result: pipeline.Result) -> list[str]:
               help="The output folder to compare with (e.g. generated).")
 def diff(paths: tuple[Path, ...], output: Path) -> None:
     """Show what `rollout compile` would change in OUTPUT: one line per rollout, then a unified diff."""
-    result = pipeline.compile_paths(paths)
+    result = pipeline.compile_paths(paths, output=output)
     if not result.ok:
         _fail(result.diagnostics)
     for line in summary_lines(output, result):

@@ -121,3 +121,18 @@ def test_the_comment_says_the_share_and_its_error():
     text = kube_service.render(plan)["kube-service/service-active.yaml"]
     assert "# Users on the new version: 100% = 0% routed to orchestra-preview + 100% through orchestra " \
            "(spec 100%, exact)." in text
+
+
+def test_routers_that_address_servers_send_the_switch_to_the_new_colour():
+    """HAProxy and nginx route to each colour's servers, not to a Service whose selector flips."""
+    from compiler.targets import haproxy, nginx
+
+    plan = plan_of(GOLDEN / "in-blue-green.yaml")
+    new, old = plan.canary.backend, plan.stable.backend
+    switch = haproxy.render(plan.at("switch"))["haproxy/haproxy.cfg"]
+    assert f"    use_backend {new} if rollout_canary_usable\n" in switch
+    rolled = haproxy.render(plan.at("rollback"))["haproxy/haproxy.cfg"]
+    assert f"use_backend {new}" not in rolled and f"default_backend {old}" in rolled
+    conf = nginx.render(plan.at("switch"))["nginx/nginx.conf"]
+    assert "every request goes to the canary" in conf
+    assert "default rollout_production__orchestra_canary;" in conf

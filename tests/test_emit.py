@@ -76,3 +76,11 @@ def test_manifest_paths_cannot_escape_the_folder(tmp_path):
     (out / emit.MANIFEST).write_text("0  ../outside.txt\n0  /etc/passwd\n")
     emit.emit(out, {})
     assert outside.read_text() == "keep\n"
+
+
+def test_a_stale_file_someone_replaced_is_kept(tmp_path):
+    emit.emit(tmp_path, {"a.json": "{}\n", "b.json": "{}\n"})
+    (tmp_path / "a.json").write_text('{"mine": true}\n')
+    changes = emit.emit(tmp_path, {})
+    assert changes.removed == ["b.json"]
+    assert (tmp_path / "a.json").read_text() == '{"mine": true}\n'

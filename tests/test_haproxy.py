@@ -206,7 +206,8 @@ def test_full_and_blue_green_switch_stages():
     switch = haproxy.config(plan.at("switch"))
     assert "use_backend orchestra-preview if rollout_canary_bucket" not in switch
     assert "use_backend orchestra-preview if rollout_tester rollout_canary_usable" in switch
-    assert "the stable backend's Service now selects the new colour" in switch
+    assert "    use_backend orchestra-preview if rollout_canary_usable\n" in switch  # the new colour's servers
+    assert "every request goes to the new colour's servers" in switch
     full = haproxy.config(plan_of(GOLDEN / "in-full.yaml"))
     assert "    use_backend profile-v2 if rollout_canary_usable\n" in full
 

@@ -144,12 +144,11 @@ def test_files_no_configmap_carries_are_wrapped_without_a_name_hash(tmp_path):
     assert cm["data"] == {"app.cfg": "key value\n", "settings.json": '{"a": 1}\n'}
 
 
-def test_the_fleet_kustomization_builds_every_rollout(tree):
+def test_the_fleet_kustomization_builds_every_rollout_without_an_environment(tree):
     files = compiled(*FLEET)
-    plans = [p for s in FLEET for p in plans_of(s)]
+    plans = [p for s in FLEET for p in plans_of(s) if not p.environment]
     body = yaml.safe_load(files["_fleet/kustomization.yaml"])
-    for plan in plans:
-        assert f"../{plan.out}" in body["resources"]
+    assert sorted(r for r in body["resources"] if r.startswith("../")) == sorted(f"../{p.out}" for p in plans)
     built = build(tree / "_fleet")
     ids = [identity(d) for d in built]
     assert len(ids) == len(set(ids))
@@ -172,3 +171,17 @@ def test_the_compiled_stage_is_recorded_in_the_kustomization():
     assert body["metadata"]["annotations"]["rollout-compiler.dev/stage"] == "canary-5"
     rolled = yaml.safe_load(files["genesis/genesis-orchestrator/rollback/kustomization.yaml"])
     assert rolled["metadata"]["annotations"]["rollout-compiler.dev/stage"] == "rollback"
+
+
+def test_environments_sharing_a_namespace_build_on_their_own(tmp_path):
+    """Staging and production of one service in the same namespace: each environment builds alone."""
+    text = (SPECS / "ultra-fast-analyzer.yaml").read_text() + "environments:\n  staging: {current: ramp}\n  production: {}\n"
+    spec = tmp_path / "analyzer.yaml"
+    spec.write_text(text)
+    files = compile_files(spec)
+    out = tmp_path / "generated"
+    emit.emit(out, files)
+    for env in ("staging", "production"):
+        ids = [identity(d) for d in build(out / "_fleet" / "environments" / env)]
+        assert ids and len(ids) == len(set(ids))
+    assert build(out / "_fleet") == []

@@ -27,6 +27,7 @@ from collections.abc import Mapping, Sequence
 
 from .. import kube, metrics, names, promql, serialize
 from ..plan import GatePlan, Plan
+from ..templating import markdown
 from ..units import format_duration, format_percent
 from . import FleetTarget, Target
 
@@ -161,7 +162,7 @@ def base(uid: str, title: str, tags: list[str], panels: list[dict[str, Any]],
 
 def gate_note(gate: GatePlan) -> str:
     """The description of the panel that draws a gate (tests read the gate name from it)."""
-    return (f"Gate {gate.name} ({_md(gate.description)}) over {format_duration(gate.window)}: the red line is its threshold; "
+    return (f"Gate {gate.name} ({markdown(gate.description)}) over {format_duration(gate.window)}: the red line is its threshold; "
             f"the gate judges the canary's {promql.CONFIDENCE} confidence bound, with at least the "
             "minimum requests in the window.")
 
@@ -243,7 +244,7 @@ def _ratio_panel(plan: Plan, gate: GatePlan) -> dict[str, Any]:
 
 def _custom_panel(plan: Plan, gate: GatePlan) -> dict[str, Any]:
     expr = str(promql.selector(plan, promql.CUSTOM_RECORD, "canary", [("gate", "=", gate.name)]))
-    note = f"Gate {gate.name} ({_md(gate.description)}) over {format_duration(gate.window)}: the red line is its threshold."
+    note = f"Gate {gate.name} ({markdown(gate.description)}) over {format_duration(gate.window)}: the red line is its threshold."
     return timeseries(f"{gate.name} (canary)", [target(expr, gate.name)], "none", note, float(gate.threshold),
                       gate.bound)
 
@@ -350,18 +351,10 @@ def _compiled_table(plans: Sequence[Plan]) -> dict[str, Any]:
     """What Git says: each rollout's stage and weight as compiled (a text panel)."""
     rows = ["| rollout | stage | canary weight | dashboard |", "|---|---|---|---|"]
     for plan in sorted(plans, key=lambda p: p.out):
-        rows.append(f"| {_md(plan.out)} | {_md(plan.current.name)} | {_md(format_percent(plan.current.weight))} | "
+        rows.append(f"| {markdown(plan.out)} | {markdown(plan.current.name)} | {markdown(format_percent(plan.current.weight))} | "
                     f"[open](/d/{plan.names.dashboard_uid}) |")
     return {"type": "text", "title": "As compiled", "description": "The stage each spec sets, from Git.",
             "options": {"mode": "markdown", "content": "\n".join(rows) + "\n"}}
-
-
-def _md(text: str) -> str:
-    """Plain text inside Markdown (Grafana renders text panels and panel descriptions as Markdown)."""
-    out = []
-    for ch in text:
-        out.append("\\" + ch if ch in "\\`*_{}[]<>()#+!|~" else ch)
-    return "".join(out)
 
 
 def render_fleet(plans: Sequence[Plan], files: Mapping[str, str]) -> dict[str, str]:

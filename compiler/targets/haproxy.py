@@ -91,28 +91,28 @@ def bucket_count(plan: Plan) -> int:
     """One bucket count for every stage: a multiple of 100 that each partial share divides, at most 10^6."""
     count = 100
     for stage in plan.stages:
-        if 0 < stage.route_weight < 1:
-            count = math.lcm(count, stage.route_weight.denominator)
+        if 0 < stage.weight < 1:
+            count = math.lcm(count, stage.weight.denominator)
     return count if count <= MAX_BUCKETS else MAX_BUCKETS
 
 
 def bucketing(plan: Plan, stage: StagePlan) -> Bucketing:
     """The canary buckets of ``stage`` (nearest when the share needs more than 10^6 buckets)."""
-    return Bucketing(shares.split(stage.route_weight, bucket_count(plan)))
+    return Bucketing(shares.split(stage.weight, bucket_count(plan)))
 
 
 def thresholds(plan: Plan) -> list[tuple[str, int, int]]:
     """``(stage, canary buckets, bucket count)`` for every stage with a partial share, in stage order."""
     out = []
     for stage in plan.stages:
-        if 0 < stage.route_weight < 1:
+        if 0 < stage.weight < 1:
             b = bucketing(plan, stage)
             out.append((stage.name, b.threshold, b.buckets))
     return out
 
 
 def _share_notes(plan: Plan, stage: StagePlan) -> list[str]:
-    share = stage.route_weight
+    share = stage.weight
     if stage.kind == "rollback":
         return ["Rolled back: every request goes to stable, testers included."]
     if share == 0:
@@ -133,7 +133,7 @@ def _share_notes(plan: Plan, stage: StagePlan) -> list[str]:
         else:
             notes.append(f"Bucket = rand({b.buckets}) for every request: nothing is sticky.")
     if stage.kind == "switch":
-        notes.append("Blue-green switched: the stable backend's Service now selects the new colour.")
+        notes.append("Blue-green switched: every request goes to the new colour's servers (the canary backend).")
     if stage.is_shadow:
         notes.append(
             f"Shadow stage: the spec mirrors {format_percent(stage.mirror)} to the canary, which HAProxy 2.6 "
@@ -171,7 +171,7 @@ def _health_host(host: str) -> str:
 def config(plan: Plan, runtime: Runtime = Runtime()) -> str:
     stage = plan.current
     rolled_back = stage.kind == "rollback"
-    share = Fraction(0) if rolled_back else stage.route_weight
+    share = Fraction(0) if rolled_back else stage.weight
     split = bucketing(plan, stage) if 0 < share < 1 else None
     return templating.render(
         "haproxy.cfg.j2",
@@ -245,10 +245,10 @@ def lint(plan: Plan) -> list[Finding]:
             ))
     split_total = bucket_count(plan)
     for stage in plan.stages:
-        if 0 < stage.route_weight < 1 and not bucketing(plan, stage).split.exact:
+        if 0 < stage.weight < 1 and not bucketing(plan, stage).split.exact:
             found.append(Finding(
                 stage.loc,
-                f"stage '{stage.name}': HAProxy realises {format_percent(stage.route_weight)} with {split_total} buckets "
+                f"stage '{stage.name}': HAProxy realises {format_percent(stage.weight)} with {split_total} buckets "
                 f"only approximately ({bucketing(plan, stage).split.describe()})",
                 "warning",
             ))

@@ -31,7 +31,7 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from .. import kube, routing, shares
+from .. import escaping, kube, routing, shares
 from ..plan import Plan, StagePlan, VariantPlan
 from ..units import format_percent
 from . import Finding, Target
@@ -47,8 +47,6 @@ MAX_TOTAL = 1_000_000
 BASIC_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:]*$")
 #: The controller's validator of canary-by-header-pattern and mirror-target (parser.IsValidRegex).
 REGEX_CHARS = re.compile(r"^[/\-._~a-zA-Z0-9:^$\[\](){}*+?|&=\\]*$")
-#: Header names nginx does not drop by default (letters, digits, '-').
-NGINX_HEADER = re.compile(r"^[A-Za-z0-9-]+$")
 _PCRE_SPECIAL = set("\\^$.|?*+()[]{}")
 
 
@@ -163,7 +161,7 @@ def _tester_findings(plan: Plan) -> list[Finding]:
     if testers is None:
         return []
     out = []
-    if not NGINX_HEADER.match(testers.header):
+    if not escaping.NGINX_HEADER.match(testers.header):  # nginx drops other request headers by default
         out.append(Finding(
             ("traffic", "testers", "header"),
             f"ingress-nginx: header '{testers.header}' would be dropped (nginx ignores request headers "

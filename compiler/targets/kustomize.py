@@ -193,9 +193,14 @@ def render_fleet(plans: Sequence[Plan], files: Mapping[str, str]) -> dict[str, s
     own_manifests = sorted(p for p, t in own.items() if is_manifest(documents(p, t)))
     outs = sorted(plan.out for plan in plans)
     out: dict[str, str] = {}
+    # Environments usually share namespaces and names (staging and production of one service),
+    # so they never meet in one kustomization: each has its own under environments/.
+    plain = sorted(plan.out for plan in plans if not plan.environment)
     body = {"apiVersion": API_VERSION, "kind": "Kustomization",
-            "resources": [_relative("_fleet", o) for o in outs] + own_manifests}
-    out[KUSTOMIZATION] = _fleet_text(body, "Every rollout compiled into this folder, and the fleet-wide objects.")
+            "resources": [_relative("_fleet", o) for o in plain] + own_manifests}
+    out[KUSTOMIZATION] = _fleet_text(
+        body, "Every rollout without an environment, and the fleet-wide objects; each environment's rollouts "
+        "are in environments/<environment>/.")
     environments = sorted({plan.environment for plan in plans if plan.environment})
     for env in environments:
         here = f"_fleet/{ENVIRONMENTS_DIR}/{env}"

@@ -87,7 +87,7 @@ def percent(share: Fraction) -> Percent:
 
 def thresholds(plan: Plan) -> list[tuple[str, int]]:
     """``(stage, MurmurHash2 threshold of the canary bucket)`` for every stage with a partial share."""
-    return [(s.name, percent(s.route_weight).threshold) for s in plan.stages if 0 < s.route_weight < 1]
+    return [(s.name, percent(s.weight).threshold) for s in plan.stages if 0 < s.weight < 1]
 
 
 # --------------------------------------------------------------------------- names
@@ -151,7 +151,7 @@ def _notes(plan: Plan, stage: StagePlan, share: Fraction) -> list[str]:
         key = f"the sticky {plan.sticky.kind} '{plan.sticky.name}' ($request_id without it)" if plan.sticky else "$request_id"
         notes = [f"Canary: {percent(share).describe()}.", f"Split key: {key}."]
     if stage.kind == "switch":
-        notes.append("Blue-green switched: the stable upstream's Service now selects the new colour.")
+        notes.append("Blue-green switched: every request goes to the new colour's servers (the canary backend).")
     if stage.is_shadow and stage.kind != "rollback":
         notes.append(f"Shadow: mirror {percent(stage.mirror).describe() if stage.mirror < 1 else 'every request'}, "
                      "testers excepted.")
@@ -161,7 +161,7 @@ def _notes(plan: Plan, stage: StagePlan, share: Fraction) -> list[str]:
 def config(plan: Plan, listen: Listen = Listen()) -> str:
     stage = plan.current
     rolled_back = stage.kind == "rollback"
-    share = Fraction(0) if rolled_back else stage.route_weight
+    share = Fraction(0) if rolled_back else stage.weight
     mirror = Fraction(0) if rolled_back else stage.mirror
     testers = plan.testers if (stage.testers and not rolled_back) else None
     ids = Ids.of(plan)
@@ -235,7 +235,7 @@ def lint(plan: Plan) -> list[Finding]:
                     "warning",
                 ))
     for stage in plan.stages:
-        for what, share in (("weight", stage.route_weight), ("mirror", stage.mirror)):
+        for what, share in (("weight", stage.weight), ("mirror", stage.mirror)):
             if 0 < share < 1 and not percent(share).split.exact:
                 found.append(Finding(
                     stage.loc,

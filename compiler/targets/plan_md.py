@@ -8,23 +8,11 @@ each stage is entered.
 from __future__ import annotations
 
 from .. import serialize, templating
-from ..plan import ROLLBACK, Plan, StagePlan
+from ..plan import ROLLBACK, Plan
 from ..units import format_duration, format_percent
 from . import Files, Rendered, Summary
 
 OWN_PATH = "PLAN.md"
-
-
-def _traffic(stage: StagePlan, plan: Plan) -> str:
-    if stage.kind == "rollback":
-        return "all on stable"
-    if stage.kind == "preview":
-        return "testers only"
-    if stage.kind == "switch":
-        return f"100% ({plan.blue_green.new_color if plan.blue_green else 'new'})"
-    if stage.kind == "shadow":
-        return "0%, mirrored"
-    return format_percent(stage.weight)
 
 
 def _gantt_duration(seconds: int) -> str:
@@ -45,7 +33,7 @@ def _gantt(plan: Plan) -> list[str]:
             status = ["done"]
         elif stage.index == current:
             status = ["active"]
-        label = f"{stage.name} {_traffic(stage, plan)}".replace(":", " ").replace("#", " ").replace(";", " ")
+        label = f"{stage.name} {plan.traffic(stage)}".replace(":", " ").replace("#", " ").replace(";", " ")
         ident = f"s{stage.index}"
         start = "0" if stage.index == 0 else f"after s{stage.index - 1}"
         if stage.hold:
@@ -107,7 +95,7 @@ def render(rendered: Rendered) -> dict[str, str]:
     stages = [
         {
             "stage": stage,
-            "traffic": _traffic(stage, plan),
+            "traffic": plan.traffic(stage),
             "mirror": format_percent(stage.mirror) if stage.mirror else "",
             "hold": format_duration(stage.hold) if stage.hold else "",
             "gates": [g.description for g in stage.gates],
@@ -120,7 +108,7 @@ def render(rendered: Rendered) -> dict[str, str]:
         header=serialize.markdown_header(plan.source.path, plan.source.sha256),
         plan=plan,
         stages=stages,
-        current_traffic=_traffic(plan.current, plan),
+        current_traffic=plan.traffic(plan.current),
         gantt=_gantt(plan),
         changes=_changes(rendered),
         flag_stage_names=[s.name for s in plan.stages] + [ROLLBACK],

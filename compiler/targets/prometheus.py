@@ -114,16 +114,6 @@ def scope(plan: Plan) -> str:
     return f"{where} ({plan.environment})" if plan.environment else where
 
 
-def dashboard_link(plan: Plan) -> str:
-    base = plan.alerting.grafana_url.rstrip("/") if plan.alerting and plan.alerting.grafana_url else ""
-    return f"{base}/d/{plan.names.dashboard_uid}"
-
-
-def rollback_command(plan: Plan) -> str:
-    env = f" --env {plan.environment}" if plan.environment else ""
-    return f"rollout rollback {plan.source.path}{env}"
-
-
 def annotations(plan: Plan, rule: promql.AlertRule, value: ValueText, measured: float | None = None,
                 rendered: bool = False) -> dict[str, str]:
     """Annotations of a rule, as Go templates; ``rendered``: as Prometheus renders them, ``measured`` filled in."""
@@ -133,9 +123,9 @@ def annotations(plan: Plan, rule: promql.AlertRule, value: ValueText, measured: 
     description = escape(description).replace(_MARK, value(_kind_of(rule), measured))
     out = {"summary": escape(summary), "description": description}
     if plan.runbook:
-        out["runbook_url"] = plan.runbook
-    out["dashboard"] = dashboard_link(plan)
-    out["rollback_command"] = rollback_command(plan)
+        out["runbook_url"] = escape(plan.runbook)
+    out["dashboard"] = escape(plan.dashboard_url)
+    out["rollback_command"] = escape(plan.command("rollback"))
     return out
 
 

@@ -15,8 +15,8 @@ import re
 from typing import Any
 
 from .. import metrics, serialize, templating
-from ..plan import GatePlan, Plan, StagePlan
-from ..units import format_duration, format_percent
+from ..plan import GatePlan, Plan
+from ..units import format_duration
 from . import Target
 
 RUNBOOK = "rollback/RUNBOOK.md"
@@ -51,16 +51,6 @@ FILTERS = {"code_block": code_block}
 # --------------------------------------------------------------------------- what the runbook says
 
 
-def traffic(stage: StagePlan, plan: Plan) -> str:
-    if stage.kind == "preview":
-        return "testers only"
-    if stage.kind == "shadow":
-        return f"{format_percent(stage.mirror)} mirrored, none served"
-    if stage.kind == "switch":
-        return f"100% ({plan.blue_green.new_color if plan.blue_green else 'new'} colour)"
-    return format_percent(stage.weight)
-
-
 def gate_words(gate: GatePlan) -> str:
     """``error rate < 1% (measured over 5m, a breach lasting 1m)``."""
     lasting = f"a breach lasting {format_duration(gate.for_)}" if gate.for_ else "breached as soon as measured"
@@ -71,17 +61,12 @@ def stage_rows(plan: Plan) -> list[dict[str, Any]]:
     return [
         {
             "name": stage.name,
-            "traffic": traffic(stage, plan),
+            "traffic": plan.traffic(stage),
             "gates": [gate_words(g) for g in stage.gates],
             "breach": BREACH[stage.on_breach] if stage.gates else "",
         }
         for stage in plan.stages
     ]
-
-
-def command(plan: Plan, verb: str) -> str:
-    env = f" --env {plan.environment}" if plan.environment else ""
-    return f"rollout {verb} {plan.source.path}{env}"
 
 
 def flag_overrides(plan: Plan) -> list[dict[str, str]]:
@@ -139,8 +124,8 @@ def render(plan: Plan) -> dict[str, str]:
         plan=plan,
         stages=stage_rows(plan),
         within=format_duration(plan.rollback_within),
-        rollback_command=command(plan, "rollback") + ' --reason "..."',
-        promote_command=command(plan, "promote"),
+        rollback_command=plan.command("rollback") + ' --reason "..."',
+        promote_command=plan.command("promote"),
         haproxy="haproxy" in plan.targets,
         haproxy_runtime=HAPROXY_RUNTIME,
         haproxy_command=HAPROXY_COMMAND,
@@ -150,7 +135,7 @@ def render(plan: Plan) -> dict[str, str]:
         follows=[f.name for f in plan.flags if f.follows_stage],
         queries=queries(plan),
         panels=panels(plan),
-        dashboard_url=f"{grafana.rstrip('/')}/d/{plan.names.dashboard_uid}" if grafana else None,
+        dashboard_url=plan.dashboard_url if grafana else None,
     )
     return {RUNBOOK: text}
 
