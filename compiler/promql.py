@@ -34,6 +34,8 @@ from functools import lru_cache
 from fractions import Fraction
 from typing import Union
 
+import promql_parser
+
 from . import metrics
 from .plan import GatePlan, Plan, StagePlan
 from .units import format_duration
@@ -525,6 +527,25 @@ def canary_windows(plan: Plan) -> tuple[int, ...]:
 
 def windows_of(plan: Plan, role: str) -> tuple[int, ...]:
     return canary_windows(plan) if role == "canary" else recorded_windows(plan)
+
+
+_SOURCELESS = re.compile(r"\b(vector|absent|absent_over_time|time)\s*\(")
+
+
+def sourceless(gate: GatePlan) -> bool:
+    """A custom gate whose query yields a value with no input series at all (``or vector(0)``, ``absent()``).
+
+    Its recorded value always exists, so a test cannot feed it: the generated tests leave it out.
+    """
+    if gate.kind != "custom" or gate.query is None:
+        return False
+    if _SOURCELESS.search(gate.query):
+        return True
+    sample = metrics.substitute(gate.query, metrics.VariantLabels("canary", "v1", "backend", 80), "5m", "0.99")
+    try:
+        return isinstance(promql_parser.parse(sample), promql_parser.NumberLiteral)
+    except Exception:  # an unparsable query is a lint error of its own
+        return False
 
 
 def custom_query(plan: Plan, gate: GatePlan) -> str:

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from compiler import emit, pipeline
 from compiler.plan import ROLLBACK, Plan
 from compiler.targets import prometheus
-from conftest import ALL_SPECS, GOLDEN, ROOT, plan_of, plans_of, tool
+from conftest import ALL_SPECS, GOLDEN, ROOT, compile_files, plan_of, plans_of, tool
 from test_prometheus import HOSTILE, hostile_spec, spec
 
 GENERATED = ROOT / "generated"
@@ -174,3 +175,21 @@ def test_templates_that_cannot_be_fed_get_their_recorded_series(tmp_path):
     assert "app_ok_total" not in test and "rollout_variant:requests:rate5m{" in test
     result = promtool("test", "rules", str(folder / "rules.test.yaml"))
     assert result.returncode == 0, failures(result.stdout + result.stderr)
+
+
+def test_a_custom_gate_whose_query_needs_no_input_warns_and_its_tests_still_pass(tmp_path):
+    """`... or vector(0)` records a value even without series: the tests cannot feed it, and say so."""
+    text = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text().replace(
+        'gates: {error_rate: "< 1%"}',
+        'gates: {error_rate: "< 1%", custom: {queue: {query: "sum(queue_depth{version=\\"$version\\"}) or vector(0)", max: 10}}}',
+    )
+    spec = tmp_path / "queue.yaml"
+    spec.write_text(text)
+    result = pipeline.analyse([spec])
+    assert [d.severity for d in result.diagnostics] == ["warning"]
+    assert "custom gate queue yields a value with no input series" in result.diagnostics[0].message
+    out = tmp_path / "out"
+    emit.emit(out, compile_files(spec))
+    proc = subprocess.run([tool("promtool"), "test", "rules", str(out / "shop/web/prometheus/rules.test.yaml")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

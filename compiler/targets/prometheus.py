@@ -22,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import math
 import random
+import re
 from fractions import Fraction
 from functools import lru_cache
 from typing import Any
@@ -210,6 +211,11 @@ def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
         if gate.kind == "ratio" and promql.serves_everyone(stage):
             out.append(Finding(gate.loc, f"gate {gate.name} never judges at stage '{stage.name}': the stable version "
                                "receives no traffic to compare with", severity="warning", code="gates"))
+        if promql.sourceless(gate):
+            out.append(Finding(gate.loc + ("query",), f"custom gate {gate.name} yields a value with no input series "
+                               "(vector(), absent(), time() or a number): with no traffic it still judges, and the "
+                               "generated promtool tests cannot feed it, so they leave it out", severity="warning",
+                               code="gates"))
         if gate.kind == "latency" and plan.metrics.canary.latency and not promql.quantile_is_scalar(plan.metrics.canary.latency):
             out.append(Finding(gate.loc, f"gate {gate.name}: metrics.custom.latency uses $quantile inside a label "
                                "value, so the gate compares the quantile as measured, without a confidence bound",
@@ -261,7 +267,7 @@ TEST_EVERY = 60
 
 def test_file(plan: Plan) -> dict[str, Any]:
     """The promtool tests of a plan."""
-    rules = promql.alert_rules(plan)
+    rules = [r for r in promql.alert_rules(plan) if not (r.gate and promql.sourceless(r.gate))]
     scenario = Scenario(plan)
     tests = [scenario.healthy(), *scenario.zero(rules)]
     for rule in _distinct(rules):
@@ -327,7 +333,7 @@ class Scenario:
         """Recorded values of the custom gates per scrape: healthy, or past the threshold in ``breach`` (seconds)."""
         out = {}
         for gate in self.plan.current.gates:
-            if gate.kind != "custom":
+            if gate.kind != "custom" or promql.sourceless(gate):
                 continue
             good, bad = _custom_levels(float(gate.threshold), gate.bound)
             values = [good] * steps
@@ -478,6 +484,9 @@ class Scenario:
         """No alert of this rollout (with ``extra`` labels) fired at any evaluation up to ``seconds``."""
         matchers = [("alertstate", "=", "firing")] + promql.identity_matchers(self.plan)
         matchers += [(k, "=", v) for k, v in extra.items()]
+        untested = sorted(g.name for g in self.plan.current.gates if promql.sourceless(g))
+        if untested:  # their values cannot be fed: see promql.sourceless
+            matchers.append(("gate", "!~", "|".join(re.escape(name) for name in untested)))
         return {
             "expr": f"count_over_time(ALERTS{metrics.selector(matchers)}[{_t(seconds)}])",
             "eval_time": _t(seconds),
