@@ -202,3 +202,8 @@ main.add_command(workflow.promote)
 main.add_command(workflow.rollback)
 main.add_command(workflow.set_stage)
 main.add_command(workflow.diff)
+
+from . import gate as gate_command, serve as serve_command  # noqa: E402  (live gates, the rollback webhook)
+
+main.add_command(gate_command.gate)
+main.add_command(serve_command.serve)

@@ -128,9 +128,12 @@ def _insert(lines: list[str], root: CommentedMap, node: CommentedMap, environmen
     if line.startswith("{", col):
         rest = line[col + 1:]
         sep = "" if rest.lstrip().startswith("}") else ", "
-        if comment:
-            raise EditError(path, line_no + 1, col + 1, "a reason cannot be recorded in a flow mapping; leave out --reason")
-        lines[line_no] = line[:col + 1] + f"{KEY}: {token}" + sep + rest
+        body = rest.rstrip("\r\n")
+        if comment and not body.rstrip().endswith("}"):
+            raise EditError(path, line_no + 1, col + 1, "a reason can only be recorded when this flow mapping ends on "
+                            "its line with no comment after it; leave out --reason")
+        end = rest[len(body):]
+        lines[line_no] = line[:col + 1] + f"{KEY}: {token}" + sep + (body.rstrip() + comment if comment else body) + end
         return line_no + 1
     if not node:
         raise EditError(path, line_no + 1, col + 1, f"cannot add `{KEY}` to environment '{environment}' in place")

@@ -627,3 +627,38 @@ def alert_rules(plan: Plan) -> list[AlertRule]:
                              _alert_labels(plan, "error_budget", burn.severity, stage.action if page else "notify",
                                            window=window(burn.long)), burn=burn))
     return out
+
+
+# --------------------------------------------------------------------------- the same conditions without recording rules
+
+
+def recorded_definitions(plan: Plan) -> dict[str, str]:
+    """Each recorded series, as the alert expressions select it, -> the expression recording it (itself inlined).
+
+    Recording rules read earlier rules' series, so each definition is inlined with those before it.
+    """
+    defined: dict[str, str] = {}
+    for record in records(plan):
+        labels = dict(record.labels)
+        if "variant" not in labels:
+            continue  # the stage record: no condition reads it
+        extra = [("gate", "=", labels["gate"])] if "gate" in labels else None
+        defined[str(selector(plan, record.name, labels["variant"], extra))] = _inline(record.expr, defined)
+    return defined
+
+
+def _inline(text: str, defined: dict[str, str]) -> str:
+    if not defined:
+        return text
+    names = "|".join(re.escape(key) for key in sorted(defined, key=len, reverse=True))
+    return re.sub(rf"(?<![\w:])(?:{names})", lambda m: f"({defined[m.group(0)]})", text)
+
+
+def inline(plan: Plan, expr: str) -> str:
+    """``expr`` evaluable by a Prometheus that has only the exporters' metrics: every recorded series of
+    the plan replaced by the expression that records it.
+
+    The values are those the recording rules would store at the same instant; only the labels the
+    rules add (``rollout``, ``namespace``, ``variant``) are missing, on both sides of every operator.
+    """
+    return _inline(expr, recorded_definitions(plan))

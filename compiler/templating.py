@@ -23,7 +23,8 @@ def template_dirs() -> list[str]:
     return [str(p) for p in candidates if p.is_dir()]
 
 
-_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]<>()#+!|~])")
+# Characters that start Markdown or HTML markup anywhere in a line (or a table cell).
+_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~&])")
 
 
 def markdown(value: Any) -> str:

@@ -121,3 +121,12 @@ def test_every_spec_loads_the_same_after_a_round_trip_through_the_loader():
         data = load_file(spec).data
         edited = edit.set_current(spec.read_text(), data["current"], None, str(spec)).text
         assert edited == spec.read_text()
+
+
+def test_a_reason_lands_after_a_flow_mapping_environment():
+    text = (SPECS / "ai-orchestra.yaml").read_text()
+    change = edit.set_current(text, ROLLBACK, "production", "ai-orchestra.yaml", reason="p95 over 2s")
+    before, after = text.splitlines(), change.text.splitlines()
+    (row,) = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
+    assert after[row] == "  production: {current: rollback}  # rolled back: p95 over 2s"
+    assert len(before) == len(after)
