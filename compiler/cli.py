@@ -23,9 +23,17 @@ FORMAT = click.option(
     "--format", "fmt", type=click.Choice(diag.FORMATS), default="text", show_default=True,
     help="How to print problems: text (path:line:col: ...), github (Actions annotations) or json.",
 )
+def _folder_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
+    """An output folder that can exist: no file in its place or above it."""
+    blocking = next((p for p in [value, *value.parents] if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise click.BadParameter(f"'{blocking}' is a file, so '{value}' cannot be a folder", ctx, param)
+    return value
+
+
 OUTPUT = click.option(
     "-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
-    help="The output folder (e.g. generated).",
+    callback=_folder_path, help="The output folder (e.g. generated).",
 )
 PATHS = click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
 JOBS = click.option(
@@ -43,6 +51,12 @@ def _report(diagnostics: list[Diagnostic], fmt: str) -> None:
         click.echo(diag.render(diagnostics, fmt), nl=False)
     elif diagnostics:
         click.echo(diag.render(diagnostics, fmt), nl=False, err=fmt == "text")
+
+
+def _file_problem(out: Path, relative: str, why: str, code: str) -> Diagnostic:
+    """A problem of a whole file of the output folder, located at its first line."""
+    path = out if relative == "." else out / relative
+    return Diagnostic(str(path), 1, 1, "error", why, code)
 
 
 def _fail_on(result: pipeline.Result, fmt: str) -> None:
@@ -85,17 +99,20 @@ def lint(paths: tuple[Path, ...], fmt: str, strict: bool, jobs: int) -> None:
 @FORMAT
 @JOBS
 def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None:
-    """Compile specs into OUTPUT (atomic per file; stale generated files removed).
+    """Compile specs into OUTPUT (every file or none; stale generated files removed).
 
     The output folder belongs to the specs compiled into it: compile them
     together.  Files in it that rollout did not generate are never touched.
     """
     result = pipeline.compile_paths(paths, jobs=_jobs(jobs), output=output)
-    _fail_on(result, fmt)
+    if not result.ok:
+        _fail_on(result, fmt)
     try:
         changes = emit.emit(output, result.files)
     except emit.EmitError as exc:
-        raise click.ClickException(str(exc)) from None
+        _report(result.diagnostics + [_file_problem(exc.out, path, why, "emit") for path, why in exc.problems], fmt)
+        raise SystemExit(1) from None
+    _report(result.diagnostics, fmt)
     if fmt == "text":
         click.echo(
             f"{len(result.units)} rollout(s), {len(result.files)} files: {len(changes.written)} written, "
@@ -112,10 +129,17 @@ def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None
 def check(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None:
     """Exit 1 with a unified diff when OUTPUT is not what a compile would write (the CI guard)."""
     result = pipeline.compile_paths(paths, jobs=_jobs(jobs), output=output)
-    _fail_on(result, fmt)
-    diffs = emit.drift(output, result.files)
+    if not result.ok:
+        _fail_on(result, fmt)
+    diffs = emit.drift_by_file(output, result.files)
+    stale = [_file_problem(output, path, "differs from what `rollout compile` writes: run it and commit the result",
+                           "drift") for path, _ in diffs]
+    if fmt == "json":  # one JSON document on stdout; the diff itself is for the other formats
+        _report(result.diagnostics + stale, fmt)
+    else:
+        _report(result.diagnostics + (stale if fmt == "github" else []), fmt)
+        click.echo("".join(text for _, text in diffs), nl=False)
     if diffs:
-        click.echo("".join(diffs), nl=False)
         click.echo(f"{output} is stale: {len(diffs)} file(s) differ; run `rollout compile` and commit the result", err=True)
         raise SystemExit(1)
     if fmt == "text":
@@ -168,7 +192,7 @@ def explain(spec: Path, env: str | None) -> None:
             stage.name, traffic,
             format_percent(stage.mirror) if stage.mirror else "-",
             format_duration(stage.hold) if stage.hold else "-",
-            "; ".join(g.description for g in stage.gates) or "-",
+            "; ".join(stage.gate_text(g) for g in stage.gates) or "-",
             f"{stage.on_breach} ({stage.severity})" if stage.gates else "-",
         ])
     title = f"{plan.out}: {plan.stable.version} -> {plan.canary.version} ({plan.strategy}), current: {plan.current.name}"

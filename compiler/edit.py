@@ -106,11 +106,10 @@ def _replace(lines: list[str], node: CommentedMap, value: str, reason: str | Non
     stripped = body.lstrip(" \t")
     gap = body[:len(body) - len(stripped)] or "  "
     if stripped.startswith("#"):
-        comment = stripped
+        # the line's own comment stays; the reason of an earlier rollback no longer applies
+        comment = stripped.split(f"# {REASON_PREFIX}", 1)[0].rstrip()
         if reason is not None:
-            comment = f"# {REASON_PREFIX} {one_line(reason)}"
-        elif comment.startswith(f"# {REASON_PREFIX}"):
-            comment = ""  # the reason of an earlier rollback no longer applies
+            comment = (comment + "  " if comment else "") + f"# {REASON_PREFIX} {one_line(reason)}"
         tail = gap + comment if comment else ""
     else:
         tail = body + (f"  # {REASON_PREFIX} {one_line(reason)}" if reason is not None else "")

@@ -2,9 +2,16 @@
 
 The output folder may hold files the compiler did not generate; they are never
 touched.  The compiler records what it generated in ``.rollout-manifest``;
-files it generated before and no longer produces are removed.  Each file is
-written to a temporary file and renamed over the old one, so a reader never
-sees half a file, and files whose bytes did not change are not rewritten.
+files it generated before and no longer produces are removed.  Files whose
+bytes did not change are not rewritten.
+
+Writing is two-phase.  Everything that could refuse a write is checked first
+(a file rollout did not generate in the way, a path below a file, a symbolic
+link inside the output folder, which could lead a write outside it).  Then
+every new file is written next to its place as a temporary file; if any of
+those writes fails, the temporary files and the folders made for them are
+removed and the output folder is as it was.  Only then are the temporary files
+renamed into place, so a reader never sees half a file.
 """
 
 from __future__ import annotations
@@ -29,7 +36,13 @@ class Changes:
 
 
 class EmitError(Exception):
-    pass
+    """The output folder cannot take the compile; ``problems`` are (relative path, why) pairs."""
+
+    def __init__(self, out: Path, problems: list[tuple[str, str]]):
+        self.out = out
+        self.problems = problems
+        listed = "; ".join(f"{path}: {why}" for path, why in problems[:5]) + (" ..." if len(problems) > 5 else "")
+        super().__init__(f"{out}: nothing written: {listed}")
 
 
 def _sha(data: bytes) -> str:
@@ -76,23 +89,46 @@ def _ours(path: Path, relative: str, manifest: dict[str, str]) -> bool:
     return data is not None and _MARKER.encode() in data[:400]
 
 
-def plan_changes(out: Path, files: dict[str, str]) -> tuple[dict[str, bytes], list[str], list[str]]:
-    """(files to write, files to remove, files in the way that the compiler did not generate)."""
+def _obstacle(out: Path, relative: str) -> str | None:
+    """Why nothing may be written at ``out/relative`` through the folders above it, or None."""
+    current = out
+    parts = relative.split("/")
+    for i, part in enumerate(parts):
+        current = current / part
+        if current.is_symlink():
+            return f"'{'/'.join(parts[:i + 1])}' is a symbolic link; rollout writes only inside the output folder"
+        if i < len(parts) - 1 and current.exists() and not current.is_dir():
+            return f"'{'/'.join(parts[:i + 1])}' is a file where rollout needs a folder"
+        if not current.exists():
+            return None
+    return None
+
+
+def plan_changes(out: Path, files: dict[str, str]) -> tuple[dict[str, bytes], list[str], list[tuple[str, str]]]:
+    """(files to write, files to remove, (path, why) of writes that must not happen)."""
     manifest = read_manifest(out)
     writes: dict[str, bytes] = {}
-    blocked: list[str] = []
+    blocked: list[tuple[str, str]] = []
     for relative, text in files.items():
         data = text.encode("utf-8")
         target = out / relative
+        obstacle = _obstacle(out, relative)
+        if obstacle is not None:
+            blocked.append((relative, obstacle))
+            continue
         existing = _read(target)
         if existing == data:
             continue
-        if (existing is not None or target.is_dir()) and not _ours(target, relative, manifest):
-            blocked.append(relative)
+        if target.is_dir():
+            blocked.append((relative, "a folder is where rollout writes this file"))
+            continue
+        if existing is not None and not _ours(target, relative, manifest):
+            blocked.append((relative, "a file rollout did not generate is in the way"))
             continue
         writes[relative] = data
-    removes = sorted(p for p in manifest if p not in files and _unchanged_since_written(out / p, manifest[p]))
-    return writes, removes, blocked
+    removes = sorted(p for p in manifest if p not in files and _obstacle(out, p) is None
+                     and _unchanged_since_written(out / p, manifest[p]))
+    return writes, removes, sorted(blocked)
 
 
 def _unchanged_since_written(path: Path, digest: str) -> bool:
@@ -101,18 +137,42 @@ def _unchanged_since_written(path: Path, digest: str) -> bool:
     return data is not None and (_sha(data) == digest or _MARKER.encode() in data[:400])
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _temporary(path: Path, data: bytes, made: list[Path]) -> str:
+    """``data`` in a temporary file beside ``path``; folders created on the way are added to ``made``."""
+    missing = [p for p in reversed(path.parents) if not p.exists()]
+    for folder in missing:
+        folder.mkdir()
+        made.append(folder)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
         os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
     except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        os.unlink(tmp)
         raise
+    return tmp
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    os.replace(_temporary(path, data, []), path)
+
+
+def _write_all(out: Path, writes: dict[str, bytes]) -> None:
+    """Every file of ``writes``, or (on any error) none of them and no folder made for them."""
+    made: list[Path] = []
+    staged: list[tuple[str, Path]] = []
+    for relative in sorted(writes):
+        try:
+            staged.append((_temporary(out / relative, writes[relative], made), out / relative))
+        except OSError as exc:
+            for tmp, _ in staged:
+                os.unlink(tmp)
+            for folder in reversed(made):
+                folder.rmdir()
+            raise EmitError(out, [(relative, exc.strerror or str(exc))]) from None
+    for tmp, path in staged:
+        os.replace(tmp, path)
 
 
 def _prune_empty_dirs(out: Path, removed: list[str]) -> None:
@@ -127,15 +187,16 @@ def _prune_empty_dirs(out: Path, removed: list[str]) -> None:
 
 
 def emit(out: Path, files: dict[str, str]) -> Changes:
+    if out.exists() and not out.is_dir():
+        raise EmitError(out, [(".", "the output is a file, not a folder")])
+    if any(p.exists() and not p.is_dir() for p in out.parents):
+        raise EmitError(out, [(".", "a file is where the output folder's parent folders should be")])
     writes, removes, blocked = plan_changes(out, files)
     if blocked:
-        listed = ", ".join(blocked[:5]) + (" ..." if len(blocked) > 5 else "")
-        raise EmitError(f"{out}: refusing to overwrite files rollout did not generate: {listed}")
-    out.mkdir(parents=True, exist_ok=True)
+        raise EmitError(out, blocked)
     changes = Changes(unchanged=len(files) - len(writes))
-    for relative in sorted(writes):
-        _atomic_write(out / relative, writes[relative])
-        changes.written.append(relative)
+    _write_all(out, writes)
+    changes.written.extend(sorted(writes))
     for relative in removes:
         (out / relative).unlink()
         changes.removed.append(relative)
@@ -148,6 +209,11 @@ def emit(out: Path, files: dict[str, str]) -> Changes:
 
 def drift(out: Path, files: dict[str, str]) -> list[str]:
     """Unified diffs between the folder and what a compile would write (empty when current)."""
+    return [text for _, text in drift_by_file(out, files)]
+
+
+def drift_by_file(out: Path, files: dict[str, str]) -> list[tuple[str, str]]:
+    """(relative path, unified diff) of every file that differs from what a compile would write."""
     diffs = []
     manifest = read_manifest(out)
     for relative, text in files.items():
@@ -155,16 +221,17 @@ def drift(out: Path, files: dict[str, str]) -> list[str]:
         if existing == text.encode("utf-8"):
             continue
         old = existing.decode("utf-8", "replace").splitlines(keepends=True) if existing is not None else []
-        diffs.append(_diff(old, text.splitlines(keepends=True), relative, existing is None, False))
+        diffs.append((relative, _diff(old, text.splitlines(keepends=True), relative, existing is None, False)))
     for relative in sorted(manifest):
         if relative not in files and (out / relative).is_file():
             old = (out / relative).read_text(encoding="utf-8", errors="replace").splitlines(keepends=True)
-            diffs.append(_diff(old, [], relative, False, True))
+            diffs.append((relative, _diff(old, [], relative, False, True)))
     expected_manifest = manifest_text(files)
     current_manifest = _read(out / MANIFEST)
     if not diffs and current_manifest != expected_manifest.encode():
         old = current_manifest.decode("utf-8", "replace").splitlines(keepends=True) if current_manifest else []
-        diffs.append(_diff(old, expected_manifest.splitlines(keepends=True), MANIFEST, current_manifest is None, False))
+        diffs.append((MANIFEST, _diff(old, expected_manifest.splitlines(keepends=True), MANIFEST,
+                                      current_manifest is None, False)))
     return diffs
 
 

@@ -223,16 +223,17 @@ def nginx_string(value: Any) -> str:
 
 
 def nginx_exact_match(value: Any) -> str:
-    """A ``map`` key that matches exactly ``value``, ignoring case, as a quoted regex ``~*^...$``.
+    """A ``map`` key that matches exactly ``value`` as a quoted, case-sensitive regex ``~^...$``.
 
     A regex rather than a string key: string keys go into a hash whose buckets (64 bytes by
     default) refuse keys of about 50 characters, and a plain key could read as a parameter
-    (``default``, ``include``) or a regex (``~``).  Every character but letters, digits, ``_``
+    (``default``, ``include``) or a regex (``~``), and string keys ignore case where every other
+    target compares tester values exactly.  Every character but letters, digits, ``_``
     and ``-`` is escaped with a backslash, which PCRE reads as that character (``-`` is literal
     outside a character class, and ``[`` is escaped).
     """
     text = _one_line(value, "nginx map key")
-    return nginx_string("~*^" + re.sub(r"([^A-Za-z0-9_-])", r"\\\1", text) + "$")
+    return nginx_string("~^" + re.sub(r"([^A-Za-z0-9_-])", r"\\\1", text) + "$")
 
 
 def nginx_variable_part(header: str) -> str:

@@ -226,7 +226,7 @@ def judge(plan: Plan, prometheus: Prometheus, at: float, since: float | None = N
         else:
             verdict = "pass" if judged is not None else "no data"
         gates.append(GateResult(gate.name, promql.window(gate.window), counts[gate.window],
-                                _worst(ask(measured_expr), gate), judged, threshold_text(gate), verdict, stage.action))
+                                _worst(ask(measured_expr), gate), judged, threshold_text(gate), verdict, gate.action))
     return decide(plan, at, since, gates, traffic)
 
 
@@ -239,7 +239,7 @@ def decide(plan: Plan, at: float, since: float | None, gates: list[GateResult], 
         decision = "hold"
         reasons.append(f"{plan.out} is rolled back: resume with `{plan.command('set-stage')} STAGE`")
     breached = [g for g in gates if g.verdict == "breached"]
-    if breached and stage.action == "rollback":
+    if any(g.action == "rollback" for g in breached):
         decision = "rollback"
     for g in breached:
         reasons.append(f"gate {g.gate} breached ({g.threshold}); breach action: {g.action}")

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from .diagnostics import Diagnostic, SpecError
 
-MAX_BYTES = 1 << 20
-MAX_NODES = 50_000
+MAX_BYTES = 256 << 10  # a spec of hundreds of lines is a few kilobytes
+MAX_NODES = 50_000  # after alias expansion
+MAX_WRITTEN_NODES = 20_000  # as written: the largest real specs hold a few thousand
 MAX_DEPTH = 64
+_DIRECTIVE = re.compile(r"^%YAML[ \t]+(\S+)", re.M)
+_LONG_NUMBER = re.compile(r"[0-9_]{4000,}")
 
 Loc = tuple[Any, ...]
 
@@ -137,6 +142,8 @@ class _Converter:
                 value_pos = _lc(node, "value", key, key_pos)
                 if not isinstance(key, str):
                     raise _at(self.path, *key_pos, f"mapping key {key!r} is not a string", "yaml")
+                if _text_problem(key):
+                    raise _at(self.path, *key_pos, f"mapping key: {_text_problem(key)}", "yaml")
                 self.keys[loc + (key,)] = key_pos
                 self.values[loc + (key,)] = value_pos
                 out[key] = self.convert(node[key], loc + (key,), value_pos, depth + 1)
@@ -161,10 +168,36 @@ class _Converter:
         if isinstance(node, float):
             return float(node)
         if isinstance(node, str):
+            problem = _text_problem(node)
+            if problem:
+                raise _at(self.path, *pos, problem, "yaml")
             return str(node)
         if isinstance(node, (datetime.date, datetime.datetime)):
             return node.isoformat()
         raise _at(self.path, *pos, f"unsupported YAML value of type {type(node).__name__}", "yaml")
+
+
+def _text_problem(text: str) -> str | None:
+    """What a string from the YAML (after its escapes) holds that is not text, or None."""
+    for char in text:
+        code = ord(char)
+        if 0xD800 <= code <= 0xDFFF:
+            return f"a string holds the lone surrogate U+{code:04X}, which is not text"
+        if char not in "\t\n\r" and (code < 0x20 or 0x7F <= code < 0xA0):
+            return f"a string holds the control character U+{code:04X}, which is not allowed in a spec"
+    return None
+
+
+class _BoundedComposer(Composer):
+    """Stops reading a document of more than MAX_WRITTEN_NODES nodes, before aliases are even expanded."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self.rollout_nodes = getattr(self, "rollout_nodes", 0) + 1
+        if self.rollout_nodes > MAX_WRITTEN_NODES:
+            mark = self.parser.peek_event().start_mark
+            raise MarkedYAMLError(problem=f"document has more than {MAX_WRITTEN_NODES} nodes: refusing to load it",
+                                  problem_mark=mark)
+        return super().compose_node(parent, index)
 
 
 def _lc(node: Any, kind: str, key: Any, default: tuple[int, int]) -> tuple[int, int]:
@@ -175,8 +208,21 @@ def _lc(node: Any, kind: str, key: Any, default: tuple[int, int]) -> tuple[int, 
     return line + 1, col + 1
 
 
+def _offset_position(text: str, offset: int) -> tuple[int, int]:
+    return text.count("\n", 0, offset) + 1, offset - (text.rfind("\n", 0, offset) + 1) + 1
+
+
 def parse_text(text: str, path: str) -> tuple[Any, dict[Loc, tuple[int, int]], dict[Loc, tuple[int, int]]]:
+    directive = _DIRECTIVE.search(text)
+    if directive and directive.group(1) != "1.2":
+        raise _at(path, *_offset_position(text, directive.start()),
+                  f"%YAML {directive.group(1)}: specs are read as YAML 1.2 only; remove the directive")
+    long_number = _LONG_NUMBER.search(text)
+    if long_number:
+        raise _at(path, *_offset_position(text, long_number.start()),
+                  "a run of more than 4000 digits: no value in a spec is that long")
     yaml = YAML(typ="rt")
+    yaml.Composer = _BoundedComposer
     yaml.allow_duplicate_keys = False
     try:
         node = yaml.load(text)
@@ -207,7 +253,7 @@ def display_path(path: Path) -> str:
     """A path as the user sees it: relative to the working directory when inside it, POSIX-style."""
     try:
         return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except ValueError:
+    except (ValueError, OSError, RuntimeError):  # outside the working directory; a symbolic link loop
         return path.as_posix()
 
 

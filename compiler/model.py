@@ -30,7 +30,8 @@ API_VERSION = "rollout-compiler/v1"
 
 
 class Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, arbitrary_types_allowed=True,
+                              strict=True)  # a boolean is no port, "yes" no boolean: wrong types are errors
 
 
 def _checked(check, schema: dict[str, Any]):
@@ -102,7 +103,7 @@ LabelValue = _checked(names.check_label_value, {"pattern": names.LABEL_VALUE.pat
 LabelKey = _checked(names.check_label_key, {})
 HeaderName = _checked(names.check_header_name, {"pattern": names.HEADER_TOKEN.pattern})
 SafeValue = _checked(names.check_safe_value, {"pattern": names.SAFE_VALUE.pattern, "maxLength": 128})
-Hostname = _checked(names.check_hostname, {"maxLength": 253})
+Hostname = _checked(names.check_service_host, {"maxLength": 253})
 UrlPath = _checked(names.check_url_path, {"pattern": names.URL_PATH.pattern})
 EnvVar = _checked(names.check_env_var, {"pattern": names.ENV_VAR.pattern})
 FlagKey = _checked(names.check_flag_key, {"pattern": names.FLAG_KEY.pattern})
@@ -309,6 +310,9 @@ def _shorthand(value: Any) -> Any:
     return value
 
 
+OnBreach = Literal["rollback", "hold", "alert"]
+
+
 class _Gate(Model):
     for_: WindowDuration | None = Field(
         None, alias="for",
@@ -319,6 +323,8 @@ class _Gate(Model):
         None, description="The range the rate is measured over (default metrics.window; at most 1d)."
     )
     severity: Literal["critical", "warning", "info"] | None = None
+    on_breach: OnBreach | None = Field(
+        None, description="What a breach of this gate does (default: the stage's on_breach).")
 
 
 class ErrorRateGate(_Gate):
@@ -364,9 +370,6 @@ class Gates(Model):
     custom: dict[GateKey, CustomGate] = Field(default_factory=dict)
 
 
-OnBreach = Literal["rollback", "hold", "alert"]
-
-
 # --------------------------------------------------------------------------- stages and strategies
 
 
@@ -379,9 +382,25 @@ class Stage(Model):
     on_breach: OnBreach = "rollback"
 
 
+class Step(Model):
+    """A weighted step with its own hold."""
+
+    weight: Percent
+    hold: Duration | None = Field(None, description="How long this step runs (default: the strategy's hold).")
+
+
+def _step(value: Any) -> Any:
+    """A bare percentage is a step with the strategy's hold."""
+    return value if isinstance(value, (dict, Step)) else {"weight": value}
+
+
+StepEntry = Annotated[Step, BeforeValidator(_step, json_schema_input_type=Union[Percent, Step])]
+
+
 class PresetStrategy(Model):
     preset: Literal["safe", "fast", "instant", "custom"]
-    steps: list[Percent] | None = Field(None, description="Canary weights of a custom preset, e.g. [5, 20, 100].")
+    steps: list[StepEntry] | None = Field(
+        None, description="Canary weights of a custom preset, e.g. [5, 20, 100]; a step may be {weight, hold}.")
     hold: Duration | None = Field(None, description="Hold of every step (safe/fast/custom: 5m, instant: 1m).")
     shadow: Duration | None = Field(None, description="Prepend a 100% shadow stage of this length.")
     gates: Gates | None = None
@@ -394,7 +413,8 @@ class BlueGreen(Model):
     color_label: LabelKey = "version"
     active: Literal["blue", "green"] = Field("blue", description="The colour serving users before this release.")
     preview: Duration = Field(description="How long testers alone use the new colour.")
-    steps: list[Percent] = Field(default_factory=list, description="Optional weighted steps before the switch.")
+    steps: list[StepEntry] = Field(
+        default_factory=list, description="Optional weighted steps before the switch; a step may be {weight, hold}.")
     hold: Duration | None = Field(None, description="Hold of each weighted step.")
     switch_hold: Duration | None = Field(None, description="How long the switched stage is watched.")
     gates: Gates | None = None
@@ -599,7 +619,8 @@ class RolloutSpec(Model):
     stages: list[Stage] | None = None
     strategy: Strategy | None = None
     current: Annotated[str, WithJsonSchema({"type": "string", "description": "A stage name, or 'rollback'."})]
-    flags: dict[FlagKey, Flag] = Field(default_factory=dict)
+    flags: dict[FlagKey, Flag] = Field(default_factory=dict, max_length=256,
+                                       description="Feature flags (at most 256 per spec).")
     alerting: Alerting | None = None
     rollback: Rollback = Field(default_factory=Rollback)
     gitops: GitOps | None = None

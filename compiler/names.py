@@ -17,6 +17,7 @@ DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+IPV4 = re.compile(r"^\d+(\.\d+){3}$")
 HOST_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 URL_PATH = re.compile(r"^/[A-Za-z0-9/._~\-]*$")
 ENV_VAR = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -133,6 +134,17 @@ def check_hostname(value: str, what: str = "") -> str:
     return value
 
 
+def check_service_host(value: str, what: str = "") -> str:
+    """The host clients send: a DNS name (Ingress rules and HTTPRoute hostnames refuse IP addresses)."""
+    check_hostname(value, what)
+    if IPV4.match(value):
+        raise ValueError(
+            f"{_subject(what, value)} is an IP address; routers match requests by host name "
+            "(an Ingress host and an HTTPRoute hostname must be DNS names): give the name clients use"
+        )
+    return value
+
+
 def check_url_path(value: str, what: str = "") -> str:
     if len(value) > 1024 or not URL_PATH.match(value) or "//" in value or "/../" in value + "/" or "/./" in value + "/":
         raise ValueError(
@@ -150,7 +162,7 @@ def check_server_address(value: str) -> tuple[str, int]:
     number = int(port)
     if not 1 <= number <= 65535 or port != str(number):
         raise ValueError(f"server '{value}' has port {port}; a port is 1-65535")
-    if re.match(r"^\d+(\.\d+){3}$", host):
+    if IPV4.match(host):
         if any(int(part) > 255 or (len(part) > 1 and part.startswith("0")) for part in host.split(".")):
             raise ValueError(f"server '{value}' is not a valid IPv4 address")
     else:

@@ -65,9 +65,10 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnosti
                 if p.is_file() and p.suffix in SPEC_SUFFIXES and not _hidden(p, path):
                     found.setdefault(p.resolve(), SpecPath(p, False))
         elif path.is_file():
-            found[path.resolve()] = SpecPath(path, True)
+            found[path.resolve()] = SpecPath(path, True)  # is_file: the path resolves, without a loop
         else:
-            problems.append(Diagnostic(display_path(path), 1, 1, "error", "no such file or directory", "io"))
+            why = "not a regular file or folder" if path.exists() or path.is_symlink() else "no such file or directory"
+            problems.append(Diagnostic(display_path(path), 1, 1, "error", why, "io"))
     return sorted(found.values(), key=lambda s: display_path(s.path)), problems
 
 
@@ -196,6 +197,7 @@ def analyse(paths: Iterable[str | Path], jobs: int = 1) -> Result:
 
 
 def _duplicates(units: list[Unit]) -> list[Diagnostic]:
+    """Rollouts that would share a folder, or whose folder lies inside another rollout's."""
     first: dict[str, Unit] = {}
     out = []
     for unit in units:
@@ -207,6 +209,13 @@ def _duplicates(units: list[Unit]) -> list[Diagnostic]:
                                       "fleet"))
         else:
             first[key] = unit
+    for key, unit in sorted(first.items()):
+        parts = key.split("/")
+        outer = next((first["/".join(parts[:n])] for n in range(1, len(parts)) if "/".join(parts[:n]) in first), None)
+        if outer is not None:
+            out.append(unit.doc.error(("metadata", "namespace"), f"the folder of rollout {key} lies inside the folder of rollout "
+                                             f"{outer.plan.out} ({outer.doc.path}): give the environment or namespace "
+                                             "another name", "fleet", prefer_key=True))
     return out
 
 

@@ -77,6 +77,8 @@ class GatePlan:
     window: int  # seconds
     for_: int  # seconds
     severity: str  # critical | warning | info
+    on_breach: str  # rollback | hold | alert: the gate's own, else its stage's
+    action: str  # rollback | hold | notify (the alert's `action` label)
     query: str | None  # custom gates: PromQL for the canary, with $window left in
     description: str  # "error rate < 1%"
     loc: Loc
@@ -102,6 +104,11 @@ class StagePlan:
     @property
     def is_shadow(self) -> bool:
         return self.mirror > 0
+
+    def gate_text(self, gate: GatePlan) -> str:
+        """A gate in words, with its breach action when it differs from the stage's."""
+        own = f" (on breach: {gate.on_breach})" if gate.on_breach != self.on_breach else ""
+        return gate.description + own
 
 
 @dataclass(frozen=True)
@@ -147,6 +154,7 @@ class FlagState:
     share: Fraction  # share of targeting keys on (a kill switch: 1 when engaged)
     engaged: bool  # kill switches only
     killed: bool  # an engaged kill switch forces this flag off
+    allow: tuple[str, ...]  # targeting keys on whatever the share; a rollback sends testers back too
 
 
 @dataclass(frozen=True)
@@ -297,7 +305,7 @@ class Plan:
 # --------------------------------------------------------------------------- construction
 
 
-def _gate_plans(gates: model.Gates | None, loc: Loc, spec: model.RolloutSpec, severity: str) -> tuple[GatePlan, ...]:
+def _gate_plans(gates: model.Gates | None, loc: Loc, spec: model.RolloutSpec, on_breach: str) -> tuple[GatePlan, ...]:
     if gates is None:
         return ()
     window = spec.metrics.window
@@ -305,7 +313,9 @@ def _gate_plans(gates: model.Gates | None, loc: Loc, spec: model.RolloutSpec, se
 
     def common(g: model._Gate) -> dict[str, Any]:
         default_for = DEFAULT_FOR if isinstance(g, model.CustomGate) else JUDGED_FOR
-        return {"window": g.window or window, "for_": g.for_ or default_for, "severity": g.severity or severity}
+        breach = g.on_breach or on_breach
+        return {"window": g.window or window, "for_": g.for_ or default_for,
+                "severity": g.severity or SEVERITIES[breach], "on_breach": breach, "action": ACTIONS[breach]}
 
     if gates.error_rate is not None:
         g = gates.error_rate
@@ -369,36 +379,37 @@ def _stages(spec: model.RolloutSpec, testers: bool) -> tuple[StagePlan, ...]:
             weight = s.weight or Fraction(0)
             mirror = s.mirror or Fraction(0)
             loc = ("stages", i)
-            gates = _gate_plans(s.gates, loc + ("gates",), spec, SEVERITIES[s.on_breach])
+            gates = _gate_plans(s.gates, loc + ("gates",), spec, s.on_breach)
             stages.append(_stage(i, s.name, _kind(weight, mirror), weight, mirror, s.hold, gates, s.on_breach, testers, loc))
         return tuple(stages)
     strategy = spec.strategy
     if isinstance(strategy, model.PresetStrategy):
         if strategy.preset == "custom":
-            steps = [(w, ("strategy", "steps", i)) for i, w in enumerate(strategy.steps or [])]
             hold = strategy.hold or 300
+            steps = [(s.weight, s.hold or hold, ("strategy", "steps", i)) for i, s in enumerate(strategy.steps or [])]
         else:
             weights, default_hold = PRESETS[strategy.preset]
-            steps = [(Fraction(w, 100), ("strategy", "preset")) for w in weights]
             hold = strategy.hold or default_hold
+            steps = [(Fraction(w, 100), hold, ("strategy", "preset")) for w in weights]
         if strategy.shadow:
             loc = ("strategy", "shadow")
             stages.append(_stage(0, "shadow", "shadow", Fraction(0), Fraction(1), strategy.shadow, (), strategy.on_breach, testers, loc))
-        for i, (weight, loc) in enumerate(steps):
+        for i, (weight, step_hold, loc) in enumerate(steps):
             last = i == len(steps) - 1
             on_breach = (strategy.final_on_breach or strategy.on_breach) if last else strategy.on_breach
-            gates = _gate_plans(strategy.gates, ("strategy", "gates"), spec, SEVERITIES[on_breach])
+            gates = _gate_plans(strategy.gates, ("strategy", "gates"), spec, on_breach)
             stages.append(_stage(len(stages), step_name(weight), _kind(weight, Fraction(0)), weight, Fraction(0),
-                                 hold, gates, on_breach, testers, loc))
+                                 step_hold, gates, on_breach, testers, loc))
         return tuple(stages)
     bg = strategy.blue_green  # type: ignore[union-attr]
     old, new = bg.active, ("green" if bg.active == "blue" else "blue")
-    gates = _gate_plans(bg.gates, ("strategy", "blue-green", "gates"), spec, SEVERITIES[bg.on_breach])
+    gates = _gate_plans(bg.gates, ("strategy", "blue-green", "gates"), spec, bg.on_breach)
     stages.append(_stage(0, "preview", "preview", Fraction(0), Fraction(0), bg.preview, gates, bg.on_breach, True,
                          ("strategy", "blue-green", "preview"), active_color=old))
-    for i, weight in enumerate(bg.steps):
-        stages.append(_stage(len(stages), step_name(weight), "canary", weight, Fraction(0), bg.hold or 300, gates,
-                             bg.on_breach, True, ("strategy", "blue-green", "steps", i), active_color=old))
+    for i, step in enumerate(bg.steps):
+        stages.append(_stage(len(stages), step_name(step.weight), "canary", step.weight, Fraction(0),
+                             step.hold or bg.hold or 300, gates, bg.on_breach, True,
+                             ("strategy", "blue-green", "steps", i), active_color=old))
     stages.append(_stage(len(stages), "switch", "switch", Fraction(1), Fraction(0), bg.switch_hold, gates, bg.on_breach,
                          True, ("strategy", "blue-green", "switch_hold"), route_weight=Fraction(0), active_color=new))
     return tuple(stages)
@@ -440,7 +451,9 @@ def _flag_states(flags: tuple[FlagPlan, ...], stage: str) -> tuple[FlagState, ..
     engaged = {f.name for f in flags if f.kind == "kill_switch" and dict(f.engaged)[stage]}
     killed = {k for f in flags if f.name in engaged for k in f.kills}
     return tuple(
-        FlagState(f.name, dict(f.shares)[stage], f.name in engaged, f.name in killed) for f in flags
+        FlagState(f.name, dict(f.shares)[stage], f.name in engaged, f.name in killed,
+                  () if f.follows_stage and stage == ROLLBACK else f.allow)
+        for f in flags
     )
 
 

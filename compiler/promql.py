@@ -615,7 +615,7 @@ def alert_rules(plan: Plan) -> list[AlertRule]:
     out = []
     for gate in stage.gates:
         out.append(AlertRule(f"{prefix}{camel(gate.name)}Breached", "gate", gate_expr(plan, gate), gate.for_,
-                             _alert_labels(plan, gate.name, gate.severity, stage.action), gate=gate))
+                             _alert_labels(plan, gate.name, gate.severity, gate.action), gate=gate))
     for seconds in judged_windows(stage):
         out.append(AlertRule(f"{prefix}CanaryStarved", "starved", starved_expr(plan, seconds), seconds,
                              _alert_labels(plan, "min_requests", "info", "hold", window=window(seconds)), window=seconds))

@@ -99,7 +99,8 @@ def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]
             yield doc.warning(("stages", i, "name"), f"stage '{stage.name}' has no `hold`: it may be promoted as soon as it starts", "stages")
 
 
-def _steps(doc: Document, steps: list[Fraction], loc: tuple, need_full: bool) -> Iterator[Diagnostic]:
+def _steps(doc: Document, entries: list[model.Step], loc: tuple, need_full: bool) -> Iterator[Diagnostic]:
+    steps = [entry.weight for entry in entries]
     if not steps and need_full:
         yield doc.error(loc, "steps is empty: give the canary weights, e.g. [5, 20, 100]", "stages")
         return
@@ -194,6 +195,9 @@ def traffic(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
         yield doc.error(("traffic",), "a blue-green rollout previews the new colour to testers: give traffic.testers", "traffic")
 
 
+MAX_REQUIREMENTS = 16  # flags one flag may require, directly or through others
+
+
 @rule
 def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     table = spec.flags
@@ -228,27 +232,69 @@ def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
 
 
 def _cycles(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
-    graph = {name: [r for r in flag.requires if r in spec.flags] for name, flag in spec.flags.items()}
-    state: dict[str, int] = {}  # 1 visiting, 2 done
+    """Dependency cycles, then requirement sets too large to inline (an iterative walk: chains may be long)."""
+    graph = {name: [r for r in flag.requires if r in spec.flags and not spec.flags[r].kill_switch]
+             for name, flag in spec.flags.items()}
+    state: dict[str, int] = {}  # 1 on the current path, 2 done
     reported: set[frozenset[str]] = set()
-
-    def visit(node: str, path: list[str]) -> Iterator[Diagnostic]:
-        state[node] = 1
-        for i, nxt in enumerate(graph[node]):
+    cyclic = False
+    for root in sorted(graph):
+        if root in state:
+            continue
+        path = [root]
+        todo = [iter(enumerate(graph[root]))]
+        state[root] = 1
+        while todo:
+            step = next(todo[-1], None)
+            if step is None:
+                state[path.pop()] = 2
+                todo.pop()
+                continue
+            i, nxt = step
             if state.get(nxt) == 1:
+                cyclic = True
                 cycle = path[path.index(nxt):] + [nxt]
-                key = frozenset(cycle)
-                if key not in reported:
-                    reported.add(key)
+                if frozenset(cycle) not in reported:
+                    reported.add(frozenset(cycle))
+                    node = path[-1]
                     yield doc.error(("flags", node, "requires", spec.flags[node].requires.index(nxt)),
                                     f"flag dependency cycle: {' -> '.join(cycle)}", "flags", prefer_key=False)
             elif nxt not in state:
-                yield from visit(nxt, path + [nxt])
-        state[node] = 2
-
+                state[nxt] = 1
+                path.append(nxt)
+                todo.append(iter(enumerate(graph[nxt])))
+    if cyclic:
+        return
+    closure: dict[str, frozenset[str]] = {}
+    for name in _postorder(graph):
+        closure[name] = frozenset(graph[name]).union(*(closure[r] for r in graph[name]))
     for name in sorted(graph):
-        if name not in state:
-            yield from visit(name, [name])
+        if len(closure[name]) > MAX_REQUIREMENTS:
+            yield doc.error(("flags", name, "requires"),
+                            f"flag '{name}' requires {len(closure[name])} flags, directly or through others; flagd "
+                            f"has no prerequisite flags, so each is inlined into its targeting: at most "
+                            f"{MAX_REQUIREMENTS}", "flags")
+
+
+def _postorder(graph: dict[str, list[str]]) -> list[str]:
+    """Every node after the nodes it points at (the graph has no cycle)."""
+    order: list[str] = []
+    seen: set[str] = set()
+    for root in sorted(graph):
+        if root in seen:
+            continue
+        seen.add(root)
+        todo = [(root, iter(graph[root]))]
+        while todo:
+            node, children = todo[-1]
+            child = next(children, None)
+            if child is None:
+                order.append(node)
+                todo.pop()
+            elif child not in seen:
+                seen.add(child)
+                todo.append((child, iter(graph[child])))
+    return order
 
 
 @rule

@@ -23,7 +23,9 @@ class Variant:
 
 
 def _describe(value: Any) -> str:
-    text = repr(value)
+    """A value as the spec wrote it: YAML spellings for booleans and null."""
+    text = {True: "true", False: "false", None: "null"}.get(value, None) if isinstance(value, (bool, type(None))) else None
+    text = text or repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 
@@ -104,6 +106,12 @@ def _message(error: dict[str, Any], doc: Document) -> tuple[Loc, str, bool]:
         return loc, f"unknown field '{field}'{hint}", True
     if kind == "missing":
         return loc, f"missing required field '{loc[-1]}'", True
+    if kind in ("too_long", "too_short") and isinstance(error.get("ctx"), dict):
+        ctx = error["ctx"]
+        bound = ctx.get("max_length") if kind == "too_long" else ctx.get("min_length")
+        size = len(error["input"]) if hasattr(error.get("input"), "__len__") else ctx.get("actual_length")
+        field = _dotted(loc, doc.data) or "the spec"
+        return loc, f"{field}: {size} entries, {'at most' if kind == 'too_long' else 'at least'} {bound}", False
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):

@@ -251,23 +251,56 @@ def _removed_rollouts(removes: list[str]) -> list[str]:
     return [f for f in folders if not any(f.startswith(other + "/") for other in folders)]
 
 
+def compiled_hash(output: Path, out: str) -> str | None:
+    """The short spec hash ``output/<out>`` was compiled from (from its kustomization.yaml header)."""
+    try:
+        head = (output / out / KUSTOMIZATION).read_text(encoding="utf-8")[:400]
+    except (OSError, UnicodeDecodeError):
+        return None
+    found = serialize.SPEC_HASH.search(head)
+    return found.group(1) if found else None
+
+
+def _only_the_hash(output: Path, path: str, data: bytes, old: str | None, new: str) -> bool:
+    """Whether ``path`` changes in nothing but the spec hash every generated file names."""
+    if old is None or old == new:
+        return False
+    try:
+        existing = (output / path).read_bytes()
+    except OSError:
+        return False
+    return existing.replace(old.encode(), new.encode()) == data
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} file{'s' if n != 1 else ''} {what}"
+
+
 def summary_lines(output: Path, result: pipeline.Result) -> list[str]:
     writes, removes, _ = emit.plan_changes(output, result.files)
     touched = sorted(set(writes) | set(removes))
     outs = sorted(u.plan.out for u in result.units)
     gone = _removed_rollouts(removes)
+    hashes = {u.plan.out: (compiled_hash(output, u.plan.out), u.plan.source.short) for u in result.units}
     counts: dict[str, int] = {}
+    hash_only: dict[str, int] = {}
     for path in touched:
         owner = _owner(path, outs) or (FLEET_DIR if path.startswith(FLEET_DIR + "/") else None)
         owner = owner or _owner(path, gone) or path.rsplit("/", 1)[0]
-        counts[owner] = counts.get(owner, 0) + 1
+        if owner in hashes and path in writes and _only_the_hash(output, path, writes[path], *hashes[owner]):
+            hash_only[owner] = hash_only.get(owner, 0) + 1
+        else:
+            counts[owner] = counts.get(owner, 0) + 1
     lines = []
     for unit in sorted(result.units, key=lambda u: u.plan.out):
         plan = unit.plan
         before = compiled_stage(output, plan.out)
         after = stage_label(plan, plan.current)
-        changed = counts.pop(plan.out, 0)
-        files = f"{changed} file{'s' if changed != 1 else ''} changed" if changed else "up to date"
+        changed, restamped = counts.pop(plan.out, 0), hash_only.get(plan.out, 0)
+        files = _count(changed, "changed") if changed else ""
+        if restamped:
+            files += f" ({restamped} more only in the spec hash)" if changed else _count(restamped, "changed only in the spec hash")
+        files = files or "up to date"
         if before is None:
             lines.append(f"{plan.out}: new -> {after}, {files}")
         elif before == plan.current.name:
@@ -280,9 +313,9 @@ def summary_lines(output: Path, result: pipeline.Result) -> list[str]:
             lines.append(f"{plan.out}: {shown} -> {after}, {files}")
     fleet = counts.pop(FLEET_DIR, 0)
     for owner, count in sorted(counts.items()):
-        lines.append(f"{owner}: removed, {count} file{'s' if count != 1 else ''}")
+        lines.append(f"{owner}: removed, {_count(count, '')}".rstrip())
     if fleet:
-        lines.append(f"{FLEET_DIR}: {fleet} file{'s' if fleet != 1 else ''} changed")
+        lines.append(f"{FLEET_DIR}: {_count(fleet, 'changed')}")
     return lines
 
 

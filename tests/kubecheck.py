@@ -42,6 +42,7 @@ DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
+ISTIO_HEADER_KEY = re.compile(r"^[-_A-Za-z0-9]+$")  # istio pkg/config/validation: validHeaderRegex
 TOTAL_ANNOTATION_SIZE = 256 * 1024
 MAX_OBJECT_BYTES = 1024 * 1024
 TOP_LEVEL = {"apiVersion", "kind", "metadata", "spec"}
@@ -183,6 +184,9 @@ def _walk(node: Any, path: tuple = ()) -> Iterator[tuple[tuple, Any]]:
 
 def _http_route_cel(spec: dict[str, Any]) -> list[str]:
     out = []
+    for host in spec.get("hostnames") or []:  # "IP addresses are not allowed" (the field's documentation)
+        if re.match(r"^[0-9.]+$", host):
+            out.append(f"hostname {host!r} is an IP address")
     rules = spec.get("rules") or []
     if sum(len(rule.get("matches") or []) for rule in rules) > 128:
         out.append("more than 128 matches across the rules of a route")
@@ -205,13 +209,16 @@ def _http_route_cel(spec: dict[str, Any]) -> list[str]:
 
 
 def _virtual_service_rules(spec: dict[str, Any]) -> list[str]:
-    """Rules of Istio's validating webhook (header keys in lower case, weights that route)."""
+    """Rules of Istio's validating webhook (header keys of lower-case letters, digits, '-' and '_';
+    weights that route)."""
     out = []
     for i, route in enumerate(spec.get("http") or []):
         for match in route.get("match") or []:
             for key in match.get("headers") or {}:
                 if key != key.lower():
                     out.append(f"http[{i}]: header match key '{key}' must be in lower case")
+                if not ISTIO_HEADER_KEY.match(key):
+                    out.append(f"http[{i}]: header match key '{key}' is not of letters, digits, '-' and '_'")
         destinations = route.get("route") or []
         if len(destinations) > 1 and sum(d.get("weight", 0) for d in destinations) <= 0:
             out.append(f"http[{i}]: total destination weight is 0")
@@ -219,9 +226,12 @@ def _virtual_service_rules(spec: dict[str, Any]) -> list[str]:
 
 
 def _ingress_rules(spec: dict[str, Any]) -> list[str]:
-    """The API server's validation of Ingress paths (not in the OpenAPI schema)."""
+    """The API server's validation of Ingress hosts and paths (not in the OpenAPI schema)."""
     out = []
     for rule in spec.get("rules") or []:
+        host = str(rule.get("host", ""))
+        if re.match(r"^[0-9.]+$", host) or ":" in host:
+            out.append(f"host {host!r} must be a DNS name, not an IP address")
         for path in (rule.get("http") or {}).get("paths") or []:
             if path.get("pathType") not in ("Exact", "Prefix", "ImplementationSpecific"):
                 out.append(f"pathType {path.get('pathType')!r} is not Exact, Prefix or ImplementationSpecific")
@@ -296,7 +306,9 @@ def metadata_errors(m: Manifest, namespace: str | None) -> list[str]:
     if extra:
         out.append(f"unexpected metadata fields {extra}")
     actual = meta.get("namespace")
-    if not isinstance(actual, str) or len(actual) > 63 or not DNS1123_LABEL.match(actual):
+    if actual is None and namespace is None:
+        pass  # a fleet-wide object: it goes where the controller applies the fleet
+    elif not isinstance(actual, str) or len(actual) > 63 or not DNS1123_LABEL.match(actual):
         out.append(f"metadata.namespace {actual!r} is not a DNS-1123 label")
     elif namespace is not None and actual != namespace:
         out.append(f"metadata.namespace is '{actual}', expected '{namespace}'")

@@ -138,3 +138,46 @@ def test_folders_skip_yaml_that_is_not_a_spec_but_named_files_are_checked(tmp_pa
     (tmp_path / "typo.yaml").unlink()
     assert run("lint", tmp_path).exit_code == 0
     assert run("lint", tmp_path / "kustomization.yaml").exit_code == 1
+
+
+def test_an_output_path_below_a_file_is_a_usage_error(tmp_path):
+    (tmp_path / "afile").write_text("x\n")
+    result = run("compile", GOLDEN / "in-ramp.yaml", "-o", tmp_path / "afile" / "sub")
+    assert result.exit_code == 2 and "is a file" in result.output
+
+
+def test_check_in_json_prints_one_document_naming_each_stale_file(tmp_path):
+    spec, out = GOLDEN / "in-ramp.yaml", tmp_path / "out"
+    assert run("compile", spec, "-o", out).exit_code == 0
+    plan_md = next(out.rglob("PLAN.md"))
+    plan_md.write_text("edited\n")
+    result = run("check", "--format", "json", spec, "-o", out)
+    assert result.exit_code == 1
+    items = json.loads(result.stdout)
+    (item,) = [i for i in items if i["severity"] == "error"]  # the spec's warnings come along
+    assert item["path"] == str(plan_md) and item["code"] == "drift" and (item["line"], item["col"]) == (1, 1)
+    github = run("check", "--format", "github", spec, "-o", out)
+    assert github.exit_code == 1 and f"\n::error file={plan_md},line=1,col=1,title=rollout drift::" in "\n" + github.stdout
+    assert "\n--- a/" in github.stdout  # the diff follows the annotations
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_an_output_that_cannot_be_written_is_a_located_error_and_nothing_is_written(tmp_path, fmt):
+    spec, out = GOLDEN / "in-ramp.yaml", tmp_path / "out"
+    assert run("compile", spec, "-o", out).exit_code == 0
+    prometheus = next(out.rglob("prometheus"))
+    for child in prometheus.iterdir():
+        child.unlink()
+    prometheus.rmdir()
+    prometheus.write_text("mine\n")  # a file where a folder goes
+    before = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    result = run("compile", "--format", fmt, spec, "-o", out)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    if fmt == "json":
+        items = json.loads(result.stdout)
+        items = [i for i in items if i["severity"] == "error"]
+        assert items and all(i["code"] == "emit" for i in items)
+        assert any("is a file where rollout needs a folder" in i["message"] for i in items)
+    else:
+        assert f"{prometheus}/rules.yaml:1:1: error: " in result.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == before

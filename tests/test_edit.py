@@ -88,11 +88,22 @@ def test_a_value_yaml_would_read_as_something_else_is_quoted():
 
 
 def test_a_reason_is_recorded_on_the_changed_line_and_cleared_on_resume():
-    text = "kind: Rollout\ncurrent: canary  # 1% for two hours\nflags: {}\n"
+    text = "kind: Rollout\ncurrent: canary\nflags: {}\n"
     rolled = edit.set_current(text, ROLLBACK, None, "x.yaml", reason="p99 > 200ms\nsince 10:02")
     assert rolled.text == "kind: Rollout\ncurrent: rollback  # rolled back: p99 > 200ms since 10:02\nflags: {}\n"
     resumed = edit.set_current(rolled.text, "canary", None, "x.yaml")
-    assert resumed.text == "kind: Rollout\ncurrent: canary\nflags: {}\n"
+    assert resumed.text == text
+
+
+def test_a_reason_keeps_the_comment_already_on_the_line():
+    text = "kind: Rollout\ncurrent: canary   # started by @alice, OPS-12\nflags: {}\n"
+    rolled = edit.set_current(text, ROLLBACK, None, "x.yaml", reason="p95 spike")
+    assert rolled.text == "kind: Rollout\ncurrent: rollback   # started by @alice, OPS-12  # rolled back: p95 spike\nflags: {}\n"
+    again = edit.set_current(rolled.text, ROLLBACK, None, "x.yaml", reason="still failing")
+    assert again.text == "kind: Rollout\ncurrent: rollback   # started by @alice, OPS-12  # rolled back: still failing\nflags: {}\n"
+    resumed = edit.set_current(again.text, "canary", None, "x.yaml")
+    assert resumed.text == text
+    assert edit.set_current(text, "ramp", None, "x.yaml").text == text.replace("canary", "ramp")
 
 
 @pytest.mark.parametrize("text, env, message", [

@@ -52,3 +52,17 @@ def test_stage_overrides_merge_by_name(tmp_path):
     assert set(ramp) == {"error_rate", "p99_latency"} and ramp["error_rate"].threshold * 100 == 5
     assert {g.name for g in production.stage("ramp").gates} == {"error_rate"}  # null removes a gate
     assert staging.stage("ramp").weight == production.stage("ramp").weight
+
+
+def test_a_rollout_folder_inside_another_rollouts_folder_is_an_error(tmp_path):
+    """An environment named like a namespace could nest one rollout's files inside another's."""
+    outer = (SPECS / "ultra-fast-analyzer.yaml").read_text()  # analytics/analyzer
+    inner = outer.replace("  name: analyzer\n  namespace: analytics\n", "  name: rollback\n  namespace: analyzer\n")
+    assert inner != outer
+    (tmp_path / "outer.yaml").write_text(outer)
+    (tmp_path / "inner.yaml").write_text(inner + "environments:\n  analytics: {}\n")  # analytics/analyzer/rollback
+    result = pipeline.compile_paths([tmp_path / "outer.yaml", tmp_path / "inner.yaml"])
+    (d,) = [d for d in result.diagnostics if d.severity == "error"]
+    assert d.path.endswith("inner.yaml") and "lies inside the folder of rollout analytics/analyzer" in d.message
+    assert d.line == inner.splitlines().index("  namespace: analyzer") + 1
+    assert not result.ok and result.files == {}

@@ -155,27 +155,55 @@ def test_a_partial_share_is_measured_not_assumed():
 
 
 @pytest.mark.parametrize("spec", SPECS_WITH_FLAGS, ids=lambda p: p.stem)
-def test_allowlisted_keys_are_on_at_every_stage_unless_killed_or_a_requirement_is_off(spec):
+def test_allowlisted_keys_are_on_at_every_stage_unless_killed_rolled_back_or_a_requirement_is_off(spec):
     checked = 0
     for plan in all_stage_plans(spec):
         ev = Evaluator(document(plan))
         for flag in plan.flags:
+            rolled_back = plan.is_rollback and flag.follows_stage  # testers go back to stable too
             for key in flag.allow:
-                expected = not plan.flag_state(flag.name).killed and required_on(plan, ev, flag, key)
+                expected = (not plan.flag_state(flag.name).killed and not rolled_back
+                            and required_on(plan, ev, flag, key))
                 assert ev.on(flag.name, key) == expected, f"{plan.out} at {plan.current.name}: {flag.name}({key})"
                 checked += expected
     if any(f.allow for p in plans_of(spec) for f in p.flags):
         assert checked > 0
 
 
-def test_allowlisted_testers_get_the_new_api_during_the_preview():
+@pytest.mark.parametrize("spec", SPECS_WITH_FLAGS, ids=lambda p: p.stem)
+def test_a_rollback_turns_stage_following_flags_off_for_testers_too(spec):
+    for plan in plans_of(spec):
+        plan = plan.at(ROLLBACK)
+        ev = Evaluator(document(plan))
+        following = [f for f in plan.flags if f.follows_stage]
+        dependents = [f for f in plan.flags if any(r in following for r in flagd.requirements(plan, f))]
+        for flag in following + dependents:
+            for key in sorted({k for f in plan.flags for k in f.allow}) + FEW_KEYS:
+                assert not ev.on(flag.name, key), f"{plan.out}: {flag.name}({key}) is on after a rollback"
+            definition = document(plan)["flags"][flag.name]
+            assert definition["state"] == "ENABLED" and definition["defaultVariant"] == "off"
+            assert "targeting" not in definition
+
+
+def test_an_allowlisted_tester_of_a_stage_following_flag_loses_it_on_rollback():
+    plan = plan_of(SPECS / "moe-intelligence.yaml")
+    flag = next(f for f in plan.flags if f.follows_stage and f.allow)
+    for stage in [s.name for s in plan.stages]:
+        assert all(Evaluator(document(plan.at(stage))).on(flag.name, key) for key in flag.allow), stage
+    assert not any(Evaluator(document(plan.at(ROLLBACK))).on(flag.name, key) for key in flag.allow)
+
+
+def test_the_v2_flags_are_as_the_application_defines_them_until_a_rollback_disables_them():
     plan = plan_of(SPECS / "ai-orchestra.yaml", "production")
     assert plan.current.name == "preview"
     ev = Evaluator(document(plan))
-    assert ev.on("v2_api", "internal-testing") and ev.on("v2_api", "beta-users")
-    assert ev.on("swarm_intelligence", "beta-users") and ev.on("advanced_memory", "internal-testing")
-    assert ev.share("v2_api", FEW_KEYS) == 0.0
-    assert ev.share("swarm_intelligence", FEW_KEYS) == 0.0  # 50% of its own, but v2_api is off for them
+    assert ev.share("v2_api", FEW_KEYS) == 1.0
+    assert ev.on("swarm_intelligence", "beta-users") and within_binomial(
+        sum(ev.on("swarm_intelligence", k) for k in FEW_KEYS), len(FEW_KEYS), 0.5)
+    assert not ev.on("advanced_memory", "internal-testing") and ev.share("advanced_memory", FEW_KEYS) == 0.0
+    rolled = Evaluator(document(plan.at(ROLLBACK)))
+    for flag in ("v2_api", "swarm_intelligence", "websocket_streaming", "advanced_memory"):
+        assert not any(rolled.on(flag, k) for k in ["beta-users", "internal-testing"] + FEW_KEYS), flag
 
 
 @pytest.mark.parametrize("spec", SPECS_WITH_FLAGS, ids=lambda p: p.stem)
@@ -223,7 +251,16 @@ def test_an_engaged_kill_switch_forces_its_flags_off_for_every_key(tmp_path):
                 assert not any(ev.on(name, k) for k in keys), f"{plan.out} at {plan.current.name}: {name}"
                 assert not ev.on(name, "user-1", default=True), "the caller's default must not leak through"
                 checked += 1
-    assert checked == 9 * 7 + 1 + 2
+    assert checked == 6 * 7 + 1 + 2  # genesis's switch kills 6 of its flags, at 7 stage states
+
+
+def test_genesis_keeps_its_always_on_safety_flags_when_the_kill_switch_is_pulled(tmp_path):
+    plan = plan_of(with_engaged_kill_switch(tmp_path))
+    ev = Evaluator(document(plan))
+    for name in ("security_hardening_enabled", "error_handling_enabled", "otel_enabled"):
+        assert ev.share(name, FEW_KEYS) == 1.0, name
+    for name in ("orchestration_enabled", "phase_4_deployment", "llm_integration_enabled"):
+        assert ev.share(name, FEW_KEYS) == 0.0, name
 
 
 def test_a_released_kill_switch_is_off():

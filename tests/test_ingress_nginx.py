@@ -102,10 +102,10 @@ def test_testers_reach_the_canary_at_every_stage_but_rollback(plan: Plan):
 
 
 def test_one_tester_value_uses_the_value_annotation_several_an_anchored_pattern():
-    plan = plan_of(SPECS / "ai-orchestra.yaml", "production")
+    plan = plan_of(GOLDEN / "in-checkout.yaml")
     _, canary = ingresses(plan)
     notes = canary["metadata"]["annotations"]
-    assert notes[P + "canary-by-header"] == "X-Orchestra-Group"
+    assert notes[P + "canary-by-header"] == "X-Canary"
     assert notes[P + "canary-by-header-pattern"] == "^(internal-testing|beta-users)$"
     one = plan_of(GOLDEN / "in-blue-green.yaml")
     _, canary = ingresses(one)

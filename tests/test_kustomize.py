@@ -184,4 +184,6 @@ def test_environments_sharing_a_namespace_build_on_their_own(tmp_path):
     for env in ("staging", "production"):
         ids = [identity(d) for d in build(out / "_fleet" / "environments" / env)]
         assert ids and len(ids) == len(set(ids))
-    assert build(out / "_fleet") == []
+    # the fleet holds no rollout without an environment: only the fleet-wide objects
+    assert sorted(d["metadata"]["name"] for d in build(out / "_fleet")) == [
+        "rollout-fleet-alertmanager-files", "rollout-fleet-dashboard"]

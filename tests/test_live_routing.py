@@ -138,10 +138,10 @@ class Routers:
         self.stack.close()
         shutil.rmtree(self.sockets, ignore_errors=True)
 
-    def get(self, router: str, stage: str, fresh: bool = False) -> Running:
-        key = (router, stage + ("/fresh" if fresh else ""))
+    def get(self, router: str, stage: str, fresh: bool = False, path: str = "/") -> Running:
+        key = (router, stage + ("/fresh" if fresh else "") + (path if path != "/" else ""))
         if key not in self.running:
-            plan = dataclasses.replace(self.plans[router].at(stage), port=free_port())
+            plan = dataclasses.replace(self.plans[router].at(stage), port=free_port(), path=path)
             start = self._haproxy if router == "haproxy" else self._nginx
             self.running[key] = start(plan, self.folder / f"{router}-{key[1].replace('/', '-')}")
         return self.running[key]
@@ -251,10 +251,13 @@ def test_testers_always_reach_the_canary(router: str, routers: Routers):
     running = routers.get(router, "tiny")
     predict = PREDICT[router](running.plan)
     keys = [f"tester-{i}" for i in range(150)]
-    values = TESTER_VALUES + ["INTERNAL-Testing"]  # both routers compare tester values ignoring case
-    responses = running.client.get_many([{"X-User-ID": k, "X-Canary": values[i % 3]} for i, k in enumerate(keys)])
+    responses = running.client.get_many(
+        [{"X-User-ID": k, "X-Canary": TESTER_VALUES[i % len(TESTER_VALUES)]} for i, k in enumerate(keys)])
     assert {variant_of(r) for r in responses} == {"canary"}
-    others = running.client.get_many([{"X-User-ID": k, "X-Canary": "internal-testing-2"} for k in keys])
+    # values are compared exactly, case included, as on every other target
+    near_misses = ["internal-testing-2", "INTERNAL-Testing", "Beta-Users"]
+    others = running.client.get_many(
+        [{"X-User-ID": k, "X-Canary": near_misses[i % len(near_misses)]} for i, k in enumerate(keys)])
     assert [variant_of(r) for r in others] == [predict(k) for k in keys]
     assert {predict(k) for k in keys} == {"stable"}
 
@@ -273,6 +276,41 @@ def test_a_server_that_is_down_receives_nothing(router: str, routers: Routers, b
         # nginx learns from one failed request (max_fails=1), retries it on stable-1, then skips the server
         assert backends["stable-2"].requests <= 1
     assert backends["stable-1"].requests >= 590
+
+
+@pytest.mark.parametrize("router", ["haproxy", "nginx"])
+def test_only_the_service_path_is_split(router: str, routers: Routers, backends: Backends):
+    running = routers.get(router, "full", path="/api")
+    tester = {"X-Canary": TESTER_VALUES[0]}
+    for path in ("/api", "/api/", "/api/v1/score?x=1"):
+        responses = running.client.get_many(keyed([f"p-{i}" for i in range(30)]) + [tester], path=path)
+        assert {variant_of(r) for r in responses} == {"canary"}, path
+    backends.reset()
+    for path in ("/", "/apix", "/other/api"):
+        responses = running.client.get_many(keyed([f"p-{i}" for i in range(30)]) + [tester], path=path)
+        if router == "haproxy":  # the frontend serves every path: the others stay on stable
+            assert {variant_of(r) for r in responses} == {"stable"}, path
+        else:  # the server block routes service.path only, as an Ingress or HTTPRoute would
+            assert {r.status for r in responses} <= {403, 404}, path  # nginx's own answer, no upstream
+    assert backends["canary-1"].requests == 0
+    if router == "nginx":
+        assert sum(b.requests for b in backends.backends.values()) == 0
+
+
+def test_haproxy_backup_server_takes_over_when_every_primary_is_down(routers: Routers, backends: Backends):
+    running = routers.get("haproxy", "canary", fresh=True)
+    stable = [k for k in (f"b-{i}" for i in range(300)) if predict_haproxy(running.plan)(k) == "stable"][:100]
+    assert admin_command(running.admin_socket, "set server live-stable/live-stable-1 state maint").strip() == ""
+    assert server_status(running.admin_socket, "live-stable", "live-stable-1") == "MAINT"
+    backends.reset()
+    responses = running.client.get_many(keyed(stable))
+    assert {r.status for r in responses} == {200}
+    assert backends["stable-backup"].requests == len(stable)
+    assert backends["stable-1"].requests == backends["stable-2"].requests == 0
+    assert admin_command(running.admin_socket, "set server live-stable/live-stable-1 state ready").strip() == ""
+    backends.reset()
+    running.client.get_many(keyed(stable))
+    assert backends["stable-backup"].requests == 0 and backends["stable-1"].requests == len(stable)
 
 
 # --------------------------------------------------------------------------- shadow and rollback

@@ -224,6 +224,26 @@ def test_server_host_names_are_a_warning_for_nginx(tmp_path: Path):
     assert '"canary-b.analytics.svc:3000"' in path.read_text().splitlines()[warnings[0].line - 1]
 
 
+def test_long_names_fit_nginx_hash_buckets_or_are_a_warning(tmp_path: Path):
+    """Variable names stay within 46 characters whatever the rollout's name; long hosts get a warning."""
+    name = "a" * 50
+    path = spec_with(tmp_path, "name: analyzer\n", f"name: {name}\n")
+    text = path.read_text().replace("namespace: analytics", "namespace: " + "n" * 63)
+    long_host = "a" * 40 + ".analyzer.example.com"
+    path.write_text(text.replace("host: analyzer.example.com", f"host: {long_host}"))
+    result = pipeline.analyse([path])
+    assert result.ok, [d.text() for d in result.diagnostics]
+    warnings = [d for d in result.diagnostics if "server_names_hash_bucket_size" in d.message]
+    assert len(warnings) == 1 and warnings[0].line == 13
+    (unit,) = result.units
+    config = nginx.config(unit.plan)
+    variables = set(re.findall(r"\$(rollout_\w+)", config))
+    assert variables and max(len(v) for v in variables) <= 46
+    other = nginx.config(plan_of(SPECS / "ultra-fast-analyzer.yaml"))  # the http context has another server
+    output = nginx_check(config.replace(long_host, "long.example.com") + "\n" + other, tmp_path)
+    assert "[emerg]" not in output, output
+
+
 HOSTILE_VALUES = ["default", "include", "hostnames", "volatile", "~.*", "\\", 'a"b', "semi;colon", "{brace}",
                   "#hash", "$request_id", "with space", "back\\slash", "'single'", "[a-z]+", "(x|y)", "^start$",
                   "long-" + "v" * 123]
@@ -249,7 +269,7 @@ def test_hostile_tester_values_land_inert_in_a_running_nginx(tmp_path: Path):
             client = Client(port, plan.host)
             for value in HOSTILE_VALUES:
                 assert client.get({"X-Canary": value, "X-User-ID": "user-1"}).served_by == "canary", value
-            for other in ("x", "defaul", "brace", "a", "request_id", "slash", "single", "b", "x|y", "start",
+            for other in ("x", "defaul", "DEFAULT", "brace", "a", "request_id", "slash", "single", "b", "x|y", "start",
                           "long-" + "v" * 122):
                 assert client.get({"X-Canary": other, "X-User-ID": "user-1"}).served_by == "stable", other
             client.close()
@@ -261,9 +281,9 @@ def test_values_that_cannot_be_written_are_refused_by_the_filters():
             escaping.nginx_string(bad)
         with pytest.raises(escaping.Unrepresentable):
             escaping.nginx_exact_match(bad)
-    assert escaping.nginx_exact_match("beta-users") == '"~*^beta-users$"'
-    assert escaping.nginx_exact_match("default") == '"~*^default$"'
-    assert escaping.nginx_exact_match('a"b\\') == r'"~*^a\\\"b\\\\$"'
+    assert escaping.nginx_exact_match("beta-users") == '"~^beta-users$"'
+    assert escaping.nginx_exact_match("default") == '"~^default$"'
+    assert escaping.nginx_exact_match('a"b\\') == r'"~^a\\\"b\\\\$"'
     plan = plan_of(GOLDEN / "in-tiny-canary.yaml")
     with pytest.raises(escaping.Unrepresentable):
         nginx.config(dataclasses.replace(plan, testers=dataclasses.replace(plan.testers, values=("a\n}",))))

@@ -198,7 +198,8 @@ def test_one_alert_per_gate_thresholds_and_for_from_the_spec():
 def test_custom_gate_queries_are_for_the_canary():
     plan = plan_of(SPECS / "moe-intelligence.yaml").at("full")
     records = [r for r in rules_of(plan) if r.get("record") == promql.CUSTOM_RECORD]
-    assert {r["labels"]["gate"] for r in records} == {"expert_accuracy", "false_positive_rate", "throughput"}
+    assert {r["labels"]["gate"] for r in records} == {"expert_accuracy", "false_positive_rate", "orchestration_overhead",
+                                                       "throughput"}
     for record in records:
         assert 'version="v2.1.0"' in record["expr"] and "$" not in record["expr"]
         assert record["labels"]["variant"] == "canary"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -128,4 +129,36 @@ def test_real_command_shows_no_traceback(case: str, tmp_path: Path, compiled: Pa
     assert proc.returncode == 1
     assert "Traceback" not in proc.stderr + proc.stdout
     assert ":1:1: error: " in proc.stderr or ": error: " in proc.stderr
+    assert _snapshot(compiled) == before
+
+
+def _node_flood(tmp_path: Path) -> Path:
+    spec = tmp_path / "flood.yaml"
+    spec.write_text("apiVersion: rollout-compiler/v1\nkind: Rollout\nx: [" + ",".join(["0"] * 30_000) + "]\n")
+    return spec
+
+
+def _symlink_loop(tmp_path: Path) -> Path:
+    spec = tmp_path / "loop.yaml"
+    spec.symlink_to(spec)
+    return spec
+
+
+def _fifo(tmp_path: Path) -> Path:
+    spec = tmp_path / "pipe.yaml"
+    os.mkfifo(spec)
+    return spec
+
+
+@pytest.mark.parametrize("make,message", [
+    (_node_flood, "document has more than 20000 nodes"),
+    (_symlink_loop, "not a regular file or folder"),
+    (_fifo, "not a regular file or folder"),
+], ids=["node-flood", "symlink-loop", "fifo"])
+def test_generated_hostile_inputs_are_located_and_write_nothing(make, message, tmp_path: Path, compiled: Path):
+    spec = make(tmp_path)
+    before = _snapshot(compiled)
+    result = CliRunner().invoke(main, ["compile", str(GOOD[0]), str(spec), "-o", str(compiled)])
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert re.search(rf"{re.escape(spec.name)}:\d+:\d+: error: {re.escape(message)}", result.stderr), result.stderr
     assert _snapshot(compiled) == before

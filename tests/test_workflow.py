@@ -74,7 +74,18 @@ def test_check_reports_the_drift_of_a_promotion_until_compile_and_diff_names_the
     assert result.exit_code == 0
     line = next(l for l in result.output.splitlines() if l.startswith(after.out + ":"))
     expected = (f"{after.out}: {before.current.name} 10% -> {after.current.name} 50%, ")
-    assert line.startswith(expected) and re.fullmatch(r".*, \d+ files changed", line), line
+    assert line.startswith(expected), line
+    counted = re.fullmatch(r".*, (\d+) files changed \((\d+) more only in the spec hash\)", line)
+    assert counted, line
+    # what changes is what PLAN.md says entering the stage changes, plus the two files naming the stage
+    plan_md = (repo / "generated" / after.out / "PLAN.md").read_text()
+    section = plan_md.split(f"### Entering {after.current.name}\n", 1)[1].split("\n### ", 1)[0]
+    listed = re.findall(r"^- `([^`]+)`$", section, re.M)
+    comments = re.search(r"^(\d+) more files? changes? only in", section, re.M)
+    assert listed
+    assert int(counted.group(1)) == len(listed) + 2 + (int(comments.group(1)) if comments else 0), (line, section)
+    for path in listed:
+        assert f"\n--- a/{after.out}/{path}\n" in result.output
     assert "genesis/genesis-orchestrator: canary-5 5%, up to date" in result.output
     assert f"\n--- a/{after.out}/kustomization.yaml\n+++ b/{after.out}/kustomization.yaml\n" in result.output
     compile_into(repo)
@@ -119,7 +130,8 @@ def test_an_unknown_stage_fails_analysis_and_leaves_the_spec_alone(repo):
     before = spec.read_bytes()
     result = run("set-stage", spec, "canary-15")
     assert result.exit_code == 1
-    assert re.search(r"genesis\.yaml:30:\d+: error: .*canary-15", result.output), result.output
+    line = before.decode().splitlines().index("current: canary-5") + 1
+    assert re.search(rf"genesis\.yaml:{line}:\d+: error: .*canary-15", result.output), result.output
     assert spec.read_bytes() == before and hidden_leftovers(spec.parent) == []
 
 

@@ -99,8 +99,8 @@ def _fractional(flag: FlagPlan, share: Fraction) -> dict[str, Any]:
     return {"fractional": [{"cat": [flag.name, KEY]}, [ON, on], [OFF, total - on]]}
 
 
-def _allowed(flag: FlagPlan) -> Condition:
-    return {"in": [KEY, list(flag.allow)]} if flag.allow else False
+def _allowed(state: FlagState) -> Condition:
+    return {"in": [KEY, list(state.allow)]} if state.allow else False
 
 
 def _exposed(flag: FlagPlan, share: Fraction) -> Condition:
@@ -113,7 +113,7 @@ def own_condition(flag: FlagPlan, state: FlagState) -> Condition:
     """When ``flag`` itself is on (its allowlist or its split), its requirements aside."""
     if state.killed:
         return False
-    return _or(_allowed(flag), _exposed(flag, state.share))
+    return _or(_allowed(state), _exposed(flag, state.share))
 
 
 def requirements(plan: Plan, flag: FlagPlan) -> list[FlagPlan]:
@@ -153,8 +153,8 @@ def targeting(plan: Plan, flag: FlagPlan) -> dict[str, Any]:
     for required in _required(plan, flag):
         if required is not True:
             chain += [_not(required), OFF]
-    if flag.allow:
-        chain += [_allowed(flag), ON]
+    if state.allow:
+        chain += [_allowed(state), ON]
     share = state.share
     chain.append(_fractional(flag, share) if 0 < share < 1 else (ON if share == 1 else OFF))
     return {"if": chain}
@@ -225,7 +225,7 @@ def plain_flag(plan: Plan, flag: FlagPlan) -> dict[str, Any]:
         "enabled": fixed is not False,
         "kill_switch": flag.kind == "kill_switch",
         "rollout_percentage": _percent_number(state.share),
-        "allow": list(flag.allow),
+        "allow": list(state.allow),
         "requires": list(flag.requires),
         "env": flag.env,
         "description": flag.description,
@@ -257,8 +257,14 @@ def env_text(plan: Plan) -> str:
             continue
         fixed = constant(plan, flag)
         if fixed is None:
-            share = format_percent(plan.flag_state(flag.name).share)
-            text += f"# {flag.env} is unset: flag {flag.name} is on for {share} of targeting keys\n"
+            state = plan.flag_state(flag.name)
+            why = f"on for {format_percent(state.share)} of targeting keys"
+            if state.allow:
+                why += f" and for {', '.join(state.allow)}"
+            partial = [r.name for r in requirements(plan, flag) if constant(plan, r) is None]
+            if partial:
+                why += f", where {', '.join(partial)} (required) is on"
+            text += f"# {flag.env} is unset: flag {flag.name} is {why}\n"
         else:
             text += f"{flag.env}={'true' if fixed else 'false'}\n"
     return text

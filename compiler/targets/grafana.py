@@ -35,6 +35,8 @@ NAME = "grafana"
 DASHBOARD = f"{NAME}/dashboard.json"
 CONFIGMAP = f"{NAME}/dashboard-configmap.yaml"
 FLEET_DASHBOARD = f"{NAME}/rollouts.json"
+FLEET_CONFIGMAP = f"{NAME}/rollouts-configmap.yaml"
+FLEET_CONFIGMAP_NAME = "rollout-fleet-dashboard"
 SCHEMA_VERSION = 39
 SIDECAR_LABEL = {"grafana_dashboard": "1"}
 CONFIGMAP_LIMIT = 1024 * 1024
@@ -357,10 +359,22 @@ def _compiled_table(plans: Sequence[Plan]) -> dict[str, Any]:
             "options": {"mode": "markdown", "content": "\n".join(rows) + "\n"}}
 
 
+def fleet_configmap(text: str) -> dict[str, Any]:
+    """The overview for Grafana's sidecar; no namespace: it lands where the fleet is applied."""
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": FLEET_CONFIGMAP_NAME,
+                     "labels": {"app.kubernetes.io/managed-by": kube.MANAGED_BY, **SIDECAR_LABEL}},
+        "data": {f"{FLEET_UID}.json": text},
+    }
+
+
 def render_fleet(plans: Sequence[Plan], files: Mapping[str, str]) -> dict[str, str]:
     if not plans:
         return {}
-    return {FLEET_DASHBOARD: serialize.json_text(fleet_dashboard(plans))}
+    text = serialize.json_text(fleet_dashboard(plans))
+    return {FLEET_DASHBOARD: text, FLEET_CONFIGMAP: serialize.yaml_text(fleet_configmap(text), serialize.FLEET_HEADER)}
 
 
 TARGET = Target(NAME, render, rollback=True)

@@ -190,6 +190,7 @@ def config(plan: Plan, runtime: Runtime = Runtime()) -> str:
         canary_all=share == 1,
         testers=plan.testers if (stage.testers and not rolled_back) else None,
         health_host=_health_host(plan.host),
+        path_stem=plan.path.rstrip("/"),
         variants=[(plan.stable, _servers(plan.stable)), (plan.canary, _servers(plan.canary))],
     )
 
@@ -235,6 +236,12 @@ def lint(plan: Plan) -> list[Finding]:
         return []
     found = [Finding(loc, message) for loc, message in
              escaping.name_problems(plan, escaping.haproxy_header_problem, escaping.haproxy_cookie_problem)]
+    if plan.port == Runtime().metrics_port:
+        found.append(Finding(
+            ("service", "port"),
+            f"haproxy: service.port {plan.port} is the port of HAProxy's Prometheus exporter frontend "
+            "in the generated configuration; the two frontends would share it: choose another port",
+        ))
     for stage in plan.stages:
         if stage.is_shadow:
             found.append(Finding(

@@ -25,6 +25,7 @@ stable.  A path matches whole segments (``exact: /api`` or ``prefix: /api/``).
 
 from __future__ import annotations
 
+import re
 from fractions import Fraction
 from typing import Any
 
@@ -173,12 +174,25 @@ def _note(plan: Plan) -> str:
 # --------------------------------------------------------------------------- lint
 
 
+# Istio's validating webhook takes header match keys of letters, digits, '-' and '_' only
+# (pkg/config/validation: validHeaderRegex), although HTTP allows more in a header name.
+MATCH_HEADER = re.compile(r"^[-_A-Za-z0-9]+$")
+
+
 def lint(plan: Plan) -> list[Finding]:
     if NAME not in plan.targets:
         return []
+    out: list[Finding] = []
+    if plan.testers is not None and not MATCH_HEADER.match(plan.testers.header):
+        out.append(Finding(
+            ("traffic", "testers", "header"),
+            f"istio: header '{plan.testers.header}' cannot be matched: Istio accepts header match keys of "
+            "letters, digits, '-' and '_' only",
+            "error", NAME,
+        ))
     how = ("the weighted split picks a version for each request, and consistent hashing keeps a client "
            "on one pod of the version it gets")
-    return routing.unsticky(plan, NAME, how) + routing.inexact_splits(plan, NAME, route_split)
+    return out + routing.unsticky(plan, NAME, how) + routing.inexact_splits(plan, NAME, route_split)
 
 
 TARGET = Target(NAME, render, lint, rollback=True)

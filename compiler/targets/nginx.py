@@ -30,7 +30,7 @@ import ipaddress
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .. import escaping, kube, shares, templating
+from .. import escaping, kube, names, shares, templating
 from ..plan import Plan, StagePlan, VariantPlan
 from ..units import format_decimal, format_percent
 from . import Files, Finding, Target
@@ -93,6 +93,12 @@ def thresholds(plan: Plan) -> list[tuple[str, int]]:
 # --------------------------------------------------------------------------- names
 
 
+# nginx keeps variable names (and server names) in hashes whose buckets (64 bytes by default)
+# hold names of at most 46 characters: longer variable prefixes become a hash of the rollout.
+MAX_VARIABLE = 46
+LONGEST_SUFFIX = "_upstream"
+
+
 @dataclass(frozen=True)
 class Ids:
     """Names of everything this rollout adds to nginx's http context (unique per rollout)."""
@@ -101,7 +107,10 @@ class Ids:
 
     @classmethod
     def of(cls, plan: Plan) -> Ids:
-        return cls("rollout_" + "__".join(part.replace("-", "_") for part in plan.out.split("/")))
+        readable = "rollout_" + "__".join(part.replace("-", "_") for part in plan.out.split("/"))
+        if len(readable) + len(LONGEST_SUFFIX) <= MAX_VARIABLE:
+            return cls(readable)
+        return cls("rollout_" + names.short_hash(plan.out, length=16))
 
     def upstream(self, role: str) -> str:
         return f"{self.prefix}_{role}"
@@ -225,6 +234,14 @@ def lint(plan: Plan) -> list[Finding]:
         return []
     found = [Finding(loc, message) for loc, message in
              escaping.name_problems(plan, escaping.nginx_header_problem, escaping.nginx_cookie_problem)]
+    if len(plan.host) > MAX_VARIABLE:  # server names share the bucket size of variable names
+        found.append(Finding(
+            ("service", "host"),
+            f"nginx: the host is {len(plan.host)} characters; with nginx's default server_names_hash_bucket_size "
+            f"(64) a server name longer than {MAX_VARIABLE} stops nginx from loading the configuration once the "
+            "http context has another server: set `server_names_hash_bucket_size 128;` in the http context",
+            "warning",
+        ))
     for role in ("stable", "canary"):
         for i, server in enumerate(plan.variant(role).servers):
             if escaping.is_host_name(server.host):

@@ -98,7 +98,7 @@ def render(rendered: Rendered) -> dict[str, str]:
             "traffic": plan.traffic(stage),
             "mirror": format_percent(stage.mirror) if stage.mirror else "",
             "hold": format_duration(stage.hold) if stage.hold else "",
-            "gates": [g.description for g in stage.gates],
+            "gates": [stage.gate_text(g) for g in stage.gates],
             "current": stage.name == plan.current.name,
         }
         for stage in plan.stages

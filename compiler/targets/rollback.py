@@ -15,7 +15,7 @@ import re
 from typing import Any
 
 from .. import metrics, serialize, templating
-from ..plan import GatePlan, Plan
+from ..plan import GatePlan, Plan, StagePlan
 from ..units import format_duration
 from . import Target
 
@@ -51,10 +51,11 @@ FILTERS = {"code_block": code_block}
 # --------------------------------------------------------------------------- what the runbook says
 
 
-def gate_words(gate: GatePlan) -> str:
-    """``error rate < 1% (measured over 5m, a breach lasting 1m)``."""
+def gate_words(stage: StagePlan, gate: GatePlan) -> str:
+    """``error rate < 1% (measured over 5m, a breach lasting 1m)``, and the gate's own breach action."""
     lasting = f"a breach lasting {format_duration(gate.for_)}" if gate.for_ else "breached as soon as measured"
-    return f"{gate.description} (measured over {format_duration(gate.window)}, {lasting})"
+    own = f"; on breach: {BREACH[gate.on_breach]}" if gate.on_breach != stage.on_breach else ""
+    return f"{gate.description} (measured over {format_duration(gate.window)}, {lasting}{own})"
 
 
 def stage_rows(plan: Plan) -> list[dict[str, Any]]:
@@ -62,7 +63,7 @@ def stage_rows(plan: Plan) -> list[dict[str, Any]]:
         {
             "name": stage.name,
             "traffic": plan.traffic(stage),
-            "gates": [gate_words(g) for g in stage.gates],
+            "gates": [gate_words(stage, g) for g in stage.gates],
             "breach": BREACH[stage.on_breach] if stage.gates else "",
         }
         for stage in plan.stages
