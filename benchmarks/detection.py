@@ -8,8 +8,8 @@ exporter series scraped every 15 s:
 - detection: 10 minutes of healthy canary traffic (0.5% errors), then a breach
   (2x, 10x the threshold, or every request failing) for an hour; the time from
   the breach to the first evaluation where an ``action="rollback"`` alert is
-  firing, found by checking every evaluation.  Poisson traffic, several seeds.
-- false firings: 24 hours of healthy Poisson traffic at 0.5x the threshold.
+  firing, found by checking every evaluation.  Poisson traffic, 60 seeds per cell.
+- false firings: three seeded runs of 24 hours of healthy Poisson traffic at 0.5x the threshold.
 - zero traffic: two hours with no canary request (counters present, and no
   series at all).
 
@@ -42,7 +42,9 @@ THRESHOLD = 0.01
 HEALTHY = THRESHOLD / 2
 RATES = (0.1, 1.0, 10.0)  # canary requests per second
 BREACHES = (("2x", 2 * THRESHOLD), ("10x", 10 * THRESHOLD), ("100%", 1.0))
-SEEDS = tuple(range(11, 21))
+HEALTHY_DAYS = 3  # seeded 24-hour healthy runs per traffic rate
+SEEDS = tuple(range(11, 71))  # 60 seeded runs per cell where the gate judges
+STARVED_SEEDS = SEEDS[:10]  # below min_requests every run holds: fewer runs show it
 EVERY = 15  # evaluation interval, as the generated rule group
 WARMUP = 600
 BREACH = 3600
@@ -156,7 +158,8 @@ class Detection:
 def detection(plan: Plan, rps: float, name: str, ratio: float, work: Path) -> Detection:
     times: list[int | None] = []
     held: list[int | None] = []
-    for seed in SEEDS:
+    judged = rps * plan.metrics.window >= plan.metrics.min_requests
+    for seed in SEEDS if judged else STARVED_SEEDS:
         inputs = traffic(rps, [(WARMUP, HEALTHY), (BREACH, ratio)], seed)
         end = WARMUP + BREACH
         checks = [{"expr": alerts(plan, action="rollback"), "eval_time": _t(t), "exp_samples": []}
@@ -173,18 +176,21 @@ def detection(plan: Plan, rps: float, name: str, ratio: float, work: Path) -> De
 @dataclass
 class Healthy:
     rps: float
-    rollbacks: float  # evaluations with a firing action=rollback alert over 24 h
+    rollbacks: float  # evaluations with a firing action=rollback alert over HEALTHY_DAYS runs of 24 h
     holds: float  # evaluations with the hold alert firing
 
 
 def healthy(plan: Plan, rps: float, work: Path) -> Healthy:
-    inputs = traffic(rps, [(DAY, HEALTHY)], seed=int(rps * 1000) + 7)
-    checks = [
-        {"expr": f"count_over_time({alerts(plan, action='rollback')}[1d])", "eval_time": "1d", "exp_samples": []},
-        {"expr": f"count_over_time({alerts(plan, action='hold')}[1d])", "eval_time": "1d", "exp_samples": []},
-    ]
-    result = failed(run(plan, inputs, checks, work / f"healthy-{rps}"))
-    return Healthy(rps, total(result, "rollback"), total(result, "hold"))
+    rollbacks = holds = 0.0
+    for day in range(HEALTHY_DAYS):
+        inputs = traffic(rps, [(DAY, HEALTHY)], seed=int(rps * 1000) + 7 + 1000 * day)
+        checks = [
+            {"expr": f"count_over_time({alerts(plan, action='rollback')}[1d])", "eval_time": "1d", "exp_samples": []},
+            {"expr": f"count_over_time({alerts(plan, action='hold')}[1d])", "eval_time": "1d", "exp_samples": []},
+        ]
+        result = failed(run(plan, inputs, checks, work / f"healthy-{rps}-{day}"))
+        rollbacks, holds = rollbacks + total(result, "rollback"), holds + total(result, "hold")
+    return Healthy(rps, rollbacks, holds)
 
 
 def zero(plan: Plan, work: Path) -> tuple[float, int | None, float, int | None]:
@@ -205,13 +211,20 @@ def zero(plan: Plan, work: Path) -> tuple[float, int | None, float, int | None]:
 # --------------------------------------------------------------------------- report
 
 
+def _percentile(values: list[int], share: float) -> int:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
 def _cell(d: Detection) -> str:
     caught = sorted(t for t in d.seconds if t is not None)
     if not caught:
         return "not judged (hold)" if all(h is not None for h in d.held) else "not within 1h"
-    text = f"{median(caught):.0f}s (max {max(caught)}s)"
     if len(caught) < len(d.seconds):
-        text = f"{len(caught)}/{len(d.seconds)} within 1h, median {median(caught):.0f}s"
+        return f"{len(caught)}/{len(d.seconds)} within 1h, median {median(caught):.0f}s"
+    text = f"{median(caught):.0f}s (90% by {_percentile(caught, 0.9)}s, max {max(caught)}s)"
+    if d.breach == "10x" and d.rps >= 1:
+        text += f"; {sum(t <= TARGET for t in caught)}/{len(caught)} within {TARGET}s"
     return text
 
 
@@ -230,16 +243,19 @@ def _why(d: Detection, plan: Plan) -> str | None:
     if d.breach == "10x" and d.rps >= 1 and max(caught) > TARGET:
         expected = promql.Z * (plan.metrics.window * d.rps * THRESHOLD * (1 - THRESHOLD)) ** 0.5 \
             + plan.metrics.window * d.rps * THRESHOLD + 0.5
-        return (f"10x at {d.rps:g} request/s: the median ({median(caught):.0f}s) meets the {TARGET}s target, the "
-                f"slowest of {len(caught)} runs took {max(caught)}s: the gate needs about {expected:.0f} errors in the "
-                f"window at {promql.CONFIDENCE} confidence, and at {d.rps * 10 * THRESHOLD:g} errors/s they sometimes "
-                "take that long to arrive")
+        late = sum(t > TARGET for t in caught)
+        return (f"10x at {d.rps:g} request/s: the median ({median(caught):.0f}s) meets the {TARGET}s target, "
+                f"{late} of {len(caught)} runs took longer (the slowest {max(caught)}s): the gate needs about "
+                f"{expected:.0f} errors in the window at {promql.CONFIDENCE} confidence, and at "
+                f"{d.rps * 10 * THRESHOLD:g} errors/s they arrive as a Poisson process, sometimes late. Catching "
+                "every such run within the target takes a lower confidence, which costs false rollbacks on healthy "
+                "traffic; the gate keeps the confidence")
     return None
 
 
 def report(plan: Plan, cells: list[Detection], days: list[Healthy], zeros: tuple) -> tuple[str, list[str]]:
     header = "| canary traffic | " + " | ".join(f"{name} breach ({ratio:.0%} errors)" for name, ratio in BREACHES) + \
-             " | false rollbacks in 24 h healthy |"
+             f" | false rollbacks in {HEALTHY_DAYS} x 24 h healthy |"
     lines = [header, "|" + "---|" * (len(BREACHES) + 2)]
     for rps in RATES:
         row = [f"{rps:g} request/s"] + [_cell(c) for c in cells if c.rps == rps]
@@ -249,7 +265,8 @@ def report(plan: Plan, cells: list[Detection], days: list[Healthy], zeros: tuple
         lines.append("| " + " | ".join(row) + " |")
     table = "\n".join(lines)
     misses = list(dict.fromkeys(why for c in cells if (why := _why(c, plan))))
-    misses += [f"{d.rps:g} request/s: {d.rollbacks:.0f} false rollback firings in 24 h" for d in days if d.rollbacks]
+    misses += [f"{d.rps:g} request/s: {d.rollbacks:.0f} false rollback firings in {HEALTHY_DAYS} x 24 h"
+               for d in days if d.rollbacks]
     flat_rollbacks, flat_hold, absent_rollbacks, absent_hold = zeros
     if flat_rollbacks or absent_rollbacks:
         misses.append("zero traffic fired a rollback")
@@ -260,8 +277,9 @@ def report(plan: Plan, cells: list[Detection], days: list[Healthy], zeros: tuple
         f"Error-rate gate `< {THRESHOLD:.0%}`, window {promql.window(plan.metrics.window)}, "
         f"min_requests {plan.metrics.min_requests}, no pending period, {promql.CONFIDENCE} confidence "
         f"(z = {promql.Z}); rules evaluated every {EVERY}s, series scraped every {promsim.STEP}s; healthy canary "
-        f"traffic has {HEALTHY:.1%} errors. Time from the breach to a firing `action=\"rollback\"` alert, median "
-        f"and worst of {len(SEEDS)} seeded Poisson runs (promtool {tool_version()}).",
+        f"traffic has {HEALTHY:.1%} errors. Time from the breach to a firing `action=\"rollback\"` alert over "
+        f"{len(SEEDS)} seeded Poisson runs per cell ({len(STARVED_SEEDS)} where the canary is starved): median, "
+        f"90th percentile and worst (promtool {tool_version()}).",
         "",
         table,
         "",

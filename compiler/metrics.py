@@ -66,7 +66,8 @@ def _quantile(metric: str, labels: list[tuple[str, str, str]], scale: str = "") 
     return f"histogram_quantile($quantile, sum by (le) (rate({metric}{selector(labels)}[$window]))){scale}"
 
 
-def preset(source: str, name: str, namespace: str, main_ingress: str, variant: VariantLabels) -> VariantQueries:
+def preset(source: str, name: str, namespace: str, main_ingress: str, variant: VariantLabels,
+           namespace_label: str = "namespace") -> VariantQueries:
     if source == "generic":
         labels = [("service", "=", name), ("version", "=", variant.version)]
         errors = labels + [("code", "=~", "5..")]
@@ -77,7 +78,7 @@ def preset(source: str, name: str, namespace: str, main_ingress: str, variant: V
         )
     if source == "ingress-nginx":
         canary = f"{namespace}-{variant.backend}-{variant.port}" if variant.role == "canary" else ""
-        labels = [("namespace", "=", namespace), ("ingress", "=", main_ingress), ("canary", "=", canary)]
+        labels = [(namespace_label, "=", namespace), ("ingress", "=", main_ingress), ("canary", "=", canary)]
         errors = labels + [("status", "=~", "5..")]
         return VariantQueries(
             _rate("nginx_ingress_controller_requests", labels),
@@ -88,6 +89,7 @@ def preset(source: str, name: str, namespace: str, main_ingress: str, variant: V
         labels = [
             ("reporter", "=", "destination"),
             ("destination_service_namespace", "=", namespace),
+            ("destination_service_name", "=", variant.backend),  # the variant's Service: no other workload's
             ("destination_version", "=", variant.version),
         ]
         errors = labels + [("response_code", "=~", "5..")]

@@ -293,6 +293,9 @@ class Metrics(Model):
     )
     expected_rps: float | None = Field(None, gt=0, description="Requests per second the whole service receives.")
     window: WindowDuration = Field(300, description="Default window of every gate (at most 1d).")
+    namespace_label: Literal["namespace", "exported_namespace"] = Field(
+        "namespace", description="ingress-nginx: the label holding the Ingress's namespace; exported_namespace when "
+        "Prometheus scrapes the controller without honor_labels (the ingress-nginx chart's ServiceMonitor default).")
     custom: CustomQueries | None = None
 
 

@@ -497,7 +497,8 @@ def _metrics(spec: model.RolloutSpec, stable: VariantPlan, canary: VariantPlan, 
                 metrics.substitute(custom.latency, labels) if custom.latency else None,
             )
         else:
-            queries[variant.role] = metrics.preset(m.source, spec.metadata.name, spec.metadata.namespace, ingress, labels)
+            queries[variant.role] = metrics.preset(m.source, spec.metadata.name, spec.metadata.namespace, ingress, labels,
+                                                   m.namespace_label)
     return MetricsPlan(m.source, m.min_requests, m.expected_rps, m.window, queries["stable"], queries["canary"])
 
 

@@ -447,10 +447,15 @@ def gate_expr(plan: Plan, gate: GatePlan) -> str:
 
 
 def burn_expr(plan: Plan, burn: BurnRate, threshold: Fraction) -> str:
+    """The SRE workbook's multiwindow condition on the raw error ratios, judged with metrics.min_requests
+    in the short window and only when the long window shows, at the gates' confidence, an error rate
+    above the objective's: a few unlucky errors of a quiet service are no budget burning."""
     limit = number(burn.factor * float(threshold))
-    long = series(plan, "canary", ratio_lower_record(burn.long))
-    short = series(plan, "canary", ratio_lower_record(burn.short))
-    return f"({long} > {limit} and {short} > {limit}) and {enough_requests(plan, burn.short)}"
+    long = series(plan, "canary", ratio_record(burn.long))
+    short = series(plan, "canary", ratio_record(burn.short))
+    evidence = series(plan, "canary", ratio_lower_record(burn.long))
+    return (f"({long} > {limit} and {short} > {limit} and {evidence} > {number(threshold)}) "
+            f"and {enough_requests(plan, burn.short)}")
 
 
 def guard_expr(plan: Plan) -> str:
@@ -571,7 +576,8 @@ def records(plan: Plan) -> list[Record]:
             out.append(Record(ratio_record(seconds), str(ratio_expr(plan, role, seconds)), labels))
     canary_labels = tuple(variant_labels(plan, "canary").items())
     stable_labels = tuple(variant_labels(plan, "stable").items())
-    for seconds in sorted({g.window for g in plan.current.gates if g.kind in ("error_rate", "ratio")} | set(burn_windows(plan))):
+    for seconds in sorted({g.window for g in plan.current.gates if g.kind in ("error_rate", "ratio")}
+                          | {b.long for b in burn_rates(plan)}):
         out.append(Record(ratio_lower_record(seconds), str(lower_expr(plan, "canary", seconds)), canary_labels))
     for seconds in sorted({g.window for g in plan.current.gates if g.kind == "ratio"}):
         out.append(Record(ratio_upper_record(seconds), str(upper_expr(plan, "stable", seconds)), stable_labels))

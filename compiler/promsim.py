@@ -534,7 +534,7 @@ class Recorded:
 
     def ratio(self, role: str, seconds: int, i: int) -> F | None:
         e, n = self.rate(role, "errors", seconds, i), self.rate(role, "requests", seconds, i)
-        return None if e is None or n is None else F(e) / n
+        return None if e is None or n is None or n == 0 else F(e) / n  # 0/0 is NaN: never past a threshold
 
     def lower(self, role: str, seconds: int, i: int) -> F | None:
         e, n = self.count(role, "errors", seconds, i), self.count(role, "requests", seconds, i)
@@ -626,9 +626,11 @@ def condition(plan: Plan, rule: promql.AlertRule, rec: Recorded, i: int) -> floa
         gate = promql.error_gate(plan.current)
         assert burn is not None and gate is not None
         limit = burn.factor * float(gate.threshold)
-        long, short = rec.lower("canary", burn.long, i), rec.lower("canary", burn.short, i)
+        long, short = rec.ratio("canary", burn.long, i), rec.ratio("canary", burn.short, i)
+        evidence = rec.lower("canary", burn.long, i)
         enough = rec.count("canary", "requests", burn.short, i)
-        if _gt(long, limit) and _gt(short, limit) and enough is not None and enough >= n_min:
+        if (_gt(long, limit) and _gt(short, limit) and _gt(evidence, float(gate.threshold))
+                and enough is not None and enough >= n_min):
             return long
         return None
     gate = rule.gate

@@ -13,6 +13,12 @@ from .targets import Finding
 from .units import format_percent
 
 
+# Where the haproxy target writes its Runtime API rollback and where HAProxy listens for it; the
+# rollback runbook names both.
+HAPROXY_RUNTIME_ROLLBACK = "haproxy/runtime-rollback.txt"
+HAPROXY_ADMIN_SOCKET = "/run/haproxy/admin.sock"
+
+
 def note(plan: Plan, what: str, split: Split, weights: str, mirror: str) -> str:
     """The comment at the top of a router's file: the share it realises and its error against the spec."""
     stage = plan.current

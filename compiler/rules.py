@@ -352,6 +352,9 @@ def promql(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
                     yield doc.error(("metrics", "custom", field), "metrics.custom.latency must use $quantile (e.g. histogram_quantile($quantile, ...))", "promql", prefer_key=False)
     elif m.custom is not None:
         yield doc.error(("metrics", "custom"), f"metrics.custom is only used with `source: custom` (source is '{m.source}')", "metrics")
+    if m.namespace_label != "namespace" and m.source != "ingress-nginx":
+        yield doc.error(("metrics", "namespace_label"), "metrics.namespace_label is only used with `source: ingress-nginx` "
+                        f"(source is '{m.source}')", "metrics")
     has_latency = m.source != "haproxy" and not (m.source == "custom" and (m.custom is None or m.custom.latency is None))
     for gates, loc in _gates_with_locs(spec):
         for key in ("p95_latency", "p99_latency"):

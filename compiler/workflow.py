@@ -169,6 +169,14 @@ def _report(path: Path, change: edit.Edit | None, value: str, env: str | None) -
         return
     before = change.old if change.old is not None else "(inherited)"
     click.echo(f"{display_path(path)}:{change.line}: current{where}: {before} -> {value}", err=True)
+    if env is None:
+        environments = _doc_data(path).get("environments")
+        if isinstance(environments, dict) and environments:
+            own = sorted(e for e, o in environments.items() if isinstance(o, dict) and "current" in o)
+            follow = sorted(e for e in environments if e not in own)
+            click.echo(f"environments following it: {', '.join(follow) or 'none'}"
+                       + (f"; with their own `current` (unchanged, use --env): {', '.join(own)}" if own else ""),
+                       err=True)
     click.echo("next: `rollout compile` and commit the spec with the generated files", err=True)
 
 

@@ -218,7 +218,7 @@ def test_the_full_stage_gets_multiwindow_burn_rate_alerts():
     windows = sorted((r["labels"]["window"], r["labels"]["severity"]) for r in burns)
     assert windows == [("1h", "critical"), ("3d", "warning"), ("6h", "critical")]
     fast = next(r for r in burns if r["labels"]["window"] == "1h")
-    assert "wilson_lower1h" in fast["expr"] and "wilson_lower5m" in fast["expr"] and "> 0.0144" in fast["expr"]
+    assert "ratio_rate1h" in fast["expr"] and "ratio_rate5m" in fast["expr"] and "> 0.0144" in fast["expr"]  # raw ratios
     assert not [r for r in rules_of(plan_of(GOLDEN / "in-ramp.yaml")) if r.get("alert", "").endswith("Burn")]
 
 

@@ -19,7 +19,7 @@ import yaml
 from compiler import emit, pipeline
 from compiler.plan import ROLLBACK, Plan
 from compiler.targets import prometheus
-from conftest import ALL_SPECS, GOLDEN, ROOT, compile_files, plan_of, plans_of, tool
+from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, compile_files, plan_of, plans_of, tool
 from test_prometheus import HOSTILE, hostile_spec, spec
 
 GENERATED = ROOT / "generated"
@@ -128,6 +128,32 @@ def test_a_changed_rule_fails_its_tests(tmp_path, old, new, alert):
     result = promtool("test", "rules", str(folder / "rules.test.yaml"))
     assert result.returncode != 0
     assert f"alertname: {alert}" in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("factor", [14.4, 6.0])
+def test_each_burn_rate_page_is_shown_to_fire_and_clear(tmp_path, factor):
+    """Silencing one page (its threshold out of reach) fails the generated tests."""
+    plan = plan_of(GOLDEN / "in-full.yaml")
+    limit = prometheus.promql.number(factor * float(prometheus.promql.error_gate(plan.current).threshold))
+    folder = _mutated(tmp_path, plan, f"> {limit} and", "> 0.99 and")
+    result = promtool("test", "rules", str(folder / "rules.test.yaml"))
+    assert result.returncode != 0 and "alertname: ProfileErrorBudgetBurn" in result.stdout + result.stderr
+    name = next(t["name"] for t in prometheus.test_file(plan)["tests"] if t["name"].startswith("ProfileErrorBudgetBurn"))
+    assert re.search(r"fires at \S+, clears at \S+", name), name
+
+
+def test_ingress_nginx_series_scraped_without_honor_labels_are_read_from_exported_namespace(tmp_path):
+    text = (SPECS / "ai-orchestra.yaml").read_text().replace(
+        "  source: ingress-nginx\n", "  source: ingress-nginx\n  namespace_label: exported_namespace\n")
+    path = tmp_path / "ai-orchestra.yaml"
+    path.write_text(text)
+    plan = plan_of(path, "production").at("canary-5")
+    assert 'exported_namespace="production"' in plan.metrics.canary.requests
+    assert 'namespace="production"' not in plan.metrics.canary.requests.replace("exported_namespace", "")
+    folder = write(tmp_path / "out", prometheus.render(plan))
+    assert 'exported_namespace=\\"production\\"' in (folder / "rules.test.yaml").read_text()
+    result = promtool("test", "rules", str(folder / "rules.test.yaml"))
+    assert result.returncode == 0, failures(result.stdout + result.stderr)
 
 
 def test_template_text_in_a_spec_renders_literally(tmp_path):

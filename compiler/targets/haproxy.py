@@ -31,14 +31,14 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .. import escaping, kube, shares, templating
+from .. import escaping, kube, routing, shares, templating
 from ..plan import Plan, StagePlan, VariantPlan
 from ..units import format_decimal, format_percent
 from . import Files, Finding, Target
 
 CONFIG = "haproxy/haproxy.cfg"
 CONFIGMAP = "haproxy/configmap.yaml"
-RUNTIME_ROLLBACK = "haproxy/runtime-rollback.txt"
+RUNTIME_ROLLBACK = routing.HAPROXY_RUNTIME_ROLLBACK
 CONFIGMAP_KEY = "haproxy.cfg"
 
 TRAFFIC_FRONTEND = "rollout_traffic"  # '_' keeps these apart from backends, which are DNS-1035 names
@@ -56,7 +56,7 @@ class Runtime:
 
     bind_address: str = ""  # "" binds every address
     metrics_port: int = 8405
-    admin_socket: str = "/run/haproxy/admin.sock"
+    admin_socket: str = routing.HAPROXY_ADMIN_SOCKET
 
 
 # --------------------------------------------------------------------------- the split

@@ -382,7 +382,10 @@ class Scenario:
         """The rule's breach: long enough for every rule of its name to fire, then a recovery until they clear."""
         own = [r for r in rules if r.name == rule.name]
         plan_for = self._breach_plan(rule)
-        longest = max(r.for_ for r in own) + max((r.gate.window if r.gate else r.window or 0) for r in own)
+        if rule.kind == "burn":  # the long windows hold only the test's short history: the short ones decide
+            longest = max(r.burn.short for r in own if r.burn is not None)
+        else:
+            longest = max(r.for_ for r in own) + max((r.gate.window if r.gate else r.window or 0) for r in own)
         bad, after = _up(longest + 1200), _up(longest + 600)
         timelines = promsim.simulate(self.plan, own, plan_for(bad, after), TEST_EVERY)
         fired = [t.first_firing() for t in timelines if t.first_firing() is not None]

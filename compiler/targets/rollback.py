@@ -14,16 +14,16 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import metrics, serialize, templating
+from .. import metrics, routing, serialize, templating
 from ..plan import GatePlan, Plan, StagePlan
 from ..units import format_duration
 from . import Target
 
 RUNBOOK = "rollback/RUNBOOK.md"
-HAPROXY_RUNTIME = "haproxy/runtime-rollback.txt"
+HAPROXY_RUNTIME = routing.HAPROXY_RUNTIME_ROLLBACK
 HAPROXY_COMMAND = (
     f"grep -v '^#' ../{HAPROXY_RUNTIME} | while read -r cmd; do\n"
-    '  echo "$cmd" | socat stdio unix-connect:SOCKET\n'
+    f'  echo "$cmd" | socat stdio unix-connect:{routing.HAPROXY_ADMIN_SOCKET}\n'
     "done"
 )
 VERIFY_WINDOW = "1m"
@@ -116,6 +116,15 @@ def queries(plan: Plan) -> list[dict[str, str]]:
     ]
 
 
+def selector_command(plan: Plan) -> str | None:
+    """kubectl printing the colour the active Service of a blue-green rollout selects."""
+    if plan.blue_green is None:
+        return None
+    key = plan.blue_green.color_label.replace(".", "\\.")  # jsonpath: dots in a label key are escaped
+    return (f"kubectl -n {plan.namespace} get service {plan.names.active_service} "
+            f"-o jsonpath='{{.spec.selector.{key}}}'")
+
+
 def render(plan: Plan) -> dict[str, str]:
     grafana = plan.alerting.grafana_url if plan.alerting else None
     text = templating.render(
@@ -137,6 +146,7 @@ def render(plan: Plan) -> dict[str, str]:
         queries=queries(plan),
         panels=panels(plan),
         dashboard_url=plan.dashboard_url if grafana else None,
+        selector_command=selector_command(plan),
     )
     return {RUNBOOK: text}
 
