@@ -23,6 +23,8 @@ FORMAT = click.option(
     "--format", "fmt", type=click.Choice(diag.FORMATS), default="text", show_default=True,
     help="How to print problems: text (path:line:col: ...), github (Actions annotations) or json.",
 )
+
+
 def _folder_path(ctx: click.Context, param: click.Parameter, value: Path) -> Path:
     """An output folder that can exist: no file in its place or above it."""
     blocking = next((p for p in [value, *value.parents] if p.exists() and not p.is_dir()), None)

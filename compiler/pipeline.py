@@ -211,11 +211,13 @@ def _duplicates(units: list[Unit]) -> list[Diagnostic]:
             first[key] = unit
     for key, unit in sorted(first.items()):
         parts = key.split("/")
-        outer = next((first["/".join(parts[:n])] for n in range(1, len(parts)) if "/".join(parts[:n]) in first), None)
+        prefixes = ("/".join(parts[:n]) for n in range(1, len(parts)))
+        outer = next((first[p] for p in prefixes if p in first), None)
         if outer is not None:
-            out.append(unit.doc.error(("metadata", "namespace"), f"the folder of rollout {key} lies inside the folder of rollout "
-                                             f"{outer.plan.out} ({outer.doc.path}): give the environment or namespace "
-                                             "another name", "fleet", prefer_key=True))
+            out.append(unit.doc.error(
+                ("metadata", "namespace"),
+                f"the folder of rollout {key} lies inside the folder of rollout {outer.plan.out} ({outer.doc.path}): "
+                "give the environment or namespace another name", "fleet"))
     return out
 
 

@@ -495,7 +495,8 @@ class Recorded:
     def _counter(self, role: str, quantity: str) -> list[list[float]] | None:
         key = ("counter", role, quantity)
         if key not in self._cache:
-            self._cache[key] = self._counter_series(role, quantity)
+            parts = self._counter_series(role, quantity)
+            self._cache[key] = None if parts is None else [values[: self.steps] for values in parts]
         return self._cache[key]  # type: ignore[return-value]
 
     def _counter_series(self, role: str, quantity: str) -> list[list[float]] | None:
@@ -520,7 +521,7 @@ class Recorded:
             parts = self._counter(role, quantity)
             value = None
             if parts is not None:
-                rates = [extrapolated_rate(self.times, values[: self.steps], self.times[i], seconds) for values in parts]
+                rates = [extrapolated_rate(self.times, values, self.times[i], seconds) for values in parts]
                 if all(r is not None for r in rates):
                     value = F(rates[0])
                     for r in rates[1:]:

@@ -142,6 +142,24 @@ def test_measured_share_is_within_a_binomial_interval_of_the_percentage(spec):
                 f"{plan.out} {flag.name}: {measured}/{len(eligible)} on, expected {p:.4%}")
 
 
+@pytest.mark.parametrize("spec", SPECS_WITH_FLAGS, ids=lambda p: p.stem)
+def test_flags_following_the_stage_have_each_stage_share_over_20000_keys(spec):
+    checked = 0
+    for plan in all_stage_plans(spec):
+        ev = Evaluator(document(plan))
+        for flag in plan.flags:
+            if not flag.follows_stage or flagd.constant(plan, flag) is not None:
+                continue
+            eligible = [k for k in KEYS if required_on(plan, ev, flag, k)]
+            p = 0.0 if plan.flag_state(flag.name).killed else float(plan.flag_state(flag.name).share)
+            measured = sum(ev.on(flag.name, k) for k in eligible)
+            assert within_binomial(measured, len(eligible), p), (
+                f"{plan.out} at {plan.current.name}: {flag.name} {measured}/{len(eligible)} on, expected {p:.4%}")
+            checked += 1
+    if any(f.follows_stage for plan in plans_of(spec) for f in plan.flags):
+        assert checked > 0
+
+
 def test_a_partial_share_is_measured_not_assumed():
     """genesis at canary-5: phase_4_deployment on for about 5% of keys, neither 0 nor everyone."""
     plan = plan_of(SPECS / "genesis.yaml")

@@ -93,6 +93,19 @@ def carried_texts(manifests: Iterable[list[Any]]) -> set[str]:
 # --------------------------------------------------------------------------- one folder
 
 
+def config_files(parsed: Mapping[str, list[Any] | None], files: Mapping[str, str],
+                 manifests: Mapping[str, list[Any]]) -> dict[str, list[str]]:
+    """{folder: configuration files to wrap in a ConfigMap}: those that are no manifest, no promtool test,
+    and not already carried byte for byte by a generated ConfigMap."""
+    carried = carried_texts(manifests.values())
+    wrapped: dict[str, list[str]] = {}
+    for path, docs in parsed.items():
+        if path in manifests or not path.endswith(CONFIG_SUFFIXES) or is_promtool_test(docs) or files[path] in carried:
+            continue
+        wrapped.setdefault(posixpath.dirname(path), []).append(path)
+    return wrapped
+
+
 def _generator_name(plan: Plan, folder: str) -> str:
     return f"{plan.name}-{folder.replace('/', '-')}-files" if folder else f"{plan.name}-files"
 
@@ -101,7 +114,6 @@ def folder_kustomization(plan: Plan, files: Mapping[str, str]) -> tuple[dict[str
     """(the kustomization of a folder, {sub-folder: controller files}) for ``files`` relative to the folder."""
     parsed = {path: documents(path, text) for path, text in sorted(files.items())}
     manifests = {p: d for p, d in parsed.items() if is_manifest(d)}
-    carried = carried_texts(manifests.values())
     resources: list[str] = []
     controllers: dict[str, list[str]] = {}
     for path, docs in manifests.items():
@@ -109,11 +121,7 @@ def folder_kustomization(plan: Plan, files: Mapping[str, str]) -> tuple[dict[str
             controllers.setdefault(posixpath.dirname(path), []).append(path)
         else:
             resources.append(path)
-    wrapped: dict[str, list[str]] = {}
-    for path, docs in parsed.items():
-        if path in manifests or not path.endswith(CONFIG_SUFFIXES) or is_promtool_test(docs) or files[path] in carried:
-            continue
-        wrapped.setdefault(posixpath.dirname(path), []).append(path)
+    wrapped = config_files(parsed, files, manifests)
     body: dict[str, Any] = {
         "apiVersion": API_VERSION,
         "kind": "Kustomization",
@@ -192,12 +200,7 @@ def render_fleet(plans: Sequence[Plan], files: Mapping[str, str]) -> dict[str, s
     own = {p[len(fleet_prefix):]: t for p, t in files.items() if p.startswith(fleet_prefix)}
     parsed = {p: documents(p, t) for p, t in sorted(own.items())}
     own_manifests = [p for p, docs in parsed.items() if is_manifest(docs)]
-    carried = carried_texts(parsed[p] for p in own_manifests)
-    wrapped: dict[str, list[str]] = {}
-    for path, docs in parsed.items():
-        if (path not in own_manifests and path.endswith(CONFIG_SUFFIXES) and not is_promtool_test(docs)
-                and own[path] not in carried):
-            wrapped.setdefault(posixpath.dirname(path), []).append(path)
+    wrapped = config_files(parsed, own, {p: parsed[p] for p in own_manifests})
     outs = sorted(plan.out for plan in plans)
     out: dict[str, str] = {}
     # Environments usually share namespaces and names (staging and production of one service),
