@@ -119,6 +119,19 @@ def test_the_evaluator_is_the_pinned_one():
 # --------------------------------------------------------------------------- shares
 
 
+def assert_measured_share(plan: Plan, ev: Evaluator, flag) -> None:
+    """The flag's share over 20,000 keys (among the keys that meet its requirements) is its percentage."""
+    eligible = [k for k in KEYS if required_on(plan, ev, flag, k)]
+    measured = sum(ev.on(flag.name, k) for k in eligible)
+    state = plan.flag_state(flag.name)
+    p = 0.0 if state.killed else float(state.share)
+    if len(eligible) < 500:  # a requirement is (nearly) off everywhere: so is the flag
+        assert sum(ev.on(flag.name, k) for k in KEYS) == measured
+        return
+    assert within_binomial(measured, len(eligible), p), (
+        f"{plan.out} at {plan.current.name}: {flag.name} {measured}/{len(eligible)} on, expected {p:.4%}")
+
+
 @pytest.mark.parametrize("spec", SPECS_WITH_FLAGS, ids=lambda p: p.stem)
 def test_measured_share_is_within_a_binomial_interval_of_the_percentage(spec):
     """Over 20,000 keys at the stage in effect; a flag with requirements among the keys that meet them."""
@@ -127,19 +140,11 @@ def test_measured_share_is_within_a_binomial_interval_of_the_percentage(spec):
         for flag in plan.flags:
             if flag.kind == "kill_switch":
                 continue
-            state = plan.flag_state(flag.name)
             if flagd.constant(plan, flag) is not None:
                 expected = flagd.constant(plan, flag)
                 assert all(ev.on(flag.name, k) == expected for k in FEW_KEYS), f"{plan.out} {flag.name}"
                 continue
-            eligible = [k for k in KEYS if required_on(plan, ev, flag, k)]
-            measured = sum(ev.on(flag.name, k) for k in eligible)
-            p = 0.0 if state.killed else float(state.share)
-            if len(eligible) < 500:  # a requirement is (nearly) off everywhere: so is the flag
-                assert sum(ev.on(flag.name, k) for k in KEYS) == measured
-                continue
-            assert within_binomial(measured, len(eligible), p), (
-                f"{plan.out} {flag.name}: {measured}/{len(eligible)} on, expected {p:.4%}")
+            assert_measured_share(plan, ev, flag)
 
 
 @pytest.mark.parametrize("spec", SPECS_WITH_FLAGS, ids=lambda p: p.stem)
@@ -148,14 +153,9 @@ def test_flags_following_the_stage_have_each_stage_share_over_20000_keys(spec):
     for plan in all_stage_plans(spec):
         ev = Evaluator(document(plan))
         for flag in plan.flags:
-            if not flag.follows_stage or flagd.constant(plan, flag) is not None:
-                continue
-            eligible = [k for k in KEYS if required_on(plan, ev, flag, k)]
-            p = 0.0 if plan.flag_state(flag.name).killed else float(plan.flag_state(flag.name).share)
-            measured = sum(ev.on(flag.name, k) for k in eligible)
-            assert within_binomial(measured, len(eligible), p), (
-                f"{plan.out} at {plan.current.name}: {flag.name} {measured}/{len(eligible)} on, expected {p:.4%}")
-            checked += 1
+            if flag.follows_stage and flagd.constant(plan, flag) is None:
+                assert_measured_share(plan, ev, flag)
+                checked += 1
     if any(f.follows_stage for plan in plans_of(spec) for f in plan.flags):
         assert checked > 0
 
