@@ -16,6 +16,7 @@ MANAGED_BY = "rollout"
 ANNOTATION_SPEC = "rollout-compiler.dev/spec"
 ANNOTATION_SHA = "rollout-compiler.dev/spec-sha256"
 ANNOTATION_STAGE = "rollout-compiler.dev/stage"  # on kustomization.yaml: the stage compiled into the folder
+FLEET_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}  # fleet-wide objects belong to no rollout
 
 
 def labels(plan: Plan, extra: dict[str, str] | None = None) -> dict[str, str]:

@@ -95,12 +95,31 @@ def decode(raw: bytes, path: str) -> str:
         raise _at(path, line, col, f"file is not UTF-8 text (byte 0x{raw[exc.start]:02x})") from None
     if text.startswith("\ufeff"):
         text = text[1:]
-    for index, char in enumerate(text):
-        if char not in "\t\n\r" and (ord(char) < 0x20 or 0x7F <= ord(char) < 0xA0):
-            line = text.count("\n", 0, index) + 1
-            col = index - (text.rfind("\n", 0, index) + 1) + 1
-            raise _at(path, line, col, f"control character U+{ord(char):04X} is not allowed in a spec")
+    index = _first_non_text(text)  # decoded UTF-8 holds no surrogate: this is a control character
+    if index is not None:
+        raise _at(path, *_offset_position(text, index), f"control character U+{ord(text[index]):04X} is not allowed in a spec")
     return text
+
+
+def _is_control(char: str) -> bool:
+    code = ord(char)
+    return char not in "\t\n\r" and (code < 0x20 or 0x7F <= code < 0xA0)
+
+
+def _first_non_text(text: str) -> int | None:
+    """The index of the first character a spec may not hold (a control character or a lone surrogate)."""
+    return next((i for i, char in enumerate(text) if _is_control(char) or 0xD800 <= ord(char) <= 0xDFFF), None)
+
+
+def _text_problem(text: str) -> str | None:
+    """What a string from the YAML (after its escapes) holds that is not text, or None."""
+    index = _first_non_text(text)
+    if index is None:
+        return None
+    code = ord(text[index])
+    if _is_control(text[index]):
+        return f"a string holds the control character U+{code:04X}, which is not allowed in a spec"
+    return f"a string holds the lone surrogate U+{code:04X}, which is not text"
 
 
 def _yaml_message(exc: MarkedYAMLError) -> str:
@@ -142,8 +161,9 @@ class _Converter:
                 value_pos = _lc(node, "value", key, key_pos)
                 if not isinstance(key, str):
                     raise _at(self.path, *key_pos, f"mapping key {key!r} is not a string", "yaml")
-                if _text_problem(key):
-                    raise _at(self.path, *key_pos, f"mapping key: {_text_problem(key)}", "yaml")
+                problem = _text_problem(key)
+                if problem:
+                    raise _at(self.path, *key_pos, f"mapping key: {problem}", "yaml")
                 self.keys[loc + (key,)] = key_pos
                 self.values[loc + (key,)] = value_pos
                 out[key] = self.convert(node[key], loc + (key,), value_pos, depth + 1)
@@ -175,17 +195,6 @@ class _Converter:
         if isinstance(node, (datetime.date, datetime.datetime)):
             return node.isoformat()
         raise _at(self.path, *pos, f"unsupported YAML value of type {type(node).__name__}", "yaml")
-
-
-def _text_problem(text: str) -> str | None:
-    """What a string from the YAML (after its escapes) holds that is not text, or None."""
-    for char in text:
-        code = ord(char)
-        if 0xD800 <= code <= 0xDFFF:
-            return f"a string holds the lone surrogate U+{code:04X}, which is not text"
-        if char not in "\t\n\r" and (code < 0x20 or 0x7F <= code < 0xA0):
-            return f"a string holds the control character U+{code:04X}, which is not allowed in a spec"
-    return None
 
 
 class _BoundedComposer(Composer):

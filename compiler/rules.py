@@ -236,23 +236,21 @@ def _cycles(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     graph = {name: [r for r in flag.requires if r in spec.flags and not spec.flags[r].kill_switch]
              for name, flag in spec.flags.items()}
     state: dict[str, int] = {}  # 1 on the current path, 2 done
+    finished: list[str] = []  # every flag after the flags it requires
     reported: set[frozenset[str]] = set()
-    cyclic = False
     for root in sorted(graph):
         if root in state:
             continue
-        path = [root]
-        todo = [iter(enumerate(graph[root]))]
+        path, todo = [root], [iter(graph[root])]
         state[root] = 1
         while todo:
-            step = next(todo[-1], None)
-            if step is None:
-                state[path.pop()] = 2
+            nxt = next(todo[-1], None)
+            if nxt is None:
+                node = path.pop()
+                state[node] = 2
+                finished.append(node)
                 todo.pop()
-                continue
-            i, nxt = step
-            if state.get(nxt) == 1:
-                cyclic = True
+            elif state.get(nxt) == 1:
                 cycle = path[path.index(nxt):] + [nxt]
                 if frozenset(cycle) not in reported:
                     reported.add(frozenset(cycle))
@@ -262,11 +260,11 @@ def _cycles(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
             elif nxt not in state:
                 state[nxt] = 1
                 path.append(nxt)
-                todo.append(iter(enumerate(graph[nxt])))
-    if cyclic:
+                todo.append(iter(graph[nxt]))
+    if reported:
         return
     closure: dict[str, frozenset[str]] = {}
-    for name in _postorder(graph):
+    for name in finished:
         closure[name] = frozenset(graph[name]).union(*(closure[r] for r in graph[name]))
     for name in sorted(graph):
         if len(closure[name]) > MAX_REQUIREMENTS:
@@ -274,27 +272,6 @@ def _cycles(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
                             f"flag '{name}' requires {len(closure[name])} flags, directly or through others; flagd "
                             f"has no prerequisite flags, so each is inlined into its targeting: at most "
                             f"{MAX_REQUIREMENTS}", "flags")
-
-
-def _postorder(graph: dict[str, list[str]]) -> list[str]:
-    """Every node after the nodes it points at (the graph has no cycle)."""
-    order: list[str] = []
-    seen: set[str] = set()
-    for root in sorted(graph):
-        if root in seen:
-            continue
-        seen.add(root)
-        todo = [(root, iter(graph[root]))]
-        while todo:
-            node, children = todo[-1]
-            child = next(children, None)
-            if child is None:
-                order.append(node)
-                todo.pop()
-            elif child not in seen:
-                seen.add(child)
-                todo.append((child, iter(graph[child])))
-    return order
 
 
 @rule

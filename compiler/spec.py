@@ -24,8 +24,9 @@ class Variant:
 
 def _describe(value: Any) -> str:
     """A value as the spec wrote it: YAML spellings for booleans and null."""
-    text = {True: "true", False: "false", None: "null"}.get(value, None) if isinstance(value, (bool, type(None))) else None
-    text = text or repr(value)
+    if value is None or isinstance(value, bool):
+        return {True: "true", False: "false", None: "null"}[value]
+    text = repr(value)
     return text if len(text) <= 40 else text[:37] + "..."
 
 

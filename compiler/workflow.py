@@ -280,8 +280,8 @@ def _only_the_hash(output: Path, path: str, data: bytes, old: str | None, new: s
     return existing.replace(old.encode(), new.encode()) == data
 
 
-def _count(n: int, what: str) -> str:
-    return f"{n} file{'s' if n != 1 else ''} {what}"
+def _count(n: int, what: str = "") -> str:
+    return f"{n} file{'s' if n != 1 else ''}" + (f" {what}" if what else "")
 
 
 def summary_lines(output: Path, result: pipeline.Result) -> list[str]:
@@ -321,7 +321,7 @@ def summary_lines(output: Path, result: pipeline.Result) -> list[str]:
             lines.append(f"{plan.out}: {shown} -> {after}, {files}")
     fleet = counts.pop(FLEET_DIR, 0)
     for owner, count in sorted(counts.items()):
-        lines.append(f"{owner}: removed, {_count(count, '')}".rstrip())
+        lines.append(f"{owner}: removed, {_count(count)}")
     if fleet:
         lines.append(f"{FLEET_DIR}: {_count(fleet, 'changed')}")
     return lines

@@ -12,6 +12,7 @@ import math
 import subprocess
 from functools import cache
 from importlib import metadata
+from collections.abc import Iterator
 from pathlib import Path
 
 import jsonschema
@@ -87,6 +88,12 @@ def all_stage_plans(path: Path) -> list[Plan]:
     return [plan.at(name) for plan in plans_of(path) for name in [s.name for s in plan.stages] + [ROLLBACK]]
 
 
+def evaluated_stages(path: Path) -> Iterator[tuple[Plan, Evaluator]]:
+    """Every stage (and the rollback) of a spec's plans, with an evaluator of its flagd.json."""
+    for plan in all_stage_plans(path):
+        yield plan, Evaluator(document(plan))
+
+
 def required_on(plan: Plan, ev: Evaluator, flag, key: str) -> bool:
     return all(ev.on(r.name, key) for r in flagd.requirements(plan, flag))
 
@@ -150,8 +157,7 @@ def test_measured_share_is_within_a_binomial_interval_of_the_percentage(spec):
 @pytest.mark.parametrize("spec", SPECS_WITH_FLAGS, ids=lambda p: p.stem)
 def test_flags_following_the_stage_have_each_stage_share_over_20000_keys(spec):
     checked = 0
-    for plan in all_stage_plans(spec):
-        ev = Evaluator(document(plan))
+    for plan, ev in evaluated_stages(spec):
         for flag in plan.flags:
             if flag.follows_stage and flagd.constant(plan, flag) is None:
                 assert_measured_share(plan, ev, flag)
@@ -175,8 +181,7 @@ def test_a_partial_share_is_measured_not_assumed():
 @pytest.mark.parametrize("spec", SPECS_WITH_FLAGS, ids=lambda p: p.stem)
 def test_allowlisted_keys_are_on_at_every_stage_unless_killed_rolled_back_or_a_requirement_is_off(spec):
     checked = 0
-    for plan in all_stage_plans(spec):
-        ev = Evaluator(document(plan))
+    for plan, ev in evaluated_stages(spec):
         for flag in plan.flags:
             rolled_back = plan.is_rollback and flag.follows_stage  # testers go back to stable too
             for key in flag.allow:
@@ -226,8 +231,7 @@ def test_the_v2_flags_are_as_the_application_defines_them_until_a_rollback_disab
 
 @pytest.mark.parametrize("spec", SPECS_WITH_FLAGS, ids=lambda p: p.stem)
 def test_a_flag_whose_requirement_is_off_is_off(spec):
-    for plan in all_stage_plans(spec):
-        ev = Evaluator(document(plan))
+    for plan, ev in evaluated_stages(spec):
         for flag in plan.flags:
             for required in flagd.requirements(plan, flag):
                 for key in FEW_KEYS[:500] + list(flag.allow):

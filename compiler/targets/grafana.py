@@ -365,7 +365,7 @@ def fleet_configmap(text: str) -> dict[str, Any]:
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {"name": FLEET_CONFIGMAP_NAME,
-                     "labels": {"app.kubernetes.io/managed-by": kube.MANAGED_BY, **SIDECAR_LABEL}},
+                     "labels": {**kube.FLEET_LABELS, **SIDECAR_LABEL}},
         "data": {f"{FLEET_UID}.json": text},
     }
 

@@ -211,7 +211,7 @@ def render_fleet(plans: Sequence[Plan], files: Mapping[str, str]) -> dict[str, s
     if wrapped:  # fleet-wide objects have no namespace of their own: the controller's destination
         body["configMapGenerator"] = [
             {"name": f"{FLEET_NAME}-{folder.replace('/', '-')}-files", "files": paths,
-             "options": {"disableNameSuffixHash": True, "labels": {"app.kubernetes.io/managed-by": kube.MANAGED_BY}}}
+             "options": {"disableNameSuffixHash": True, "labels": dict(kube.FLEET_LABELS)}}
             for folder, paths in sorted(wrapped.items())
         ]
     out[KUSTOMIZATION] = _fleet_text(
