@@ -28,10 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from compiler import metrics, pipeline, promql, promsim, serialize
-from compiler.plan import Plan
-from compiler.promsim import Inputs, Phase
-from compiler.targets import prometheus
+from compiler.gates import presets as metrics
+from compiler import pipeline
+from compiler.gates import promql
+from compiler.gates import simulator as promsim
+from compiler import serialize
+from compiler.ir.plan import Plan
+from compiler.gates.simulator import Inputs, Phase
+from compiler.targets.observability import prometheus
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results" / "detection.md"

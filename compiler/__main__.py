@@ -1,3 +1,6 @@
-from .cli import run
+"""python -m compiler: the rollout command line."""
 
-run()
+from compiler.cli import run
+
+if __name__ == "__main__":
+    run()

@@ -14,10 +14,14 @@ from collections.abc import Callable
 
 import click
 
-from . import __version__, diagnostics as diag, emit, model, pipeline
-from .diagnostics import Diagnostic, SpecError
-from .plan import Plan
-from .units import format_duration, format_percent
+from compiler import __version__
+from compiler import diagnostics as diag
+from compiler import emit
+from compiler.spec import model
+from compiler import pipeline
+from compiler.diagnostics import Diagnostic, SpecError
+from compiler.ir.plan import Plan
+from compiler.spec.units import format_duration, format_percent
 
 FORMAT = click.option(
     "--format", "fmt", type=click.Choice(diag.FORMATS), default="text", show_default=True,
@@ -222,14 +226,15 @@ def run(entry: Callable[..., object] = main) -> None:
         sys.exit(1)
 
 
-from . import workflow  # noqa: E402  (the pull-request commands)
+from compiler.ops import workflow  # noqa: E402  (the pull-request commands)
 
 main.add_command(workflow.promote)
 main.add_command(workflow.rollback)
 main.add_command(workflow.set_stage)
 main.add_command(workflow.diff)
 
-from . import gate as gate_command, serve as serve_command  # noqa: E402  (live gates, the rollback webhook)
+from compiler.ops import gate as gate_command  # noqa: E402  (live gates, the rollback webhook)
+from compiler.ops import serve as serve_command  # noqa: E402
 
 main.add_command(gate_command.gate)
 main.add_command(serve_command.serve)

@@ -14,12 +14,14 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from . import plan as planner
-from . import rules, spec as specs
-from .diagnostics import Diagnostic, SpecError, has_errors
-from .load import Document, display_path, load_file
-from .plan import ROLLBACK, Plan
-from .targets import FLEET, REGISTRY, SUMMARIES, Files, Rendered
+from compiler.ir import plan as planner
+from compiler.spec import rules
+from compiler.spec import environments as specs
+from compiler.diagnostics import Diagnostic, SpecError, has_errors
+from compiler.spec.load import Document, display_path, load_file
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.base import Files, Rendered
+from compiler.targets.registry import FLEET, REGISTRY, SUMMARIES
 
 SPEC_SUFFIXES = (".yaml", ".yml")
 FLEET_DIR = "_fleet"

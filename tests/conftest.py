@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from compiler import pipeline
-from compiler.plan import Plan
+from compiler.ir.plan import Plan
 
 ROOT = Path(__file__).resolve().parent.parent
 SPECS = ROOT / "specs"

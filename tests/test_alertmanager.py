@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from compiler import pipeline
-from compiler.targets import alertmanager
+from compiler.targets.observability import alertmanager
 from conftest import ALL_SPECS, GOLDEN, SPECS, free_port, plan_of, plans_of, tool
 from test_prometheus import spec
 

@@ -9,8 +9,11 @@ from fractions import Fraction
 import pytest
 import yaml
 
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import gateway_api, ingress_nginx, istio, kube_service
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.routers import gateway_api
+from compiler.targets.routers import ingress_nginx
+from compiler.targets.routers import istio
+from compiler.targets.routers import kube_service
 from conftest import GOLDEN, SPECS, plan_of
 from kubecheck import Outcome, Request, route_http_route, route_ingress_nginx, route_istio
 
@@ -125,7 +128,8 @@ def test_the_comment_says_the_share_and_its_error():
 
 def test_routers_that_address_servers_send_the_switch_to_the_new_colour():
     """HAProxy and nginx route to each colour's servers, not to a Service whose selector flips."""
-    from compiler.targets import haproxy, nginx
+    from compiler.targets.routers import haproxy
+    from compiler.targets.routers import nginx
 
     plan = plan_of(GOLDEN / "in-blue-green.yaml")
     new, old = plan.canary.backend, plan.stable.backend

@@ -7,7 +7,7 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from compiler import model
+from compiler.spec import model
 from compiler.cli import main
 from conftest import GOLDEN, ROOT, SPECS
 

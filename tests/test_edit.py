@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from compiler import edit
-from compiler.load import load_file, parse_text
-from compiler.plan import ROLLBACK
+from compiler.ops import edit
+from compiler.spec.load import load_file, parse_text
+from compiler.ir.plan import ROLLBACK
 from conftest import ALL_SPECS, SPECS, plans_of
 
 

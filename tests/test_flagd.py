@@ -23,7 +23,7 @@ from referencing import Registry, Resource
 
 import kubecheck
 from compiler import pipeline
-from compiler.plan import ROLLBACK, Plan
+from compiler.ir.plan import ROLLBACK, Plan
 from compiler.targets import flagd
 from conftest import ALL_SPECS, SCHEMAS, SPECS, compile_files, plan_of, plans_of, tool
 

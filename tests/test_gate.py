@@ -19,7 +19,7 @@ import promql_parser
 import pytest
 from click.testing import CliRunner
 
-from compiler import promql
+from compiler.gates import promql
 from compiler.cli import main
 from conftest import ALL_SPECS, GOLDEN, free_port, plans_of, tool
 

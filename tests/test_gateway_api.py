@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compiler import pipeline
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import gateway_api
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.routers import gateway_api
 from conftest import ALL_SPECS, GOLDEN, SPECS, plan_of, plans_of
 from kubecheck import Request, route_http_route
 

@@ -12,9 +12,10 @@ import pytest
 import yaml
 
 import kubecheck
-from compiler import promql
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import grafana, prometheus
+from compiler.gates import promql
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.observability import grafana
+from compiler.targets.observability import prometheus
 from conftest import ALL_SPECS, GOLDEN, SPECS, plan_of, plans_of
 
 GATE_NOTE = re.compile(r"^Gate (\S+) \(")

@@ -19,9 +19,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from compiler import escaping, pipeline, shares
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import haproxy
+from compiler.targets.routers import escaping
+from compiler import pipeline
+from compiler.ir import shares
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.routers import haproxy
 from conftest import ALL_SPECS, GOLDEN, SPECS, free_port, plan_of, plans_of, tool
 from routers import Backend, Backends, Client, Router, run_check, with_target
 

@@ -15,8 +15,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from compiler import pipeline
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import ingress_nginx
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.routers import ingress_nginx
 from conftest import ALL_SPECS, GOLDEN, SPECS, plan_of, plans_of
 from kubecheck import Request, route_ingress_nginx
 

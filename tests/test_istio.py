@@ -11,8 +11,8 @@ import yaml
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compiler.plan import ROLLBACK, Plan, StickyPlan
-from compiler.targets import istio
+from compiler.ir.plan import ROLLBACK, Plan, StickyPlan
+from compiler.targets.routers import istio
 from conftest import ALL_SPECS, GOLDEN, SPECS, plan_of, plans_of
 from kubecheck import Request, route_istio
 

@@ -14,10 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from compiler import names, pipeline
-from compiler.plan import ROLLBACK, Plan
+from compiler.spec import names
+from compiler import pipeline
+from compiler.ir.plan import ROLLBACK, Plan
 from compiler.serialize import yaml_text
-from compiler.targets import REGISTRY, gateway_api, ingress_nginx, istio, kube_service
+from compiler.targets.registry import REGISTRY
+from compiler.targets.routers import gateway_api
+from compiler.targets.routers import ingress_nginx
+from compiler.targets.routers import istio
+from compiler.targets.routers import kube_service
 
 import kubecheck
 from conftest import ALL_SPECS, compile_files, plan_of, plans_of

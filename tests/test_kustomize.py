@@ -17,7 +17,8 @@ import yaml
 import kubecheck
 from compiler import serialize
 from compiler import emit
-from compiler.targets import Rendered, kustomize
+from compiler.targets.base import Rendered
+from compiler.targets import kustomize
 from conftest import ALL_SPECS, SEED_SPECS, SPECS, compile_files, kustomize_build, plan_of, plans_of
 
 FLEET = SEED_SPECS + [p for p in ALL_SPECS if p.stem == "in-checkout"]

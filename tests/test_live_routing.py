@@ -37,8 +37,9 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import haproxy, nginx
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.routers import haproxy
+from compiler.targets.routers import nginx
 from conftest import free_port, plan_of, tool
 from routers import (Backend, Backends, Client, Response, Router, acceptance_interval, admin_command, murmur2,
                      sample_size, wait_until, write_nginx, xxh32)

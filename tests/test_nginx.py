@@ -18,9 +18,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from ruamel.yaml import YAML
 
-from compiler import escaping, pipeline
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import nginx
+from compiler.targets.routers import escaping
+from compiler import pipeline
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.routers import nginx
 from conftest import ALL_SPECS, GOLDEN, SPECS, free_port, plan_of, plans_of, tool
 from routers import Backend, Backends, Client, Router, run_check, with_target, write_nginx
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from compiler import names
-from compiler.plan import ROLLBACK
+from compiler.spec import names
+from compiler.ir.plan import ROLLBACK
 from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, plan_of, plans_of
 
 MINIMAL = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text()

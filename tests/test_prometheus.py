@@ -17,9 +17,11 @@ from hypothesis import assume, given
 from hypothesis import strategies as st
 
 import kubecheck
-from compiler import pipeline, promql, promsim
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import prometheus
+from compiler import pipeline
+from compiler.gates import promql
+from compiler.gates import simulator as promsim
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.observability import prometheus
 from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, plan_of, plans_of
 
 MINIMAL = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text()

@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler import emit, pipeline
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import prometheus
+from compiler import emit
+from compiler import pipeline
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.observability import prometheus
 from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, compile_files, plan_of, plans_of, tool
 from test_prometheus import HOSTILE, hostile_spec, spec
 

@@ -16,11 +16,12 @@ from openfeature.contrib.tools.flagd.core import FlagdCore
 from openfeature.evaluation_context import EvaluationContext
 
 import kubecheck
-from compiler import edit
-from compiler.load import load_file
+from compiler.ops import edit
+from compiler.spec.load import load_file
 from compiler.templating import markdown
-from compiler.plan import ROLLBACK, Plan
-from compiler.targets import REGISTRY, rollback
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.registry import REGISTRY
+from compiler.targets import rollback
 from conftest import ALL_SPECS, SPECS, compile_files, plan_of, plans_of
 
 EXTRA = {"rollback/RUNBOOK.md", "rollback/kustomization.yaml"}

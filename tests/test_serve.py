@@ -23,7 +23,8 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from compiler import pipeline, serve
+from compiler import pipeline
+from compiler.ops import serve
 from compiler.cli import main
 from conftest import GOLDEN, ROOT, free_port, plans_of, tool
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from compiler import emit, serialize
+from compiler import emit
+from compiler import serialize
 from conftest import GOLDEN, compile_files, tool
 
 HOSTILE = 'a{{ .Value }}--->b $(id) "x"'

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from compiler import units
+from compiler.spec import units
 
 
 @pytest.mark.parametrize(

@@ -28,10 +28,11 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any, Union
 
-from .. import kube, serialize
-from ..plan import FlagPlan, FlagState, Plan
-from ..units import format_decimal, format_percent
-from . import Finding, Target
+from compiler.targets import kube
+from compiler import serialize
+from compiler.ir.plan import FlagPlan, FlagState, Plan
+from compiler.spec.units import format_decimal, format_percent
+from compiler.targets.base import Finding, Target
 
 FLAGD = "flags/flagd.json"
 PLAIN = "flags/feature_flags.json"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import posixpath
 from typing import Any
 
-from .. import kube
-from ..plan import Plan
-from . import Target
+from compiler.targets import kube
+from compiler.ir.plan import Plan
+from compiler.targets.base import Target
 
 ARGOCD = "gitops/argocd-application.yaml"
 FLUX = "gitops/flux-kustomization.yaml"

@@ -30,9 +30,10 @@ from typing import Any
 from collections.abc import Iterable, Mapping, Sequence
 
 
-from .. import kube, serialize
-from ..plan import ROLLBACK, Plan
-from . import FleetTarget, Rendered, Summary
+from compiler.targets import kube
+from compiler import serialize
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.targets.base import FleetTarget, Rendered, Summary
 
 KUSTOMIZATION = "kustomization.yaml"
 API_VERSION = "kustomize.config.k8s.io/v1beta1"

@@ -7,10 +7,11 @@ each stage is entered.
 
 from __future__ import annotations
 
-from .. import serialize, templating
-from ..plan import ROLLBACK, Plan
-from ..units import format_duration, format_percent
-from . import Files, Rendered, Summary
+from compiler import serialize
+from compiler import templating
+from compiler.ir.plan import ROLLBACK, Plan
+from compiler.spec.units import format_duration, format_percent
+from compiler.targets.base import Files, Rendered, Summary
 
 OWN_PATH = "PLAN.md"
 

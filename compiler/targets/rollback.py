@@ -14,10 +14,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from .. import metrics, routing, serialize, templating
-from ..plan import GatePlan, Plan, StagePlan
-from ..units import format_duration
-from . import Target
+from compiler.gates import presets as metrics
+from compiler.targets.routers import base as routing
+from compiler import serialize
+from compiler import templating
+from compiler.ir.plan import GatePlan, Plan, StagePlan
+from compiler.spec.units import format_duration
+from compiler.targets.base import Target
 
 RUNBOOK = "rollback/RUNBOOK.md"
 HAPROXY_RUNTIME = routing.HAPROXY_RUNTIME_ROLLBACK

@@ -28,11 +28,15 @@ from functools import lru_cache
 from typing import Any
 from collections.abc import Callable
 
-from .. import kube, metrics, promql, promsim, serialize
-from ..plan import GatePlan, Plan, StagePlan
-from ..promsim import Inputs, Phase, STEP
-from ..units import format_decimal, format_duration, format_latency, format_percent
-from . import Finding, Target
+from compiler.targets import kube
+from compiler.gates import presets as metrics
+from compiler.gates import promql
+from compiler.gates import simulator as promsim
+from compiler import serialize
+from compiler.ir.plan import GatePlan, Plan, StagePlan
+from compiler.gates.simulator import Inputs, Phase, STEP
+from compiler.spec.units import format_decimal, format_duration, format_latency, format_percent
+from compiler.targets.base import Finding, Target
 
 NAME = "prometheus"
 RULES = f"{NAME}/rules.yaml"

@@ -24,7 +24,8 @@ from pydantic import (
     model_validator,
 )
 
-from . import names, units
+from compiler.spec import names
+from compiler.spec import units
 
 API_VERSION = "rollout-compiler/v1"
 

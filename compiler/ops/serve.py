@@ -29,10 +29,11 @@ from pathlib import Path
 
 import click
 
-from . import emit, pipeline
-from .edit import one_line
-from .plan import ROLLBACK
-from .workflow import WorkflowError, apply_edit
+from compiler import emit
+from compiler import pipeline
+from compiler.ops.edit import one_line
+from compiler.ir.plan import ROLLBACK
+from compiler.ops.workflow import WorkflowError, apply_edit
 
 MAX_BODY = 4 << 20  # bytes of one webhook request
 READ_TIMEOUT = 30  # seconds a client may take to send its request

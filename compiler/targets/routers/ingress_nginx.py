@@ -31,10 +31,13 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from .. import escaping, kube, routing, shares
-from ..plan import Plan, StagePlan, VariantPlan
-from ..units import format_percent
-from . import Finding, Target
+from compiler.targets.routers import escaping
+from compiler.targets import kube
+from compiler.targets.routers import base as routing
+from compiler.ir import shares
+from compiler.ir.plan import Plan, StagePlan, VariantPlan
+from compiler.spec.units import format_percent
+from compiler.targets.base import Finding, Target
 
 NAME = "ingress-nginx"
 API_VERSION = "networking.k8s.io/v1"

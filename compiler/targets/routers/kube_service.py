@@ -18,10 +18,10 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from .. import kube
-from ..plan import Plan, VariantPlan
-from ..units import format_percent
-from . import Target
+from compiler.targets import kube
+from compiler.ir.plan import Plan, VariantPlan
+from compiler.spec.units import format_percent
+from compiler.targets.base import Target
 
 NAME = "kube-service"
 

@@ -26,8 +26,8 @@ from ruamel.yaml.error import YAMLError
 from ruamel.yaml.nodes import ScalarNode
 from ruamel.yaml.resolver import VersionedResolver
 
-from .diagnostics import Diagnostic, SpecError
-from .load import parse_text
+from compiler.diagnostics import Diagnostic, SpecError
+from compiler.spec.load import parse_text
 
 KEY = "current"
 REASON_PREFIX = "rolled back:"

@@ -8,9 +8,9 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from . import model
-from .diagnostics import Diagnostic, SpecError
-from .load import Document, Loc
+from compiler.spec import model
+from compiler.diagnostics import Diagnostic, SpecError
+from compiler.spec.load import Document, Loc
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .units import format_decimal, format_percent
+from compiler.spec.units import format_decimal, format_percent
 
 
 @dataclass(frozen=True)

@@ -25,11 +25,15 @@ from functools import lru_cache
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from .. import kube, metrics, names, promql, serialize
-from ..plan import GatePlan, Plan
-from ..templating import markdown
-from ..units import format_duration, format_percent
-from . import FleetTarget, Target
+from compiler.targets import kube
+from compiler.gates import presets as metrics
+from compiler.spec import names
+from compiler.gates import promql
+from compiler import serialize
+from compiler.ir.plan import GatePlan, Plan
+from compiler.templating import markdown
+from compiler.spec.units import format_duration, format_percent
+from compiler.targets.base import FleetTarget, Target
 
 NAME = "grafana"
 DASHBOARD = f"{NAME}/dashboard.json"

@@ -28,9 +28,10 @@ from collections.abc import Iterable, Sequence
 
 import promql_parser
 
-from . import metrics, promql
-from .plan import Plan
-from .promql import F
+from compiler.gates import presets as metrics
+from compiler.gates import promql
+from compiler.ir.plan import Plan
+from compiler.gates.promql import F
 
 STEP = 15  # scrape interval of the input series, seconds
 

@@ -28,9 +28,11 @@ from functools import lru_cache
 from typing import Any, Union
 from collections.abc import Mapping, Sequence
 
-from .. import metrics, model, serialize
-from ..plan import AlertingPlan, Plan, Source
-from . import FleetTarget, Finding, Target
+from compiler.gates import presets as metrics
+from compiler.spec import model
+from compiler import serialize
+from compiler.ir.plan import AlertingPlan, Plan, Source
+from compiler.targets.base import FleetTarget, Finding, Target
 
 NAME = "alertmanager"
 CONFIG = f"{NAME}/alertmanager.yaml"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import serialize
-from .plan import Plan
+from compiler import serialize
+from compiler.ir.plan import Plan
 
 MANAGED_BY = "rollout"
 ANNOTATION_SPEC = "rollout-compiler.dev/spec"

@@ -36,9 +36,9 @@ from typing import Union
 
 import promql_parser
 
-from . import metrics
-from .plan import GatePlan, Plan, StagePlan
-from .units import format_duration
+from compiler.gates import presets as metrics
+from compiler.ir.plan import GatePlan, Plan, StagePlan
+from compiler.spec.units import format_duration
 
 #: One-sided confidence of every statistical gate, and its normal quantile.
 CONFIDENCE = "99.99%"

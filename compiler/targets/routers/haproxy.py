@@ -31,10 +31,14 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .. import escaping, kube, routing, shares, templating
-from ..plan import Plan, StagePlan, VariantPlan
-from ..units import format_decimal, format_percent
-from . import Files, Finding, Target
+from compiler.targets.routers import escaping
+from compiler.targets import kube
+from compiler.targets.routers import base as routing
+from compiler.ir import shares
+from compiler import templating
+from compiler.ir.plan import Plan, StagePlan, VariantPlan
+from compiler.spec.units import format_decimal, format_percent
+from compiler.targets.base import Files, Finding, Target
 
 CONFIG = "haproxy/haproxy.cfg"
 CONFIGMAP = "haproxy/configmap.yaml"

@@ -6,11 +6,11 @@ Router targets (gateway-api, ingress-nginx, istio) call these; no target imports
 
 from __future__ import annotations
 
-from .load import Loc
-from .plan import Plan, StagePlan
-from .shares import Split
-from .targets import Finding
-from .units import format_percent
+from compiler.spec.load import Loc
+from compiler.ir.plan import Plan, StagePlan
+from compiler.ir.shares import Split
+from compiler.targets.base import Finding
+from compiler.spec.units import format_percent
 
 
 # Where the haproxy target writes its Runtime API rollback and where HAProxy listens for it; the

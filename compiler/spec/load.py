@@ -20,7 +20,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from .diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, SpecError
 
 MAX_BYTES = 256 << 10  # a spec of hundreds of lines is a few kilobytes
 MAX_NODES = 50_000  # after alias expansion

@@ -29,10 +29,12 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from .. import kube, routing, shares
-from ..plan import Plan, StagePlan, VariantPlan
-from ..units import format_percent
-from . import Finding, Target
+from compiler.targets import kube
+from compiler.targets.routers import base as routing
+from compiler.ir import shares
+from compiler.ir.plan import Plan, StagePlan, VariantPlan
+from compiler.spec.units import format_percent
+from compiler.targets.base import Finding, Target
 
 NAME = "istio"
 API_VERSION = "networking.istio.io/v1"

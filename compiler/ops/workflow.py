@@ -23,11 +23,15 @@ from collections.abc import Iterable
 
 import click
 
-from . import diagnostics as diag
-from . import edit, emit, kube, pipeline, serialize
-from .diagnostics import Diagnostic, SpecError
-from .load import display_path, load_file
-from .plan import ROLLBACK, Plan, StagePlan
+from compiler import diagnostics as diag
+from compiler.ops import edit
+from compiler import emit
+from compiler.targets import kube
+from compiler import pipeline
+from compiler import serialize
+from compiler.diagnostics import Diagnostic, SpecError
+from compiler.spec.load import display_path, load_file
+from compiler.ir.plan import ROLLBACK, Plan, StagePlan
 
 SPEC = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 ENV = click.option("--env", help="The environment to change, for specs with `environments`.")

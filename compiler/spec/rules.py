@@ -11,11 +11,12 @@ import difflib
 from fractions import Fraction
 from collections.abc import Callable, Iterator
 
-from . import metrics, model
-from .diagnostics import Diagnostic
-from .load import Document
-from .plan import ROLLBACK, StagePlan, stages_of
-from .units import format_percent
+from compiler.gates import presets as metrics
+from compiler.spec import model
+from compiler.diagnostics import Diagnostic
+from compiler.spec.load import Document
+from compiler.ir.plan import ROLLBACK, StagePlan, stages_of
+from compiler.spec.units import format_percent
 
 Rule = Callable[[model.RolloutSpec, Document], Iterator[Diagnostic]]
 RULES: list[Rule] = []

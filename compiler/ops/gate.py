@@ -27,10 +27,12 @@ from pathlib import Path
 
 import click
 
-from . import diagnostics as diag
-from . import pipeline, promql, serialize
-from .plan import GatePlan, Plan
-from .units import format_decimal, format_duration, format_latency, format_percent
+from compiler import diagnostics as diag
+from compiler import pipeline
+from compiler.gates import promql
+from compiler import serialize
+from compiler.ir.plan import GatePlan, Plan
+from compiler.spec.units import format_decimal, format_duration, format_latency, format_percent
 
 MAX_RESPONSE = 16 << 20  # bytes read from one API answer
 

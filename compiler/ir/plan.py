@@ -13,9 +13,11 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-from . import metrics, model, names
-from .load import Loc
-from .units import format_decimal, format_latency, format_percent
+from compiler.gates import presets as metrics
+from compiler.spec import model
+from compiler.spec import names
+from compiler.spec.load import Loc
+from compiler.spec.units import format_decimal, format_latency, format_percent
 
 ROLLBACK = "rollback"
 ACTIONS = {"rollback": "rollback", "hold": "hold", "alert": "notify"}
