@@ -28,11 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from statistics import median
 
-from compiler.gates import presets as metrics
-from compiler import pipeline
-from compiler.gates import promql
-from compiler.gates import simulator as promsim
-from compiler import serialize
+from compiler import pipeline, serialize
+from compiler.gates import conventions, simulator as promsim, statistics
+from compiler.gates.algebra import matchers_text, window
 from compiler.ir.plan import Plan
 from compiler.gates.simulator import Inputs, Phase
 from compiler.targets.observability import prometheus
@@ -90,7 +88,7 @@ def _duration(text: str) -> int:
 
 
 def _t(seconds: int) -> str:
-    return promql.window(seconds) if seconds else "0s"
+    return window(seconds) if seconds else "0s"
 
 
 def run(plan: Plan, inputs: Inputs, checks: list[dict], folder: Path) -> str:
@@ -109,8 +107,8 @@ def run(plan: Plan, inputs: Inputs, checks: list[dict], folder: Path) -> str:
 
 
 def alerts(plan: Plan, **labels: str) -> str:
-    matchers = [("alertstate", "=", "firing")] + promql.identity_matchers(plan) + [(k, "=", v) for k, v in labels.items()]
-    return "ALERTS" + metrics.selector(matchers)
+    matchers = [("alertstate", "=", "firing")] + conventions.identity_matchers(plan) + [(k, "=", v) for k, v in labels.items()]
+    return "ALERTS" + matchers_text(matchers)
 
 
 @dataclass(frozen=True)
@@ -236,21 +234,21 @@ def _why(d: Detection, plan: Plan) -> str | None:
     window = plan.metrics.window
     n = d.rps * window
     if n < plan.metrics.min_requests:
-        return (f"{d.rps:g} request/s (every breach): {n:.0f} requests per {promql.window(window)} window is below "
+        return (f"{d.rps:g} request/s (every breach): {n:.0f} requests per {window(window)} window is below "
                 f"min_requests ({plan.metrics.min_requests}), so the gate does not judge; the hold alert says the "
                 "canary is starved instead")
     if any(t is None for t in d.seconds):
         return (f"{d.breach} at {d.rps:g} request/s: in {n:.0f} requests a {d.breach} error ratio is often within "
-                f"what {THRESHOLD:.0%} and noise give at {promql.CONFIDENCE} confidence; it takes more requests per "
+                f"what {THRESHOLD:.0%} and noise give at {statistics.CONFIDENCE} confidence; it takes more requests per "
                 "window (a longer window or more traffic) to tell them apart every time")
     caught = [t for t in d.seconds if t is not None]
     if d.breach == "10x" and d.rps >= 1 and max(caught) > TARGET:
-        expected = promql.Z * (plan.metrics.window * d.rps * THRESHOLD * (1 - THRESHOLD)) ** 0.5 \
+        expected = statistics.Z * (plan.metrics.window * d.rps * THRESHOLD * (1 - THRESHOLD)) ** 0.5 \
             + plan.metrics.window * d.rps * THRESHOLD + 0.5
         late = sum(t > TARGET for t in caught)
         return (f"10x at {d.rps:g} request/s: the median ({median(caught):.0f}s) meets the {TARGET}s target, "
                 f"{late} of {len(caught)} runs took longer (the slowest {max(caught)}s): the gate needs about "
-                f"{expected:.0f} errors in the window at {promql.CONFIDENCE} confidence, and at "
+                f"{expected:.0f} errors in the window at {statistics.CONFIDENCE} confidence, and at "
                 f"{d.rps * 10 * THRESHOLD:g} errors/s they arrive as a Poisson process, sometimes late. Catching "
                 "every such run within the target takes a lower confidence, which costs false rollbacks on healthy "
                 "traffic; the gate keeps the confidence")
@@ -278,9 +276,9 @@ def report(plan: Plan, cells: list[Detection], days: list[Healthy], zeros: tuple
                  f"(hold alert from {flat_hold}s), {absent_rollbacks:.0f} without canary series (hold alert from "
                  f"{absent_hold}s).")
     body = "\n".join([
-        f"Error-rate gate `< {THRESHOLD:.0%}`, window {promql.window(plan.metrics.window)}, "
-        f"min_requests {plan.metrics.min_requests}, no pending period, {promql.CONFIDENCE} confidence "
-        f"(z = {promql.Z}); rules evaluated every {EVERY}s, series scraped every {promsim.STEP}s; healthy canary "
+        f"Error-rate gate `< {THRESHOLD:.0%}`, window {window(plan.metrics.window)}, "
+        f"min_requests {plan.metrics.min_requests}, no pending period, {statistics.CONFIDENCE} confidence "
+        f"(z = {statistics.Z}); rules evaluated every {EVERY}s, series scraped every {promsim.STEP}s; healthy canary "
         f"traffic has {HEALTHY:.1%} errors. Time from the breach to a firing `action=\"rollback\"` alert over "
         f"{len(SEEDS)} seeded Poisson runs per cell ({len(STARVED_SEEDS)} where the canary is starved): median, "
         f"90th percentile and worst (promtool {tool_version()}).",

@@ -7,16 +7,20 @@ boolean, a null or a number are quoted, so ``"yes"``, ``"on"``, ``"1:30"`` and
 ``"1e3"`` stay strings.  PyYAML's libyaml emitter writes the YAML: the output
 is machine-made, and it is an order of magnitude faster than a pure-Python
 emitter on fleets of specs (ruamel.yaml reads specs, where comments and
-positions matter).
+positions matter).  The representer is PyYAML's part in Python: :class:`_OutputDumper`
+builds the nodes directly from the few types targets use, without alias tracking, and
+remembers how each scalar resolves.  JSON is written by orjson (deterministic bytes,
+keys sorted where asked, no float drift between runs).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from typing import Any
 
+import orjson
 import yaml
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 GENERATOR = "rollout"
 
@@ -30,20 +34,63 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _YAML12_ONLY = re.compile(r"^([yYnN]|0o[0-7]+|[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$")
 
 
-class _OutputDumper(_Dumper):  # type: ignore[misc, valid-type]
-    """Block style, keys in the order the target built them, no line wrapping."""
+_STR = "tag:yaml.org,2002:str"
+_MAP = "tag:yaml.org,2002:map"
+_SEQ = "tag:yaml.org,2002:seq"
+_RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}
 
 
-def _represent_str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    tag = "tag:yaml.org,2002:str"
+def _str_node(value: str) -> ScalarNode:
     if "\n" in value and not any(line != line.rstrip() for line in value.split("\n")) and not value.startswith(" "):
-        return dumper.represent_scalar(tag, value, style="|")
+        return ScalarNode(_STR, value, style="|")
     if _YAML12_ONLY.match(value):
-        return dumper.represent_scalar(tag, value, style='"')
-    return dumper.represent_scalar(tag, value)
+        return ScalarNode(_STR, value, style='"')
+    return ScalarNode(_STR, value)
 
 
-_OutputDumper.add_representer(str, _represent_str)
+def _float_text(data: float) -> str:
+    if data != data:
+        return ".nan"
+    if data in (float("inf"), float("-inf")):
+        return ".inf" if data > 0 else "-.inf"
+    value = repr(data).lower()
+    return value.replace("e", ".0e", 1) if "." not in value and "e" in value else value
+
+
+class _OutputDumper(_Dumper):  # type: ignore[misc, valid-type]  # libyaml's dumper when present, else PyYAML's
+    """Block style, keys in the order the target built them, no line wrapping; nodes built without aliases."""
+
+    def represent(self, data: Any) -> None:
+        self.serialize(self.node(data))
+
+    def node(self, data: Any) -> Node:
+        kind = type(data)
+        if kind is str:
+            return _str_node(data)
+        if kind is dict:
+            return MappingNode(_MAP, [(self.node(k), self.node(v)) for k, v in data.items()], flow_style=False)
+        if kind is list or kind is tuple:
+            return SequenceNode(_SEQ, [self.node(item) for item in data], flow_style=False)
+        if kind is bool:
+            return ScalarNode("tag:yaml.org,2002:bool", "true" if data else "false")
+        if kind is int:
+            return ScalarNode("tag:yaml.org,2002:int", str(data))
+        if kind is float:
+            return ScalarNode("tag:yaml.org,2002:float", _float_text(data))
+        if data is None:
+            return ScalarNode("tag:yaml.org,2002:null", "null")
+        raise TypeError(f"cannot write {kind.__name__} as YAML")
+
+    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
+        if kind is not ScalarNode:
+            return super().resolve(kind, value, implicit)
+        key = (value, implicit)
+        found = _RESOLVED.get(key)
+        if found is None:
+            found = _RESOLVED[key] = super().resolve(kind, value, implicit)
+            if len(_RESOLVED) > 100_000:
+                _RESOLVED.clear()
+        return found
 
 
 def yaml_text(documents: Any | list[Any], header: str | None = None, multi: bool = False) -> str:
@@ -66,7 +113,9 @@ YAMLError = yaml.YAMLError
 
 
 def json_text(data: Any, sort_keys: bool = True) -> str:
-    return json.dumps(data, indent=2, sort_keys=sort_keys, ensure_ascii=False) + "\n"
+    """Two-space indented JSON and a final newline; keys sorted unless the target's order matters."""
+    options = orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE | (orjson.OPT_SORT_KEYS if sort_keys else 0)
+    return orjson.dumps(data, option=options).decode()
 
 
 def comment(text: str, prefix: str = "#") -> str:

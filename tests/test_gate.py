@@ -19,7 +19,8 @@ import promql_parser
 import pytest
 from click.testing import CliRunner
 
-from compiler.gates import promql
+from compiler.gates import alerts, conventions
+from compiler.gates.algebra import render
 from compiler.cli import main
 from conftest import ALL_SPECS, GOLDEN, free_port, plans_of, tool
 
@@ -230,9 +231,9 @@ def test_inlined_conditions_read_only_exporter_metrics():
     for plan in plans_of(*ALL_SPECS):
         for stage in plan.stages + (plan.rollback_stage,):
             staged = plan.at(stage.name)
-            exprs = [promql.gate_expr(staged, g) for g in stage.gates]
-            exprs += [promql.starved_expr(staged, w) for w in promql.judged_windows(stage)]
+            exprs = [alerts.gate_expr(staged, g) for g in stage.gates]
+            exprs += [alerts.starved_expr(staged, w) for w in conventions.judged_windows(stage)]
             for expr in exprs:
-                inlined = promql.inline(staged, expr)
+                inlined = render(alerts.inline(staged, expr))
                 assert "rollout_variant:" not in inlined and "rollout_gate:" not in inlined, inlined
                 promql_parser.parse(inlined)

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 import kubecheck
-from compiler.gates import promql
+from compiler.gates import conventions as promql
 from compiler.ir.plan import ROLLBACK, Plan
 from compiler.targets.observability import grafana
 from compiler.targets.observability import prometheus

@@ -88,7 +88,7 @@ def test_backends_are_named_as_the_metrics_preset_queries_them():
     backends = re.findall(r"^backend (\S+)$", text, re.M)
     assert backends == [plan.stable.backend, plan.canary.backend]
     for role in ("stable", "canary"):
-        assert f'proxy="{plan.variant(role).backend}"' in plan.metrics.queries(role).requests
+        assert f'proxy="{plan.variant(role).backend}"' in str(plan.metrics.queries(role).requests(300))
     assert "http-request use-service prometheus-exporter if { path /metrics }" in text
     assert re.search(r"^    stats socket '/run/haproxy/admin.sock' mode 660 level admin$", text, re.M)
 

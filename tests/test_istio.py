@@ -95,8 +95,8 @@ def test_subsets_select_the_version_the_metrics_source_queries():
     assert stable_rule["spec"]["subsets"] == [{"name": "stable", "labels": {"version": "v1.9.0"}}]
     assert canary_rule["spec"]["host"] == "verdict-moe-v2-1"
     assert canary_rule["spec"]["subsets"] == [{"name": "canary", "labels": {"version": "v2.1.0"}}]
-    assert 'destination_service_name="verdict-moe-v2-1",destination_version="v2.1.0"' in plan.metrics.canary.requests
-    assert 'destination_service_name="verdict-v1-9",destination_version="v1.9.0"' in plan.metrics.stable.requests
+    assert 'destination_service_name="verdict-moe-v2-1",destination_version="v2.1.0"' in str(plan.metrics.canary.requests(300))
+    assert 'destination_service_name="verdict-v1-9",destination_version="v1.9.0"' in str(plan.metrics.stable.requests(300))
 
 
 def test_shadow_mirrors_every_request_and_serves_nothing():

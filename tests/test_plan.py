@@ -9,6 +9,7 @@ import pytest
 
 from compiler.spec import names
 from compiler.ir.plan import ROLLBACK
+from compiler.gates.algebra import Number
 from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, plan_of, plans_of
 
 MINIMAL = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text()
@@ -121,10 +122,10 @@ def test_weights_never_decrease_in_any_plan():
 
 def test_metric_templates_per_source():
     moe = plan_of(SPECS / "moe-intelligence.yaml")
-    assert 'destination_version="v2.1.0"' in moe.metrics.canary.requests
-    assert moe.metrics.canary.latency.endswith("/ 1000")
+    assert 'destination_version="v2.1.0"' in str(moe.metrics.canary.requests(300))
+    assert str(moe.metrics.canary.latency(Number(0.99), 300)).endswith("/ 1000")
     moc = plan_of(SPECS / "modelops-coordinator.yaml")
-    assert moc.metrics.canary.latency is None and 'proxy="moc"' in moc.metrics.canary.errors
+    assert not moc.metrics.canary.has_latency and 'proxy="moc"' in str(moc.metrics.canary.errors(300))
     orchestra = plan_of(SPECS / "ai-orchestra.yaml", "production")
-    assert 'canary="production-ai-orchestra-preview-80"' in orchestra.metrics.canary.requests
-    assert 'canary=""' in orchestra.metrics.stable.requests
+    assert 'canary="production-ai-orchestra-preview-80"' in str(orchestra.metrics.canary.requests(300))
+    assert 'canary=""' in str(orchestra.metrics.stable.requests(300))

@@ -18,10 +18,11 @@ from hypothesis import strategies as st
 
 import kubecheck
 from compiler import pipeline
-from compiler.gates import promql
+from compiler.gates import alerts, conventions, statistics
 from compiler.gates import simulator as promsim
+from compiler.gates.algebra import F, Selector, lift, render
 from compiler.ir.plan import ROLLBACK, Plan
-from compiler.targets.observability import prometheus
+from compiler.targets.observability import prometheus, promtool
 from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, plan_of, plans_of
 
 MINIMAL = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text()
@@ -74,28 +75,28 @@ def findings(path: Path) -> list[str]:
 def test_wilson_lower_bound_is_the_continuity_corrected_score_test(threshold):
     for n in (100, 200, 300, 1000, 3000, 30000):
         for e in range(0, min(n, 600) + 1):
-            judged = float(promql.wilson_lower(e, n)) > threshold
-            assert judged == promql.score_test_breach(e, n, threshold), (e, n, threshold)
+            judged = float(statistics.wilson_lower(e, n)) > threshold
+            assert judged == statistics.score_test_breach(e, n, threshold), (e, n, threshold)
 
 
 def test_a_handful_of_errors_on_little_traffic_is_not_a_breach():
     # 3 errors in 100 requests (3%) does not show that the error rate is above 1% ...
-    assert float(promql.wilson_lower(3, 100)) < 0.01
+    assert float(statistics.wilson_lower(3, 100)) < 0.01
     # ... 30 in 1000 does, and so does 10% of 300.
-    assert float(promql.wilson_lower(30, 1000)) > 0.01
-    assert float(promql.wilson_lower(30, 300)) > 0.01
-    assert float(promql.wilson_lower(0, 300)) == 0
+    assert float(statistics.wilson_lower(30, 1000)) > 0.01
+    assert float(statistics.wilson_lower(30, 300)) > 0.01
+    assert float(statistics.wilson_lower(0, 300)) == 0
 
 
 @given(st.integers(min_value=0, max_value=5000), st.integers(min_value=1, max_value=5000))
 def test_bounds_enclose_the_measured_ratio(errors, extra):
     n = errors + extra
-    low, high = float(promql.wilson_lower(errors, n)), float(promql.wilson_upper(errors, n))
+    low, high = float(statistics.wilson_lower(errors, n)), float(statistics.wilson_upper(errors, n))
     assert 0 <= low <= errors / n <= high <= 1
 
 
 def test_latency_gates_judge_a_lower_quantile_the_fewer_the_requests():
-    levels = [float(promql.quantile_level(0.99, n)) for n in (100, 300, 1000, 100000)]
+    levels = [float(statistics.quantile_level(0.99, n)) for n in (100, 300, 1000, 100000)]
     assert levels == sorted(levels) and levels[0] < 0.96 and 0.988 < levels[-1] < 0.99
 
 
@@ -113,33 +114,33 @@ def test_promql_text_groups_operations_as_computed(tree):
 
     def build(node, as_q):
         if isinstance(node, str):
-            return promql.Q(node) if as_q else promql.F(values[node])
+            return Selector(node) if as_q else F(values[node])
         if isinstance(node, float):
             return node
         op, left, right = node
         lhs, rhs = build(left, as_q), build(right, as_q)
         constant = type(lhs) is float and type(rhs) is float
         if constant:  # folded in Python, as the formulas fold their constants
-            lhs = promql.F(lhs)
+            lhs = F(lhs)
         result = {"+": lambda: lhs + rhs, "-": lambda: lhs - rhs, "*": lambda: lhs * rhs, "/": lambda: lhs / rhs}[op]()
         if constant:
             assume(math.isfinite(result))
             return float(result)
         return result
 
-    text = str(build(tree, True))
+    text = render(lift(build(tree, True)))
     direct = build(tree, False)
     promql_parser.parse(text.replace("a", "x").replace("b", "y").replace("c", "z"))
-    again = eval(text, {"__builtins__": {}}, {k: promql.F(v) for k, v in values.items()})  # noqa: S307
+    again = eval(text, {"__builtins__": {}}, {k: F(v) for k, v in values.items()})  # noqa: S307
     assert (math.isnan(direct) and math.isnan(again)) or again == direct
 
 
 def test_the_simulated_gate_fires_when_the_score_test_first_says_breach():
     """The firing time the tests expect is the first evaluation where the statistics say breach."""
     plan = plan_of(GOLDEN / "in-ramp.yaml").at("canary")
-    (rule,) = [r for r in promql.alert_rules(plan) if r.kind == "gate" and r.gate.kind == "error_rate"]
+    (rule,) = [r for r in alerts.alert_rules(plan) if r.kind == "gate" and r.gate.kind == "error_rate"]
     gate = rule.gate
-    inputs = prometheus.Scenario(plan)._breach_plan(rule)(1200, 600)
+    inputs = promtool.Scenario(plan, lambda rule, value: {})._breach_plan(rule)(1200, 600)
     (timeline,) = promsim.simulate(plan, [rule], inputs, every=15)
     canary = inputs.flows["canary"]
     steps = gate.window // promsim.STEP
@@ -147,11 +148,11 @@ def test_the_simulated_gate_fires_when_the_score_test_first_says_breach():
     def breach(i):
         n = sum(canary.requests[max(1, i - steps + 1): i + 1])
         e = sum(canary.errors[max(1, i - steps + 1): i + 1])
-        return n >= plan.metrics.min_requests and promql.score_test_breach(e, n, float(gate.threshold))
+        return n >= plan.metrics.min_requests and statistics.score_test_breach(e, n, float(gate.threshold))
 
     expected = next(i for i in range(inputs.steps) if breach(i))
     assert timeline.first_firing() == expected
-    assert timeline.first_firing() * 15 > prometheus.Scenario(plan).warmup
+    assert timeline.first_firing() * 15 > promtool.Scenario(plan, lambda rule, value: {}).warmup
 
 
 # --------------------------------------------------------------------------- rules
@@ -199,7 +200,7 @@ def test_one_alert_per_gate_thresholds_and_for_from_the_spec():
 
 def test_custom_gate_queries_are_for_the_canary():
     plan = plan_of(SPECS / "moe-intelligence.yaml").at("full")
-    records = [r for r in rules_of(plan) if r.get("record") == promql.CUSTOM_RECORD]
+    records = [r for r in rules_of(plan) if r.get("record") == conventions.CUSTOM_RECORD]
     assert {r["labels"]["gate"] for r in records} == {"expert_accuracy", "false_positive_rate", "orchestration_overhead",
                                                        "throughput"}
     for record in records:
@@ -242,7 +243,7 @@ def test_environment_labels_and_rollback_command():
         assert alert["labels"]["environment"] == "staging"
         assert alert["annotations"]["rollback_command"].endswith(" --env staging")
     for record in (r for r in rules_of(plan) if "record" in r):
-        if record["record"].startswith(promql.LEVEL):
+        if record["record"].startswith(conventions.LEVEL):
             assert 'environment="staging"' in record["expr"] or record["labels"]["environment"] == "staging"
 
 
@@ -310,7 +311,7 @@ def test_lint_burn_rate_page_that_can_never_fire(tmp_path):
     assert any("warning: the 90% objective of stage 'full' leaves no room for the 14.4x burn-rate alert" in p
                for p in problems), problems
     plan = plan_of(path).at("full")
-    factors = sorted(r.burn.factor for r in promql.alert_rules(plan) if r.kind == "burn")
+    factors = sorted(r.burn.factor for r in alerts.alert_rules(plan) if r.kind == "burn")
     assert factors == [1.0, 6.0]
 
 
@@ -331,12 +332,12 @@ def test_after_a_blue_green_switch_the_new_colour_is_measured_on_the_stable_rout
 
     def canary_requests(stage: str) -> str:
         return next(r["expr"] for r in rules_of(plan.at(stage))
-                    if r.get("record") == promql.requests_record(300) and r["labels"]["variant"] == "canary")
+                    if r.get("record") == conventions.requests_record(300) and r["labels"]["variant"] == "canary")
 
     assert 'canary="production-ai-orchestra-preview-80"' in canary_requests("canary-50")
     assert 'canary=""' in canary_requests("switch")  # served by the main Ingress, which now selects green
     generic = plan_of(GOLDEN / "in-blue-green.yaml")  # versions tell the colours apart: nothing to swap
     assert generic.metrics.source == "generic"
     switched = next(r["expr"] for r in rules_of(generic.at("switch"))
-                    if r.get("record") == promql.requests_record(300) and r["labels"]["variant"] == "canary")
+                    if r.get("record") == conventions.requests_record(300) and r["labels"]["variant"] == "canary")
     assert 'version="v2.0.0"' in switched

@@ -19,6 +19,8 @@ import yaml
 from compiler import emit
 from compiler import pipeline
 from compiler.ir.plan import ROLLBACK, Plan
+from compiler.gates import alerts, conventions
+from compiler.gates.algebra import number
 from compiler.targets.observability import prometheus
 from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, compile_files, plan_of, plans_of, tool
 from test_prometheus import HOSTILE, hostile_spec, spec
@@ -105,9 +107,9 @@ def test_every_alert_has_a_breach_a_healthy_run_and_zero_traffic():
         assert names[0].startswith("healthy:") and "Poisson" in names[0]
         assert names[1].startswith("zero canary traffic") and "no rollback" in names[1]
         assert names[2].startswith("no canary series")
-        alerts = {r.name for r in prometheus.promql.alert_rules(plan) if r.kind != "starved"}
+        expected = {r.name for r in alerts.alert_rules(plan) if r.kind != "starved"}
         covered = {n.split(":")[0] for n in names[3:]}
-        assert covered == alerts
+        assert covered == expected
         for test in tests[3:]:
             assert re.search(r"fires at \S+", test["name"]) or "cannot fire" in test["name"], test["name"]
 
@@ -135,7 +137,7 @@ def test_a_changed_rule_fails_its_tests(tmp_path, old, new, alert):
 def test_each_burn_rate_page_is_shown_to_fire_and_clear(tmp_path, factor):
     """Silencing one page (its threshold out of reach) fails the generated tests."""
     plan = plan_of(GOLDEN / "in-full.yaml")
-    limit = prometheus.promql.number(factor * float(prometheus.promql.error_gate(plan.current).threshold))
+    limit = number(factor * float(conventions.error_gate(plan.current).threshold))
     folder = _mutated(tmp_path, plan, f"> {limit} and", "> 0.99 and")
     result = promtool("test", "rules", str(folder / "rules.test.yaml"))
     assert result.returncode != 0 and "alertname: ProfileErrorBudgetBurn" in result.stdout + result.stderr
@@ -152,8 +154,8 @@ def test_ingress_nginx_series_scraped_without_honor_labels_are_read_from_exporte
     path = tmp_path / "ai-orchestra.yaml"
     path.write_text(text)
     plan = plan_of(path, "production").at("canary-5")
-    assert 'exported_namespace="production"' in plan.metrics.canary.requests
-    assert 'namespace="production"' not in plan.metrics.canary.requests.replace("exported_namespace", "")
+    assert 'exported_namespace="production"' in str(plan.metrics.canary.requests(300))
+    assert 'namespace="production"' not in str(plan.metrics.canary.requests(300)).replace("exported_namespace", "")
     folder = write(tmp_path / "out", prometheus.render(plan))
     assert 'exported_namespace=\\"production\\"' in (folder / "rules.test.yaml").read_text()
     result = promtool("test", "rules", str(folder / "rules.test.yaml"))
@@ -183,26 +185,21 @@ stages:
      error_rate_vs_stable: "< 3x"}}"""
 
 
-def test_a_custom_metrics_source_is_tested_too(tmp_path):
-    path = spec(tmp_path, ('stages:\n  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}', CUSTOM_SOURCE))
+UNREADABLE = CUSTOM_SOURCE.replace(
+    "requests: 'sum(rate(app_requests_total{app=\"web\",track=\"$variant\"}[$window]))'",
+    "requests: 'sum(rate(app_ok_total{track=\"$variant\"}[$window])) + sum(rate(app_failures_total{track=\"$variant\"}[$window]))'",
+).replace("latency: 'histogram_quantile", "latency: 'max(app_seconds{quantile=\"$quantile\", track=\"$variant\"}) or histogram_quantile")
+
+
+@pytest.mark.parametrize("source", [CUSTOM_SOURCE, UNREADABLE], ids=["histogram", "quantile-label"])
+def test_a_custom_metrics_source_is_tested_through_the_series_it_records(tmp_path, source):
+    """The user's templates are never parsed back: the tests feed what their rules record."""
+    path = spec(tmp_path, ('stages:\n  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}', source))
     plan = plan_of(path)
     folder = write(tmp_path / "out", prometheus.render(plan))
     test = (folder / "rules.test.yaml").read_text()
-    assert "app_requests_total" in test and "app_failures_total" in test  # exporter series, not recorded ones
-    result = promtool("test", "rules", str(folder / "rules.test.yaml"))
-    assert result.returncode == 0, failures(result.stdout + result.stderr)
-
-
-def test_templates_that_cannot_be_fed_get_their_recorded_series(tmp_path):
-    unreadable = CUSTOM_SOURCE.replace(
-        "requests: 'sum(rate(app_requests_total{app=\"web\",track=\"$variant\"}[$window]))'",
-        "requests: 'sum(rate(app_ok_total{track=\"$variant\"}[$window])) + sum(rate(app_failures_total{track=\"$variant\"}[$window]))'",
-    ).replace("latency: 'histogram_quantile", "latency: 'max(app_seconds{quantile=\"$quantile\", track=\"$variant\"}) or histogram_quantile")
-    path = spec(tmp_path, ('stages:\n  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}', unreadable))
-    plan = plan_of(path)
-    folder = write(tmp_path / "out", prometheus.render(plan))
-    test = (folder / "rules.test.yaml").read_text()
-    assert "app_ok_total" not in test and "rollout_variant:requests:rate5m{" in test
+    assert "app_requests_total" not in test and "app_ok_total" not in test and "app_failures_total" not in test
+    assert "rollout_variant:requests:rate5m{" in test and "rollout_variant:errors:rate5m{" in test
     result = promtool("test", "rules", str(folder / "rules.test.yaml"))
     assert result.returncode == 0, failures(result.stdout + result.stderr)
 

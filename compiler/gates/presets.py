@@ -1,13 +1,13 @@
-"""The ``metrics.source`` presets: PromQL templates for one variant's traffic.
+"""What each ``metrics.source`` reads, as data: the counters and histogram of one variant.
 
-Each preset gives, per variant, three templates:
-
-- ``requests``: requests per second over ``$window``;
-- ``errors``: failed (5xx) requests per second over ``$window``;
-- ``latency``: the ``$quantile`` latency in seconds over ``$window``, or
-  ``None`` when the exporter publishes no latency histogram (HAProxy).
-
-Metric and label names are those the exporters publish:
+A preset names the metric an exporter publishes, the label matchers that
+select one variant's requests, how a failed request is told apart (a label
+matching a pattern, or a counter of its own) and the latency histogram with its
+unit.  :class:`VariantMetrics` prints the queries from that data
+(``sum(rate(...[5m]))``, ``histogram_quantile(...)``) as trees of
+:mod:`compiler.gates.algebra`; the simulator writes input series from the same
+data (an ``ok`` and a ``failed`` sample value per error label), so nothing is
+parsed back from text.
 
 - generic: ``http_requests_total{service, version, code}`` and
   ``http_request_duration_seconds_bucket{service, version, le}``;
@@ -17,21 +17,69 @@ Metric and label names are those the exporters publish:
   (``<namespace>-<canary service>-<port>`` for canary traffic, empty for stable);
 - istio: ``istio_requests_total`` and ``istio_request_duration_milliseconds_bucket``
   (``reporter="destination"``, ``destination_service_namespace``,
-  ``destination_version``, ``response_code``);
+  ``destination_service_name``, ``destination_version``, ``response_code``);
 - haproxy: ``haproxy_backend_http_requests_total`` and
   ``haproxy_backend_http_responses_total{code="5xx"}`` per ``proxy`` (backend);
-  no latency histogram.
+  no latency histogram;
+- custom: the spec's PromQL templates (``$variant``, ``$version``,
+  ``$backend``, ``$window``, ``$quantile``), kept as written.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import promql_parser
 
+from compiler.gates.algebra import Call, Expr, Matcher, Selector, label_value, rate, text, total, window
+
 
 @dataclass(frozen=True)
-class VariantQueries:
+class ErrorLabel:
+    """A failed request is one whose ``label`` matches ``pattern``; sample values of each kind for made-up series."""
+
+    label: str
+    pattern: str
+    failed: str
+    ok: str
+
+    @property
+    def matcher(self) -> Matcher:
+        return (self.label, "=~", self.pattern)
+
+
+@dataclass(frozen=True)
+class Counters:
+    """Where one variant's requests are counted, and its failed requests among them."""
+
+    metric: str
+    labels: tuple[Matcher, ...]  # equality matchers selecting the variant
+    error_label: ErrorLabel | None = None  # failed requests: the same counter, told apart by a label
+    error_metric: str | None = None  # ... or a counter of its own,
+    error_labels: tuple[Matcher, ...] = ()  # selected with these matchers
+
+    def requests(self) -> Selector:
+        return Selector(self.metric, self.labels)
+
+    def errors(self) -> Selector:
+        if self.error_label is not None:
+            return Selector(self.metric, self.labels + (self.error_label.matcher,))
+        assert self.error_metric is not None
+        return Selector(self.error_metric, self.error_labels)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    metric: str  # ..._bucket
+    labels: tuple[Matcher, ...]
+    unit: float  # bucket bounds are seconds times this (1000: milliseconds)
+
+
+@dataclass(frozen=True)
+class Templates:
+    """The ``custom`` source: one variant's PromQL templates, placeholders of the variant filled in."""
+
     requests: str
     errors: str
     latency: str | None
@@ -47,43 +95,71 @@ class VariantLabels:
     port: int
 
 
-def promql_string(value: str) -> str:
-    """A PromQL double-quoted string literal (Go escaping)."""
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t")
-    return f'"{escaped}"'
+@dataclass(frozen=True)
+class VariantMetrics:
+    """The queries of one variant: from exporter counters and a histogram, or from templates."""
+
+    counters: Counters | None
+    histogram: Histogram | None
+    templates: Templates | None = None
+    quantile_levels: bool = True  # the latency can be asked at any quantile level
+
+    @property
+    def has_latency(self) -> bool:
+        return self.histogram is not None or (self.templates is not None and self.templates.latency is not None)
+
+    def requests(self, seconds: int) -> Expr:
+        """Requests per second over the window."""
+        if self.templates is not None:
+            return text(substitute(self.templates.requests, window=window(seconds)))
+        assert self.counters is not None
+        return total(rate(self.counters.requests(), seconds))
+
+    def errors(self, seconds: int) -> Expr:
+        """Failed requests per second over the window."""
+        if self.templates is not None:
+            return text(substitute(self.templates.errors, window=window(seconds)))
+        assert self.counters is not None
+        return total(rate(self.counters.errors(), seconds))
+
+    def latency(self, quantile: Expr, seconds: int) -> Expr:
+        """The latency (seconds) at a quantile level (a number, or ``scalar(...)`` of an expression)."""
+        if self.templates is not None:
+            assert self.templates.latency is not None
+            return text(substitute(self.templates.latency, window=window(seconds)), {"$quantile": quantile})
+        h = self.histogram
+        assert h is not None
+        value: Expr = Call("histogram_quantile", (quantile, total(rate(Selector(h.metric, h.labels), seconds), ("le",))))
+        return value / h.unit if h.unit != 1 else value
+
+    def latency_takes_a_level(self) -> bool:
+        """The latency query can be asked at any quantile level (``$quantile`` used as a number)."""
+        if self.templates is None or self.templates.latency is None:
+            return self.quantile_levels
+        return quantile_is_scalar(self.templates.latency)
 
 
-def selector(labels: list[tuple[str, str, str]]) -> str:
-    """``[("service", "=", "checkout")]`` -> ``{service="checkout"}``."""
-    return "{" + ",".join(f"{name}{op}{promql_string(value)}" for name, op, value in labels) + "}"
+STATUS_5XX = "5.."
 
 
-def _rate(metric: str, labels: list[tuple[str, str, str]]) -> str:
-    return f"sum(rate({metric}{selector(labels)}[$window]))"
-
-
-def _quantile(metric: str, labels: list[tuple[str, str, str]], scale: str = "") -> str:
-    return f"histogram_quantile($quantile, sum by (le) (rate({metric}{selector(labels)}[$window]))){scale}"
+def _histogram(metric: str, labels: list[Matcher], unit: float = 1.0) -> Histogram:
+    return Histogram(metric, tuple(labels), unit)
 
 
 def preset(source: str, name: str, namespace: str, main_ingress: str, variant: VariantLabels,
-           namespace_label: str = "namespace") -> VariantQueries:
+           namespace_label: str = "namespace") -> VariantMetrics:
     if source == "generic":
-        labels = [("service", "=", name), ("version", "=", variant.version)]
-        errors = labels + [("code", "=~", "5..")]
-        return VariantQueries(
-            _rate("http_requests_total", labels),
-            _rate("http_requests_total", errors),
-            _quantile("http_request_duration_seconds_bucket", labels),
+        labels: list[Matcher] = [("service", "=", name), ("version", "=", variant.version)]
+        return VariantMetrics(
+            Counters("http_requests_total", tuple(labels), ErrorLabel("code", STATUS_5XX, "500", "200")),
+            _histogram("http_request_duration_seconds_bucket", labels),
         )
     if source == "ingress-nginx":
         canary = f"{namespace}-{variant.backend}-{variant.port}" if variant.role == "canary" else ""
         labels = [(namespace_label, "=", namespace), ("ingress", "=", main_ingress), ("canary", "=", canary)]
-        errors = labels + [("status", "=~", "5..")]
-        return VariantQueries(
-            _rate("nginx_ingress_controller_requests", labels),
-            _rate("nginx_ingress_controller_requests", errors),
-            _quantile("nginx_ingress_controller_request_duration_seconds_bucket", labels),
+        return VariantMetrics(
+            Counters("nginx_ingress_controller_requests", tuple(labels), ErrorLabel("status", STATUS_5XX, "500", "200")),
+            _histogram("nginx_ingress_controller_request_duration_seconds_bucket", labels),
         )
     if source == "istio":
         labels = [
@@ -92,29 +168,36 @@ def preset(source: str, name: str, namespace: str, main_ingress: str, variant: V
             ("destination_service_name", "=", variant.backend),  # the variant's Service: no other workload's
             ("destination_version", "=", variant.version),
         ]
-        errors = labels + [("response_code", "=~", "5..")]
-        return VariantQueries(
-            _rate("istio_requests_total", labels),
-            _rate("istio_requests_total", errors),
-            _quantile("istio_request_duration_milliseconds_bucket", labels, " / 1000"),
+        return VariantMetrics(
+            Counters("istio_requests_total", tuple(labels), ErrorLabel("response_code", STATUS_5XX, "500", "200")),
+            _histogram("istio_request_duration_milliseconds_bucket", labels, 1000.0),
         )
     if source == "haproxy":
         labels = [("proxy", "=", variant.backend)]
-        return VariantQueries(
-            _rate("haproxy_backend_http_requests_total", labels),
-            _rate("haproxy_backend_http_responses_total", labels + [("code", "=", "5xx")]),
+        return VariantMetrics(
+            Counters("haproxy_backend_http_requests_total", tuple(labels),
+                     error_metric="haproxy_backend_http_responses_total", error_labels=(*labels, ("code", "=", "5xx"))),
             None,
         )
     raise ValueError(f"unknown metrics source {source!r}")
 
 
-def substitute(template: str, variant: VariantLabels | None = None, window: str | None = None, quantile: str | None = None) -> str:
+def from_templates(requests: str, errors: str, latency: str | None, variant: VariantLabels) -> VariantMetrics:
+    return VariantMetrics(None, None, Templates(substitute(requests, variant), substitute(errors, variant),
+                                                substitute(latency, variant) if latency else None))
+
+
+# --------------------------------------------------------------------------- templates
+
+
+def substitute(template: str, variant: VariantLabels | None = None, window: str | None = None,
+               quantile: str | None = None) -> str:
     text = template
     if variant is not None:
         text = (
-            text.replace("$variant", promql_label_safe(variant.role))
-            .replace("$version", promql_label_safe(variant.version))
-            .replace("$backend", promql_label_safe(variant.backend))
+            text.replace("$variant", label_safe(variant.role))
+            .replace("$version", label_safe(variant.version))
+            .replace("$backend", label_safe(variant.backend))
         )
     if window is not None:
         text = text.replace("$window", window)
@@ -123,9 +206,17 @@ def substitute(template: str, variant: VariantLabels | None = None, window: str 
     return text
 
 
-def promql_label_safe(value: str) -> str:
+def label_safe(value: str) -> str:
     """A value substituted inside a template's quotes: validated label-safe already, escaped anyway."""
-    return promql_string(value)[1:-1]
+    return label_value(value)
+
+
+_QUOTED_QUANTILE = re.compile(r"""(["'`])[^"'`]*\$quantile[^"'`]*\1""")
+
+
+def quantile_is_scalar(template: str) -> bool:
+    """``$quantile`` is used as a number (``histogram_quantile($quantile, ...)``), not inside a label value."""
+    return not _QUOTED_QUANTILE.search(template)
 
 
 def parse_error(expression: str) -> str | None:
@@ -137,7 +228,18 @@ def parse_error(expression: str) -> str | None:
     return None
 
 
+SAMPLE = VariantLabels("canary", "v1", "backend", 80)
+
+
 def check_template(template: str) -> str | None:
     """Parse a template with sample values in every placeholder."""
-    sample = VariantLabels("canary", "v1", "backend", 80)
-    return parse_error(substitute(template, sample, "5m", "0.99"))
+    return parse_error(substitute(template, SAMPLE, "5m", "0.99"))
+
+
+def yields_a_number(query: str) -> bool:
+    """A query that is a number literal once its placeholders are filled (it needs no series)."""
+    try:
+        return isinstance(promql_parser.parse(substitute(query, SAMPLE, "5m", "0.99")), promql_parser.NumberLiteral)
+    except Exception:  # an unparsable query is a lint error of its own
+        return False
+

@@ -1,40 +1,54 @@
-"""Traffic made for promtool, and what the generated rules will do with it.
+"""Made-up traffic, and what the rules of :mod:`compiler.gates.alerts` do with it.
 
-Three parts, used by the promtool unit tests the Prometheus target writes and by
-the detection benchmark:
+Three parts, used by the promtool unit tests the Prometheus target writes and
+by the detection benchmark:
 
 - :class:`Flow`: one variant's requests, errors and slow requests per scrape,
   built from :class:`Phase` s, exactly (deterministic) or as Poisson traffic
   from a seeded generator.
-- :func:`layout`: the exporter series a metrics source reads, found by parsing
-  its PromQL templates (which metric, which labels make a request an error,
-  which histogram and unit); sources whose templates cannot be read that way
-  (``custom``) get their recorded series fed directly.
-- :func:`simulate`: the rules of :mod:`compiler.promql` evaluated in Python the
-  way Prometheus 2.x evaluates them (range selection, ``rate`` extrapolation,
-  ``sum`` order, ``histogram_quantile``, the ``for`` state machine), so a test
-  can say when an alert fires, when it clears and with which ``$value``.
+- :func:`input_series`: the exporter series a metrics source reads, written
+  from the preset's data (:mod:`compiler.gates.presets`: which counter, which
+  label value marks a failed request, which histogram in which unit).  A
+  ``custom`` source's queries are the user's own: the series its rules record
+  are fed instead, computed by the same rules over stand-in counters.
+- :func:`simulate`: the rules' expression trees evaluated the way Prometheus 2.x
+  evaluates them (selection with a 5-minute look-back, ``rate`` extrapolation,
+  vector matching, ``sum``, ``histogram_quantile``, ``absent``, rule order in a
+  group, the ``for`` state machine), at every evaluation of a test at once.
 """
 
 from __future__ import annotations
 
 import math
 import random
-import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from fractions import Fraction
-from collections.abc import Iterable, Sequence
+from typing import Union
 
-import promql_parser
-
-from compiler.gates import presets as metrics
-from compiler.gates import promql
+from compiler.gates import alerts, conventions as c
+from compiler.gates.algebra import (
+    COMPARISONS,
+    Aggregate,
+    Binary,
+    Call,
+    Expr,
+    Matcher,
+    Number,
+    Paren,
+    Range,
+    Selector,
+    Text,
+    divide,
+    number,
+    string,
+)
+from compiler.gates.presets import Counters, ErrorLabel, Histogram, VariantMetrics
 from compiler.ir.plan import Plan
-from compiler.gates.promql import F
 
 STEP = 15  # scrape interval of the input series, seconds
-
+LOOKBACK = 300  # Prometheus' default look-back for instant selectors
 
 # --------------------------------------------------------------------------- traffic
 
@@ -62,6 +76,17 @@ class Flow:
 
 def flow(phases: Sequence[Phase], rng: random.Random | None = None) -> Flow:
     """Traffic of consecutive phases: exact expected counts, or Poisson/binomial draws from ``rng``."""
+    if rng is None:
+        return _exact_flow(tuple(phases))
+    return _flow(phases, rng)
+
+
+@lru_cache(maxsize=256)
+def _exact_flow(phases: tuple[Phase, ...]) -> Flow:
+    return _flow(phases, None)
+
+
+def _flow(phases: Sequence[Phase], rng: random.Random | None) -> Flow:
     requests, errors, slow = [0], [0], [0]
     for phase in phases:
         steps = phase.seconds // STEP
@@ -137,166 +162,18 @@ def binomial(rng: random.Random, n: int, p: float) -> int:
         count += 1
 
 
-def cumulative(increments: Sequence[int]) -> list[int]:
+def cumulative(increments: Sequence[int]) -> list[float]:
     out, total = [], 0
     for value in increments:
         total += value
-        out.append(total)
+        out.append(float(total))
     return out
 
 
-# --------------------------------------------------------------------------- exporter series of a metrics source
+# --------------------------------------------------------------------------- input series
 
-
-class Unreadable(ValueError):
-    """A template this module cannot turn into input series; its recorded series are fed instead."""
-
-
-Labels = tuple[tuple[str, str], ...]
-_POSITIVE = ("500", "503", "5xx", "error", "true", "1", "failed", "x")
-_NEGATIVE = ("200", "2xx", "ok", "success", "false", "0", "")
-
-
-@dataclass(frozen=True)
-class CounterLayout:
-    """Where one variant's requests and errors are counted."""
-
-    kind: str  # "shared": one metric, an error label; "separate": a total counter and an error counter
-    ok: tuple[str, Labels] | None  # shared: requests that are not errors
-    errors: tuple[str, Labels]
-    total: tuple[str, Labels] | None  # separate: every request
-
-
-@dataclass(frozen=True)
-class HistogramLayout:
-    name: str
-    labels: Labels
-    unit: float  # bucket bounds are seconds times this (istio: 1000)
-
-
-@dataclass(frozen=True)
-class Layout:
-    counters: CounterLayout | None  # None: feed the recorded rates
-    histogram: HistogramLayout | None  # None: feed the recorded quantiles (when there is a latency template)
-
-
-def _walk(node: object) -> Iterable[object]:
-    yield node
-    for attr in ("lhs", "rhs", "expr", "param", "vector_selector"):
-        child = getattr(node, attr, None)
-        if child is not None and not isinstance(child, (str, int, float)):
-            yield from _walk(child)
-    args = getattr(node, "args", None)
-    if isinstance(args, list):
-        for arg in args:
-            yield from _walk(arg)
-
-
-def _selectors(template: str) -> list[tuple[str, list[tuple[str, str, str]]]]:
-    text = metrics.substitute(template, window="5m", quantile="0.5")
-    tree = promql_parser.parse(text)
-    found = []
-    for node in _walk(tree):
-        if type(node).__name__ == "VectorSelector":
-            matchers = [(m.name, _op(m.op), m.value) for m in node.matchers.matchers]
-            name = node.name or next((v for n, o, v in matchers if n == "__name__" and o == "="), None)
-            if name is None:
-                raise Unreadable("a selector without a metric name")
-            found.append((name, [m for m in matchers if m[0] != "__name__"]))
-    return found
-
-
-def _op(op: object) -> str:
-    return {"Equal": "=", "NotEqual": "!=", "Re": "=~", "NotRe": "!~"}[str(op).split(".")[-1].split("(")[0]]
-
-
-def _matches(op: str, pattern: str, value: str) -> bool:
-    if op == "=":
-        return value == pattern
-    if op == "!=":
-        return value != pattern
-    hit = re.fullmatch(pattern, value) is not None
-    return hit if op == "=~" else not hit
-
-
-def _value(required: list[tuple[str, str]], refused: list[tuple[str, str]] | None = None) -> str:
-    """A label value matching every (op, pattern) of ``required`` and, if given, failing one of ``refused``."""
-    candidates = [p for op, p in required + (refused or []) if op == "="] + list(_POSITIVE + _NEGATIVE)
-    for value in candidates:
-        if all(_matches(op, p, value) for op, p in required):
-            if refused is None or not all(_matches(op, p, value) for op, p in refused):
-                return value
-    raise Unreadable("no label value satisfies the matchers")
-
-
-def _labels(matchers: list[tuple[str, str, str]], refused: list[tuple[str, str, str]] | None = None) -> Labels:
-    names = sorted({m[0] for m in matchers} | {m[0] for m in refused or []})
-    out = []
-    for name in names:
-        required = [(op, p) for n, op, p in matchers if n == name]
-        against = [(op, p) for n, op, p in refused or [] if n == name]
-        value = _value(required, against if against else None)
-        if value:
-            out.append((name, value))
-    return tuple(out)
-
-
-def counter_layout(queries: metrics.VariantQueries) -> CounterLayout:
-    requests, errors = _selectors(queries.requests), _selectors(queries.errors)
-    if len(requests) != 1 or len(errors) != 1:
-        raise Unreadable("requests and errors must each read one metric")
-    (r_name, r_matchers), (e_name, e_matchers) = requests[0], errors[0]
-    if r_name == e_name:
-        extra = [m for m in e_matchers if m not in r_matchers]
-        if not extra or any(m not in e_matchers for m in r_matchers):
-            raise Unreadable("the errors selector must narrow the requests selector")
-        ok = _labels(r_matchers, extra)
-        return CounterLayout("shared", (r_name, ok), (e_name, _labels(e_matchers)), None)
-    return CounterLayout("separate", None, (e_name, _labels(e_matchers)), (r_name, _labels(r_matchers)))
-
-
-def histogram_layout(template: str) -> HistogramLayout:
-    text = metrics.substitute(template, window="5m", quantile="0.5")
-    tree = promql_parser.parse(text)
-    unit = 1.0
-    if type(tree).__name__ == "BinaryExpr" and type(tree.rhs).__name__ == "NumberLiteral":
-        op = str(tree.op)
-        if op == "/":
-            unit = float(tree.rhs.val)
-        elif op == "*":
-            unit = 1 / float(tree.rhs.val)
-        else:
-            raise Unreadable("only a scale (* or /) may follow histogram_quantile")
-        tree = tree.lhs
-    while type(tree).__name__ == "ParenExpr":
-        tree = tree.expr
-    if type(tree).__name__ != "Call" or tree.func.name != "histogram_quantile":
-        raise Unreadable("the latency template is not a histogram_quantile")
-    selectors = _selectors(template)
-    if len(selectors) != 1 or not selectors[0][0].endswith("_bucket"):
-        raise Unreadable("the latency template must read one _bucket metric")
-    name, matchers = selectors[0]
-    if any(m[0] == "le" for m in matchers):
-        raise Unreadable("the latency template must not match `le`")
-    return HistogramLayout(name, _labels(matchers), unit)
-
-
-@lru_cache(maxsize=256)
-def layout(queries: metrics.VariantQueries) -> Layout:
-    try:
-        counters: CounterLayout | None = counter_layout(queries)
-    except (Unreadable, ValueError):
-        counters = None
-    histogram = None
-    if queries.latency is not None:
-        try:
-            histogram = histogram_layout(queries.latency)
-        except (Unreadable, ValueError):
-            histogram = None
-    return Layout(counters, histogram)
-
-
-# --------------------------------------------------------------------------- inputs of a promtool test
+Labels = tuple[tuple[str, str], ...]  # sorted by name, no empty values; __name__ included for raw series
+Values = list[Union[float, None]]  # one per scrape or evaluation; None: no sample
 
 
 @dataclass
@@ -307,10 +184,141 @@ class Inputs:
     flows: dict[str, Flow | None]
     custom: dict[str, list[float]] = field(default_factory=dict)  # gate name -> value per scrape
     buckets: tuple[float, float] = (0.1, 1.0)  # seconds: fast requests <= [0], slow ones <= [1]
+    _series: dict[int, list[InputSeries]] = field(default_factory=dict, repr=False, compare=False)
 
 
-def series_text(name: str, labels: Labels) -> str:
-    return name + "{" + ",".join(f"{k}={metrics.promql_string(v)}" for k, v in labels) + "}"
+@dataclass(frozen=True)
+class InputSeries:
+    name: str
+    labels: Labels  # without __name__
+    values: tuple[float | None, ...]  # per scrape
+
+    @property
+    def text(self) -> str:
+        return self.name + "{" + ",".join(f"{k}={string(v)}" for k, v in self.labels) + "}"
+
+    def promtool(self) -> dict[str, str]:
+        if all(v is not None for v in self.values):
+            values = expanding([v for v in self.values if v is not None])
+        else:
+            values = " ".join("_" if v is None or math.isnan(v) else _num(v) for v in self.values)
+        return {"series": self.text, "values": values}
+
+
+def _labels(pairs: Sequence[tuple[str, str]]) -> Labels:
+    return tuple(sorted((k, v) for k, v in dict(pairs).items() if v != ""))
+
+
+def _equalities(matchers: Sequence[Matcher]) -> list[tuple[str, str]]:
+    return [(name, value) for name, op, value in matchers if op == "="]
+
+
+def bucket_bounds(buckets: tuple[float, float], unit: float) -> list[tuple[str, float]]:
+    """(``le`` label, bound) of the three buckets, in the histogram's unit."""
+    fast, slow = (b * unit for b in buckets)
+    return [(number(fast), fast), (number(slow), slow), ("+Inf", math.inf)]
+
+
+def _counter_series(counters: Counters, f: Flow) -> list[InputSeries]:
+    errors = tuple(cumulative(f.errors))
+    base = _equalities(counters.labels)
+    if counters.error_label is not None:
+        label: ErrorLabel = counters.error_label
+        ok = tuple(cumulative([n - e for n, e in zip(f.requests, f.errors)]))
+        return [InputSeries(counters.metric, _labels(base + [(label.label, label.ok)]), ok),
+                InputSeries(counters.metric, _labels(base + [(label.label, label.failed)]), errors)]
+    assert counters.error_metric is not None
+    return [InputSeries(counters.metric, _labels(base), tuple(cumulative(f.requests))),
+            InputSeries(counters.error_metric, _labels(_equalities(counters.error_labels)), errors)]
+
+
+def _bucket_series(histogram: Histogram, f: Flow, buckets: tuple[float, float]) -> list[InputSeries]:
+    fast = tuple(cumulative([n - s for n, s in zip(f.requests, f.slow)]))
+    every = tuple(cumulative(f.requests))
+    base = _equalities(histogram.labels)
+    return [InputSeries(histogram.metric, _labels(base + [("le", le)]), values)
+            for (le, _), values in zip(bucket_bounds(buckets, histogram.unit), (fast, every, every))]
+
+
+#: Stand-in counters for sources whose queries are the user's own (``custom``): their recorded series are fed,
+#: computed by the same rules over these.
+STAND_IN = "rollout_simulated"
+
+
+def _stand_in(role: str, metrics: VariantMetrics) -> VariantMetrics:
+    labels: tuple[Matcher, ...] = (("variant", "=", role),)
+    histogram = Histogram(f"{STAND_IN}_request_duration_seconds_bucket", labels, 1.0) if metrics.has_latency else None
+    counters = Counters(f"{STAND_IN}_requests_total", labels, ErrorLabel("code", "5..", "500", "200"))
+    return VariantMetrics(counters, histogram, quantile_levels=metrics.latency_takes_a_level())
+
+
+def uses_templates(plan: Plan) -> bool:
+    """The queries are the user's own (the ``custom`` source)."""
+    return plan.metrics.canary.templates is not None
+
+
+def measured_plan(plan: Plan) -> Plan:
+    """The plan with stand-in counters where the queries are the user's own."""
+    if not uses_templates(plan):
+        return plan
+    m = plan.metrics
+    return replace(plan, metrics=replace(m, stable=_stand_in("stable", m.stable), canary=_stand_in("canary", m.canary)))
+
+
+def exporter_series(plan: Plan, inputs: Inputs) -> list[InputSeries]:
+    """The series the metrics source reads."""
+    out: list[InputSeries] = []
+    for role in c.ROLES:
+        f = inputs.flows.get(role)
+        if f is None:
+            continue
+        metrics = c.variant_metrics(plan, role)
+        assert metrics.counters is not None
+        out += _counter_series(metrics.counters, f)
+        if metrics.histogram is not None:
+            out += _bucket_series(metrics.histogram, f, inputs.buckets)
+    return out
+
+
+def custom_series(plan: Plan, inputs: Inputs) -> list[InputSeries]:
+    out = []
+    for gate, values in sorted(inputs.custom.items()):
+        labels = _labels(list({**c.variant_labels(plan, "canary"), "gate": gate}.items()))
+        out.append(InputSeries(c.CUSTOM_RECORD, labels, tuple(values)))
+    return out
+
+
+def fed_records(plan: Plan, inputs: Inputs) -> list[InputSeries]:
+    """The series recorded by rules whose expression is the user's PromQL, as the same rules compute them
+    over stand-in counters."""
+    measured = measured_plan(plan)
+    scrapes = [i * STEP for i in range(inputs.steps)]
+    world = World(measured, exporter_series(measured, inputs), scrapes)
+    out = []
+    for record in alerts.records(plan):
+        labels = dict(record.labels)
+        if not isinstance(record.expr, Text) or record.name == c.CUSTOM_RECORD or inputs.flows.get(labels["variant"]) is None:
+            continue
+        vector = world.record(record.name, record.labels)
+        values = next(iter(vector.values())) if vector else [None] * len(scrapes)
+        sampled = tuple(None if v is None or math.isnan(v) else v for v in values)  # NaN: no sample, as promtool reads "_"
+        out.append(InputSeries(record.name, _labels(list(record.labels)), sampled))
+    return out
+
+
+def series_of(plan: Plan, inputs: Inputs) -> list[InputSeries]:
+    """Every series a test group feeds: the source's exporter series (or the recorded series of the user's
+    queries) and the custom gates' values."""
+    key = id(plan)
+    if key not in inputs._series:
+        base = fed_records(plan, inputs) if uses_templates(plan) else exporter_series(plan, inputs)
+        inputs._series[key] = base + custom_series(plan, inputs)
+    return inputs._series[key]
+
+
+def input_series(plan: Plan, inputs: Inputs) -> list[dict[str, str]]:
+    """promtool ``input_series`` for one test group."""
+    return [s.promtool() for s in series_of(plan, inputs)]
 
 
 def expanding(values: Sequence[float]) -> str:
@@ -338,91 +346,10 @@ def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() and abs(value) < 2**53 else repr(float(value))
 
 
-def input_series(plan: Plan, inputs: Inputs) -> list[dict[str, str]]:
-    """promtool ``input_series`` for one test group (exporter series where the source allows it)."""
-    out: list[dict[str, str]] = []
-    recorded = Recorded(plan, inputs)
-    for role in ("stable", "canary"):
-        f = inputs.flows.get(role)
-        if f is None:
-            continue
-        shape = layout(promql.variant_queries(plan, role))
-        if shape.counters is not None:
-            out.extend(_counter_series(shape.counters, f))
-        else:
-            out.extend(_recorded_rates(plan, role, recorded))
-        if promql.variant_queries(plan, role).latency is not None:
-            if shape.histogram is not None:
-                out.extend(_bucket_series(shape.histogram, f, inputs.buckets))
-            else:
-                out.extend(_recorded_latency(plan, role, recorded))
-    for gate, values in sorted(inputs.custom.items()):
-        labels = tuple(sorted({**promql.variant_labels(plan, "canary"), "gate": gate}.items()))
-        out.append({"series": series_text(promql.CUSTOM_RECORD, labels), "values": expanding(values)})
-    return out
-
-
-def _counter_series(shape: CounterLayout, f: Flow) -> list[dict[str, str]]:
-    errors = cumulative(f.errors)
-    if shape.kind == "shared":
-        assert shape.ok is not None
-        ok = cumulative([n - e for n, e in zip(f.requests, f.errors)])
-        pairs = [(shape.ok, ok), (shape.errors, errors)]
-    else:
-        assert shape.total is not None
-        pairs = [(shape.total, cumulative(f.requests)), (shape.errors, errors)]
-    return [{"series": series_text(name, labels), "values": expanding(values)} for (name, labels), values in pairs]
-
-
-def bucket_bounds(buckets: tuple[float, float], unit: float) -> list[tuple[str, float]]:
-    """(``le`` label, bound) of the three buckets, in the histogram's unit."""
-    fast, slow = (b * unit for b in buckets)
-    return [(promql.number(fast), fast), (promql.number(slow), slow), ("+Inf", math.inf)]
-
-
-def _bucket_series(shape: HistogramLayout, f: Flow, buckets: tuple[float, float]) -> list[dict[str, str]]:
-    fast = cumulative([n - s for n, s in zip(f.requests, f.slow)])
-    total = cumulative(f.requests)
-    out = []
-    for (le, _), values in zip(bucket_bounds(buckets, shape.unit), (fast, total, total)):
-        labels = tuple(sorted(shape.labels + (("le", le),)))
-        out.append({"series": series_text(shape.name, labels), "values": expanding(values)})
-    return out
-
-
-def _gauge(name: str, labels: dict[str, str], values: Sequence[float | None]) -> dict[str, str]:
-    text = " ".join("_" if v is None or math.isnan(v) else _num(v) for v in values)
-    return {"series": series_text(name, tuple(sorted(labels.items()))), "values": text}
-
-
-def _recorded_rates(plan: Plan, role: str, recorded: Recorded) -> list[dict[str, str]]:
-    labels = promql.variant_labels(plan, role)
-    out = []
-    for seconds in promql.windows_of(plan, role):
-        for name, quantity in ((promql.requests_record(seconds), "requests"), (promql.errors_record(seconds), "errors")):
-            values = [recorded.rate(role, quantity, seconds, i) for i in range(recorded.steps)]
-            out.append(_gauge(name, labels, values))
-    return out
-
-
-def _recorded_latency(plan: Plan, role: str, recorded: Recorded) -> list[dict[str, str]]:
-    labels = promql.variant_labels(plan, role)
-    out = []
-    for seconds in promql.recorded_windows(plan):
-        for q in promql.QUANTILES:
-            values = [recorded.latency(role, q, seconds, i) for i in range(recorded.steps)]
-            out.append(_gauge(promql.latency_record(q, seconds), labels, values))
-    if role == "canary":
-        for q, seconds in sorted({(g.quantile, g.window) for g in plan.current.gates if g.kind == "latency"}):
-            values = [recorded.latency_lower(q, seconds, i) for i in range(recorded.steps)]
-            out.append(_gauge(promql.latency_lower_record(q, seconds), labels, values))
-    return out
-
-
 # --------------------------------------------------------------------------- Prometheus, in Python
 
 
-def extrapolated_rate(times: Sequence[int], values: Sequence[float], at: int, seconds: int) -> float | None:
+def extrapolated_rate(times: Sequence[int], values: Sequence[float | None], at: int, seconds: int) -> float | None:
     """``rate(x[seconds])`` at ``at`` as Prometheus 2.x computes it (range closed at both ends).
 
     ``times`` are every ``STEP`` seconds from 0; ``values`` never decrease.
@@ -431,8 +358,10 @@ def extrapolated_rate(times: Sequence[int], values: Sequence[float], at: int, se
     first_index = max(0, -(-(at - seconds) // STEP))
     if last_index - first_index < 1:
         return None
-    first_t, last_t = times[first_index], times[last_index]
     first_v, last_v = values[first_index], values[last_index]
+    if first_v is None or last_v is None:
+        return None
+    first_t, last_t = times[first_index], times[last_index]
     result = last_v - first_v  # inputs are sums of non-negative increments: no counter resets
     to_start = float(first_t - (at - seconds))
     to_end = float(at - last_t)
@@ -446,7 +375,23 @@ def extrapolated_rate(times: Sequence[int], values: Sequence[float], at: int, se
     interval = sampled
     interval += to_start if to_start < threshold else average / 2
     interval += to_end if to_end < threshold else average / 2
-    return F(result * (interval / sampled) / seconds)
+    return result * (interval / sampled) / seconds
+
+
+def rates(times: Sequence[int], values: Sequence[float | None], at: Sequence[int], seconds: int) -> Values:
+    """:func:`extrapolated_rate` at each of ``at``; a full window of samples every STEP is a plain difference."""
+    out: Values = []
+    span = seconds // STEP
+    aligned = seconds % STEP == 0
+    last = len(values) - 1
+    for t in at:
+        i = t // STEP
+        if aligned and t % STEP == 0 and i <= last and i - span >= 0:
+            first_v, last_v = values[i - span], values[i]
+            out.append(None if first_v is None or last_v is None else (last_v - first_v) / seconds)
+        else:
+            out.append(extrapolated_rate(times, values, t, seconds))
+    return out
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -460,7 +405,7 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     buckets = sorted(buckets)
     if not buckets or not math.isinf(buckets[-1][0]):
         return math.nan
-    counts = [c for _, c in buckets]
+    counts = [b for _, b in buckets]
     for i in range(1, len(counts)):  # ensureMonotonic
         if counts[i] < counts[i - 1]:
             counts[i] = counts[i - 1]
@@ -483,188 +428,322 @@ def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     return start + (end - start) * (rank / count)
 
 
-class Recorded:
-    """The recorded series of one test group, computed as the recording rules compute them."""
+Vector = dict[Labels, Values]  # an instant vector at every evaluation: label set -> value (None: no sample)
+Scalar = list[float]
 
-    def __init__(self, plan: Plan, inputs: Inputs):
+
+def _matches(op: str, pattern: str, value: str) -> bool:
+    import re
+
+    if op == "=":
+        return value == pattern
+    if op == "!=":
+        return value != pattern
+    hit = re.fullmatch(pattern, value) is not None
+    return hit if op == "=~" else not hit
+
+
+def _selects(node: Selector, name: str, labels: Labels) -> bool:
+    if node.metric != name:
+        return False
+    found = dict(labels)
+    found["__name__"] = name
+    return all(_matches(op, pattern, found.get(label, "")) for label, op, pattern in node.matchers)
+
+
+def _without_name(labels: Labels) -> Labels:
+    return tuple(pair for pair in labels if pair[0] != "__name__")
+
+
+def _key(labels: Labels, on: bool | None, names: tuple[str, ...]) -> Labels:
+    if on:
+        return tuple(pair for pair in labels if pair[0] in names)
+    return tuple(pair for pair in labels if pair[0] != "__name__" and pair[0] not in names)
+
+
+_ARITHMETIC: dict[str, Callable[[float, float], float]] = {
+    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": divide,
+}
+_COMPARE: dict[str, Callable[[float, float], bool]] = {
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
+    ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b,
+}
+
+
+class World:
+    """Input series and the rules of a plan, evaluated at a list of times (seconds from the first scrape)."""
+
+    def __init__(self, plan: Plan, raw: list[InputSeries], times: Sequence[int],
+                 records: list[alerts.Record] | None = None):
         self.plan = plan
-        self.inputs = inputs
-        self.steps = inputs.steps
-        self.times = [i * STEP for i in range(inputs.steps)]
-        self._cache: dict[tuple, object] = {}
+        self.times = list(times)
+        steps = max((len(s.values) for s in raw), default=0)
+        self.scrape_times = [i * STEP for i in range(steps)]
+        self.raw = raw
+        self.rules = records if records is not None else alerts.records(plan)
+        self._selected: dict[tuple[str, tuple[Matcher, ...]], Vector] = {}
+        self._records: dict[int, Vector] = {}
+        self._memo: dict[int, object] = {}
+        self._keep: list[Expr] = []
 
-    def _counter(self, role: str, quantity: str) -> list[list[float]] | None:
-        key = ("counter", role, quantity)
-        if key not in self._cache:
-            parts = self._counter_series(role, quantity)
-            self._cache[key] = None if parts is None else [values[: self.steps] for values in parts]
-        return self._cache[key]  # type: ignore[return-value]
+    # ---- selection
 
-    def _counter_series(self, role: str, quantity: str) -> list[list[float]] | None:
-        """The cumulative series summed for a quantity, in the order Prometheus sums them (by label set)."""
-        f = self.inputs.flows.get(role)
-        if f is None:
-            return None
-        shape = layout(promql.variant_queries(self.plan, role)).counters
-        errors = [float(v) for v in cumulative(f.errors)]
-        if quantity == "errors":
-            return [errors]
-        if shape is not None and shape.kind == "shared":
-            assert shape.ok is not None
-            ok = [float(v) for v in cumulative([n - e for n, e in zip(f.requests, f.errors)])]
-            parts = sorted([(_sort_key(shape.ok), ok), (_sort_key(shape.errors), errors)], key=lambda p: p[0])
-            return [values for _, values in parts]
-        return [[float(v) for v in cumulative(f.requests)]]
-
-    def rate(self, role: str, quantity: str, seconds: int, i: int) -> float | None:
-        key = ("rate", role, quantity, seconds, i)
-        if key not in self._cache:
-            parts = self._counter(role, quantity)
-            value = None
-            if parts is not None:
-                rates = [extrapolated_rate(self.times, values, self.times[i], seconds) for values in parts]
-                if all(r is not None for r in rates):
-                    value = F(rates[0])
-                    for r in rates[1:]:
-                        value = value + r
-            self._cache[key] = value
-        return self._cache[key]  # type: ignore[return-value]
-
-    def count(self, role: str, quantity: str, seconds: int, i: int) -> F | None:
-        rate = self.rate(role, quantity, seconds, i)
-        return None if rate is None else F(rate) * seconds
-
-    def ratio(self, role: str, seconds: int, i: int) -> F | None:
-        e, n = self.rate(role, "errors", seconds, i), self.rate(role, "requests", seconds, i)
-        return None if e is None or n is None or n == 0 else F(e) / n  # 0/0 is NaN: never past a threshold
-
-    def lower(self, role: str, seconds: int, i: int) -> F | None:
-        e, n = self.count(role, "errors", seconds, i), self.count(role, "requests", seconds, i)
-        return None if e is None or n is None else promql.wilson_lower(e, n)  # type: ignore[return-value]
-
-    def upper(self, role: str, seconds: int, i: int) -> F | None:
-        e, n = self.count(role, "errors", seconds, i), self.count(role, "requests", seconds, i)
-        return None if e is None or n is None else promql.wilson_upper(e, n)  # type: ignore[return-value]
-
-    def _bucket_counters(self, role: str) -> tuple[list[float], list[float]] | None:
-        key = ("buckets", role)
-        if key not in self._cache:
-            f = self.inputs.flows.get(role)
-            self._cache[key] = None if f is None else (
-                [float(v) for v in cumulative([n - s for n, s in zip(f.requests, f.slow)])],
-                [float(v) for v in cumulative(f.requests)],
-            )
-        return self._cache[key]  # type: ignore[return-value]
-
-    def _buckets(self, role: str, seconds: int, i: int) -> list[tuple[float, float]] | None:
-        counters = self._bucket_counters(role)
-        if counters is None:
-            return None
-        fast, total = counters
-        out = []
-        for (_, bound), values in zip(bucket_bounds(self.inputs.buckets, 1.0), (fast, total, total)):
-            rate = extrapolated_rate(self.times, values, self.times[i], seconds)
-            if rate is None:
-                return None
-            out.append((bound, rate))
+    def _instant(self, series: InputSeries) -> Values:
+        """The value an instant selector returns at each time: the latest sample within the look-back."""
+        out: Values = []
+        values = series.values
+        for t in self.times:
+            i = min(t // STEP, len(values) - 1)
+            found = None
+            while i >= 0 and t - i * STEP <= LOOKBACK:
+                v = values[i]
+                if v is not None:
+                    found = v
+                    break
+                i -= 1
+            out.append(found)
         return out
 
-    def _scaled_quantile(self, role: str, q: float, seconds: int, i: int) -> float | None:
-        shape = layout(promql.variant_queries(self.plan, role)).histogram
-        unit = shape.unit if shape is not None else 1.0
-        buckets = self._buckets(role, seconds, i)
-        if buckets is None:
-            return None
-        scaled = [(b * unit, c) for b, c in buckets]
-        value = histogram_quantile(q, scaled)
-        return F(value) / unit if unit != 1.0 else F(value)
+    def select(self, node: Selector) -> Vector:
+        key = (node.metric, node.matchers)
+        if key not in self._selected:
+            self._selected[key] = self._select(node)
+        return self._selected[key]
 
-    def latency(self, role: str, q: Fraction, seconds: int, i: int) -> float | None:
-        return self._scaled_quantile(role, float(q), seconds, i)
+    def _select(self, node: Selector) -> Vector:
+        out: Vector = {}
+        for series in self.raw:
+            labels = series.labels
+            if _selects(node, series.name, labels):
+                out[tuple(sorted(labels + (("__name__", series.name),)))] = self._instant(series)
+        for index, rule in enumerate(self.rules):
+            if not _selects(node, rule.name, _labels(list(rule.labels))):
+                continue
+            if isinstance(rule.expr, Text):
+                continue  # the user's query reads series nobody feeds; its value, if any, is an input series
+            for labels, values in self._rule(index).items():
+                if _selects(node, rule.name, _without_name(labels)):
+                    out[labels] = values
+        return out
 
-    def latency_lower(self, q: Fraction, seconds: int, i: int) -> float | None:
-        template = promql.variant_queries(self.plan, "canary").latency
-        assert template is not None
-        if not promql.quantile_is_scalar(template):
-            return self.latency("canary", q, seconds, i)
-        n = self.count("canary", "requests", seconds, i)
-        level = math.nan if n is None else float(promql.quantile_level(float(q), n))
-        return self._scaled_quantile("canary", level, seconds, i)
+    def record(self, name: str, labels: Sequence[tuple[str, str]]) -> Vector:
+        """The series a recording rule of this name and these labels records."""
+        want = _labels(list(labels))
+        for index, rule in enumerate(self.rules):
+            if rule.name == name and _labels(list(rule.labels)) == want and not isinstance(rule.expr, Text):
+                return self._rule(index)
+        return {}
 
-    def custom(self, gate: str, i: int) -> float | None:
-        values = self.inputs.custom.get(gate)
-        if values is None or i >= len(values):
-            return None
-        return values[i]
+    def _rule(self, index: int) -> Vector:
+        if index not in self._records:
+            rule = self.rules[index]
+            result = self.vector(rule.expr)
+            out: Vector = {}
+            for labels, values in result.items():
+                merged = dict(_without_name(labels))
+                merged.update(dict(rule.labels))
+                merged["__name__"] = rule.name
+                out[tuple(sorted((k, v) for k, v in merged.items() if v != ""))] = values
+            self._records[index] = out
+        return self._records[index]
+
+    # ---- evaluation
+
+    def vector(self, node: Expr) -> Vector:
+        value = self.evaluate(node)
+        if not isinstance(value, dict):
+            raise TypeError(f"expected an instant vector: {node}")
+        return value
+
+    def scalar(self, node: Expr) -> Scalar:
+        value = self.evaluate(node)
+        if isinstance(value, dict):
+            raise TypeError(f"expected a scalar: {node}")
+        return value
+
+    def evaluate(self, node: Expr) -> Vector | Scalar:
+        key = id(node)
+        if key not in self._memo:
+            self._keep.append(node)  # ids stay unique while the node lives
+            self._memo[key] = self._evaluate(node)
+        return self._memo[key]  # type: ignore[return-value]
+
+    def _evaluate(self, node: Expr) -> Vector | Scalar:
+        if isinstance(node, Number):
+            return [node.value] * len(self.times)
+        if isinstance(node, Selector):
+            return self.select(node)
+        if isinstance(node, Paren):
+            return self.evaluate(node.expr)
+        if isinstance(node, Call):
+            return self._call(node)
+        if isinstance(node, Aggregate):
+            return self._aggregate(node)
+        if isinstance(node, Binary):
+            return self._binary(node)
+        raise TypeError(f"cannot evaluate {type(node).__name__}: {node}")
+
+    def _rate(self, node: Range) -> Vector:
+        out: Vector = {}
+        for series in self.raw:
+            if _selects(node.selector, series.name, series.labels):
+                out[series.labels] = rates(self.scrape_times, series.values, self.times, node.seconds)
+        return out
+
+    def _call(self, node: Call) -> Vector | Scalar:
+        f, args = node.function, node.args
+        if f == "rate":
+            assert isinstance(args[0], Range)
+            return self._rate(args[0])
+        if f == "vector":
+            return {(): list(self.scalar(args[0]))}
+        if f == "scalar":
+            v = self.vector(args[0])
+            out: Scalar = []
+            for i in range(len(self.times)):
+                present = [vals[i] for vals in v.values() if vals[i] is not None]
+                out.append(present[0] if len(present) == 1 else math.nan)  # type: ignore[list-item]
+            return out
+        if f == "absent":
+            arg = args[0]
+            v = self.vector(arg)
+            labels = _labels(_equalities(arg.matchers)) if isinstance(arg, Selector) else ()
+            values: Values = [None if any(vals[i] is not None for vals in v.values()) else 1.0
+                              for i in range(len(self.times))]
+            return {labels: values}
+        if f == "histogram_quantile":
+            return self._quantile(self.scalar(args[0]), self.vector(args[1]))
+        v = self.vector(args[0])
+        unary: Callable[[float], float]
+        if f == "sqrt":
+            unary = lambda x: math.sqrt(x) if x >= 0 else math.nan  # noqa: E731
+        elif f in ("clamp_min", "clamp_max"):
+            bound = self.scalar(args[1])[0]
+            pick = max if f == "clamp_min" else min
+            unary = lambda x: x if math.isnan(x) else pick(x, bound)  # noqa: E731
+        else:
+            raise TypeError(f"the simulator has no function {f}")
+        return {_without_name(k): [None if x is None else unary(x) for x in vals] for k, vals in v.items()}
+
+    def _quantile(self, q: Scalar, v: Vector) -> Vector:
+        groups: dict[Labels, list[tuple[float, Values]]] = {}
+        for labels, values in v.items():
+            le = dict(labels).get("le")
+            if le is None:
+                continue
+            rest = tuple(p for p in labels if p[0] not in ("le", "__name__"))
+            groups.setdefault(rest, []).append((float(le), values))
+        out: Vector = {}
+        for labels, buckets in groups.items():
+            values: Values = []
+            for i in range(len(self.times)):
+                present = [(bound, vals[i]) for bound, vals in buckets if vals[i] is not None]
+                values.append(histogram_quantile(q[i], present) if present else None)  # type: ignore[arg-type]
+            out[labels] = values
+        return out
+
+    def _aggregate(self, node: Aggregate) -> Vector:
+        assert node.op == "sum"
+        v = self.vector(node.expr)
+        groups: dict[Labels, list[Values]] = {}
+        for labels in sorted(v):
+            key = tuple(p for p in labels if node.by is not None and p[0] in node.by)
+            groups.setdefault(key, []).append(v[labels])
+        out: Vector = {}
+        for key, members in groups.items():
+            values: Values = []
+            for i in range(len(self.times)):
+                total: float | None = None
+                for vals in members:
+                    x = vals[i]
+                    if x is not None:
+                        total = x if total is None else total + x
+                values.append(total)
+            out[key] = values
+        return out
+
+    def _binary(self, node: Binary) -> Vector | Scalar:
+        if node.op in ("and", "or", "unless"):
+            return self._set(node)
+        lhs, rhs = self.evaluate(node.lhs), self.evaluate(node.rhs)
+        op = node.op
+        if not isinstance(lhs, dict) and not isinstance(rhs, dict):
+            if op in COMPARISONS:
+                return [float(_COMPARE[op](a, b)) for a, b in zip(lhs, rhs)]
+            return [_ARITHMETIC[op](a, b) for a, b in zip(lhs, rhs)]
+        if isinstance(lhs, dict) and isinstance(rhs, dict):
+            pairs = self._match(node, lhs, rhs)
+        elif isinstance(lhs, dict):
+            pairs = [(k, vals, [float(x) for x in rhs], vals) for k, vals in lhs.items()]  # type: ignore[misc]
+        else:
+            assert isinstance(rhs, dict)
+            pairs = [(k, [float(x) for x in lhs], vals, vals) for k, vals in rhs.items()]  # type: ignore[misc]
+        out: Vector = {}
+        for labels, a_vals, b_vals, kept in pairs:
+            values: Values = []
+            for a, b, keep in zip(a_vals, b_vals, kept):
+                if a is None or b is None:
+                    values.append(None)
+                elif op in COMPARISONS:
+                    hit = _COMPARE[op](a, b)
+                    values.append(float(hit) if node.bool_ else (keep if hit else None))
+                else:
+                    values.append(_ARITHMETIC[op](a, b))
+            drop = op not in COMPARISONS or node.bool_
+            out[_without_name(labels) if drop else labels] = values
+        return out
+
+    def _match(self, node: Binary, lhs: Vector, rhs: Vector) -> list[tuple[Labels, Values, Values, Values]]:
+        m = node.matching
+        on, names = (m.on, m.labels) if m is not None else (None, ())
+        right = {_key(k, on, names): vals for k, vals in rhs.items()}
+        out = []
+        for labels, vals in lhs.items():
+            other = right.get(_key(labels, on, names))
+            if other is not None:
+                out.append((labels, vals, other, vals))
+        return out
+
+    def _set(self, node: Binary) -> Vector:
+        lhs, rhs = self.vector(node.lhs), self.vector(node.rhs)
+        m = node.matching
+        on, names = (m.on, m.labels) if m is not None else (None, ())
+        n = len(self.times)
+        present: dict[Labels, list[bool]] = {}
+        for k, vals in rhs.items():
+            flags = present.setdefault(_key(k, on, names), [False] * n)
+            for i, x in enumerate(vals):
+                flags[i] = flags[i] or x is not None
+        if node.op == "and":
+            return {k: [x if present.get(_key(k, on, names), [False] * n)[i] else None for i, x in enumerate(vals)]
+                    for k, vals in lhs.items()}
+        if node.op == "unless":
+            return {k: [None if present.get(_key(k, on, names), [False] * n)[i] else x for i, x in enumerate(vals)]
+                    for k, vals in lhs.items()}
+        taken: dict[Labels, list[bool]] = {}
+        for k, vals in lhs.items():
+            flags = taken.setdefault(_key(k, None, ()), [False] * n)
+            for i, x in enumerate(vals):
+                flags[i] = flags[i] or x is not None
+        out: Vector = dict(lhs)
+        for k, vals in rhs.items():
+            flags = taken.get(_key(k, None, ()), [False] * n)
+            extra = [None if flags[i] else x for i, x in enumerate(vals)]
+            out[k] = extra if k not in out else [a if a is not None else b for a, b in zip(out[k], extra)]
+        return out
 
 
-def _sort_key(series: tuple[str, Labels]) -> tuple:
-    name, labels = series
-    return tuple(sorted((("__name__", name),) + labels))
-
-
-def _gt(a: float | None, b: float) -> bool:
-    return a is not None and not math.isnan(a) and a > b
-
-
-def _lt(a: float | None, b: float) -> bool:
-    return a is not None and not math.isnan(a) and a < b
-
-
-def condition(plan: Plan, rule: promql.AlertRule, rec: Recorded, i: int) -> float | None:
-    """The value of a rule's expression at scrape ``i`` where it returns a series, else None."""
-    n_min = plan.metrics.min_requests
-    if rule.kind == "guard":
-        rate = rec.rate("canary", "requests", promql.GUARD_WINDOW, i)
-        return rate if _gt(rate, 0) else None
-    if rule.kind == "starved":
-        assert rule.window is not None
-        count = rec.count("canary", "requests", rule.window, i)
-        if count is None:
-            return 0.0
-        return count if _lt(count, n_min) else None
-    if rule.kind == "burn":
-        burn = rule.burn
-        gate = promql.error_gate(plan.current)
-        assert burn is not None and gate is not None
-        limit = burn.factor * float(gate.threshold)
-        long, short = rec.ratio("canary", burn.long, i), rec.ratio("canary", burn.short, i)
-        evidence = rec.lower("canary", burn.long, i)
-        enough = rec.count("canary", "requests", burn.short, i)
-        if (_gt(long, limit) and _gt(short, limit) and _gt(evidence, float(gate.threshold))
-                and enough is not None and enough >= n_min):
-            return long
-        return None
-    gate = rule.gate
-    assert gate is not None
-    enough = rec.count("canary", "requests", gate.window, i)
-    if enough is None or not enough >= n_min:
-        return None
-    threshold = float(gate.threshold)
-    if gate.kind == "error_rate":
-        value = rec.lower("canary", gate.window, i)
-        return value if _gt(value, threshold) else None
-    if gate.kind == "latency":
-        assert gate.quantile is not None
-        value = rec.latency_lower(gate.quantile, gate.window, i)
-        return value if _gt(value, threshold) else None
-    if gate.kind == "ratio":
-        value, stable = rec.lower("canary", gate.window, i), rec.upper("stable", gate.window, i)
-        if stable is None or math.isnan(stable):
-            return None
-        return value if _gt(value, threshold * stable) else None
-    value = rec.custom(gate.name, i)
-    hit = _gt(value, threshold) if gate.bound == "max" else _lt(value, threshold)
-    return value if hit else None
+# --------------------------------------------------------------------------- alerts over time
 
 
 @dataclass(frozen=True)
 class Timeline:
-    """One rule over a test group: its ``$value`` at each evaluation (every ``every`` seconds) where it fires."""
+    """One alert rule's series over a test group: its ``$value`` at each evaluation where it fires."""
 
-    rule: promql.AlertRule
+    rule: alerts.AlertRule
     every: int
     firing: tuple[float | None, ...]
+    labels: Labels = ()  # the alert's labels: the series' and the rule's
 
     def first_firing(self, start: int = 0) -> int | None:
         return next((i for i in range(start, len(self.firing)) if self.firing[i] is not None), None)
@@ -673,26 +752,45 @@ class Timeline:
         return next((i for i in range(start, len(self.firing)) if self.firing[i] is None), None)
 
 
-def simulate(plan: Plan, rules: Sequence[promql.AlertRule], inputs: Inputs,
-             every: int = promql.EVALUATION_INTERVAL) -> list[Timeline]:
-    """When each rule fires, evaluated every ``every`` seconds from 0 (pending for its ``for``)."""
+def simulate(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs,
+             every: int = c.EVALUATION_INTERVAL) -> list[Timeline]:
+    """When each rule fires, evaluated every ``every`` seconds from 0 (pending for its ``for``).
+
+    A rule that yields no series at any evaluation gets one timeline of its own that never fires.
+    """
     if every % STEP:
         raise ValueError(f"evaluations every {every}s do not line up with scrapes every {STEP}s")
-    rec = Recorded(plan, inputs)
-    stride = every // STEP
-    evaluations = (inputs.steps - 1) // stride + 1
+    evaluations = ((inputs.steps - 1) * STEP) // every + 1
+    world = World(plan, series_of(plan, inputs), [k * every for k in range(evaluations)])
     out = []
     for rule in rules:
-        active_since: int | None = None
-        firing: list[float | None] = []
-        for k in range(evaluations):
-            value = condition(plan, rule, rec, k * stride)
-            if value is None:
-                active_since = None
-                firing.append(None)
+        result = world.vector(rule.expr)
+        found = False
+        for labels, values in sorted(result.items()):
+            if all(v is None for v in values):
                 continue
-            if active_since is None:
-                active_since = k
-            firing.append(value if (k - active_since) * every >= rule.for_ else None)
-        out.append(Timeline(rule, every, tuple(firing)))
+            found = True
+            out.append(Timeline(rule, every, _pending(values, rule.for_, every), _alert_labels(labels, rule)))
+        if not found:
+            out.append(Timeline(rule, every, (None,) * evaluations, _alert_labels((), rule)))
     return out
+
+
+def _alert_labels(labels: Labels, rule: alerts.AlertRule) -> Labels:
+    merged = dict(_without_name(labels))
+    merged.update(dict(rule.labels))
+    return tuple(sorted((k, v) for k, v in merged.items() if v != ""))
+
+
+def _pending(values: Values, for_: int, every: int) -> tuple[float | None, ...]:
+    active_since: int | None = None
+    firing: list[float | None] = []
+    for k, value in enumerate(values):
+        if value is None:
+            active_since = None
+            firing.append(None)
+            continue
+        if active_since is None:
+            active_since = k
+        firing.append(value if (k - active_since) * every >= for_ else None)
+    return tuple(firing)

@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from fractions import Fraction
 from typing import Any
 
-from compiler.gates import presets as metrics
+from compiler.gates import presets
 from compiler.spec import model
 from compiler.spec import names
 from compiler.spec.load import Loc
@@ -165,10 +165,10 @@ class MetricsPlan:
     min_requests: int
     expected_rps: float | None
     window: int
-    stable: metrics.VariantQueries
-    canary: metrics.VariantQueries
+    stable: presets.VariantMetrics
+    canary: presets.VariantMetrics
 
-    def queries(self, role: str) -> metrics.VariantQueries:
+    def queries(self, role: str) -> presets.VariantMetrics:
         return self.stable if role == "stable" else self.canary
 
 
@@ -489,18 +489,14 @@ def _metrics(spec: model.RolloutSpec, stable: VariantPlan, canary: VariantPlan, 
     m = spec.metrics
     queries = {}
     for variant in (stable, canary):
-        labels = metrics.VariantLabels(variant.role, variant.version, variant.backend, variant.port)
+        labels = presets.VariantLabels(variant.role, variant.version, variant.backend, variant.port)
         if m.source == "custom":
             custom = m.custom
             assert custom is not None  # checked by the rules
-            queries[variant.role] = metrics.VariantQueries(
-                metrics.substitute(custom.requests, labels),
-                metrics.substitute(custom.errors, labels),
-                metrics.substitute(custom.latency, labels) if custom.latency else None,
-            )
+            queries[variant.role] = presets.from_templates(custom.requests, custom.errors, custom.latency, labels)
         else:
-            queries[variant.role] = metrics.preset(m.source, spec.metadata.name, spec.metadata.namespace, ingress, labels,
-                                                   m.namespace_label)
+            queries[variant.role] = presets.preset(m.source, spec.metadata.name, spec.metadata.namespace, ingress,
+                                                   labels, m.namespace_label)
     return MetricsPlan(m.source, m.min_requests, m.expected_rps, m.window, queries["stable"], queries["canary"])
 
 

@@ -1,9 +1,9 @@
 """``rollout gate``: ask a live Prometheus whether the stage in effect may advance.
 
 Each gate of the stage in effect is judged by the condition its generated alert
-rule uses (:func:`compiler.promql.gate_expr`), and the canary's traffic by the
+rule uses (:func:`compiler.gates.alerts.gate_expr`), and the canary's traffic by the
 starved (hold) condition, with every recorded series inlined
-(:func:`compiler.promql.inline`): the Prometheus asked needs the exporters'
+(:func:`compiler.gates.alerts.inline`): the Prometheus asked needs the exporters'
 metrics, not the rollout's recording rules.  All queries are evaluated at one
 instant: ``--at``, or the Prometheus server's own time.
 
@@ -29,7 +29,8 @@ import click
 
 from compiler import diagnostics as diag
 from compiler import pipeline
-from compiler.gates import promql
+from compiler.gates import alerts, conventions as conv
+from compiler.gates.algebra import Binary, Expr, Matching, Paren, render, window
 from compiler import serialize
 from compiler.ir.plan import GatePlan, Plan
 from compiler.spec.units import format_decimal, format_duration, format_latency, format_percent
@@ -88,7 +89,7 @@ class Prometheus:
 
     def held(self, expr: str, at: float, seconds: int) -> bool:
         """``expr`` had a value at every rule evaluation of the ``seconds`` up to ``at`` (an alert's ``for``)."""
-        step = promql.EVALUATION_INTERVAL
+        step = conv.EVALUATION_INTERVAL
         data = self._call("query_range", {"query": expr, "start": _stamp(at - seconds), "end": _stamp(at),
                                           "step": str(step)})
         needed = seconds // step + 1
@@ -173,24 +174,26 @@ class Report:
     traffic: list[WindowResult] = field(default_factory=list)
 
 
-def measures(plan: Plan, gate: GatePlan) -> tuple[str, str]:
+def measures(plan: Plan, gate: GatePlan) -> tuple[Expr, Expr]:
     """(what the gate measures, the bound it judges), as PromQL over the recorded series."""
-    judged = promql.gate_value(plan, gate)
+    judged = alerts.gate_value(plan, gate)
     if gate.kind == "error_rate":
-        return str(promql.ratio_expr(plan, "canary", gate.window)), str(judged)
+        return alerts.ratio_expr(plan, "canary", gate.window), judged
     if gate.kind == "latency":
         assert gate.quantile is not None
-        return str(promql.series(plan, "canary", promql.latency_record(gate.quantile, gate.window))), str(judged)
+        return conv.series(plan, "canary", conv.latency_record(gate.quantile, gate.window)), judged
     if gate.kind == "ratio":
-        stable = promql.ratio_expr(plan, "stable", gate.window)
-        upper = promql.series(plan, "stable", promql.ratio_upper_record(gate.window))
-        canary = promql.ratio_expr(plan, "canary", gate.window)
-        return f"({canary}) / ignoring(variant) ({stable})", f"({judged}) / ignoring(variant) ({upper})"
-    return str(judged), str(judged)
+        stable = alerts.ratio_expr(plan, "stable", gate.window)
+        upper = conv.series(plan, "stable", conv.ratio_upper_record(gate.window))
+        canary = alerts.ratio_expr(plan, "canary", gate.window)
+        apart = Matching(False, ("variant",))
+        return (Binary("/", Paren(canary), Paren(stable), matching=apart),
+                Binary("/", Paren(judged), Paren(upper), matching=apart))
+    return judged, judged
 
 
-def _requests(plan: Plan, seconds: int) -> str:
-    return str(promql.series(plan, "canary", promql.requests_record(seconds)) * seconds)
+def _requests(plan: Plan, seconds: int) -> Expr:
+    return conv.series(plan, "canary", conv.requests_record(seconds)) * seconds
 
 
 def _worst(values: list[float], gate: GatePlan) -> float | None:
@@ -209,17 +212,17 @@ def judge(plan: Plan, prometheus: Prometheus, at: float, since: float | None = N
     """Ask ``prometheus`` about every gate of the stage in effect at ``at``; decide."""
     stage = plan.current
 
-    def ask(expr: str) -> list[float]:
-        return prometheus.instant(promql.inline(plan, expr), at)
+    def ask(expr: Expr) -> list[float]:
+        return prometheus.instant(render(alerts.inline(plan, expr)), at)
 
-    counts = {w: sum(ask(_requests(plan, w))) for w in promql.judged_windows(stage)}
-    traffic = [WindowResult(promql.window(w), counts[w], plan.metrics.min_requests,
-                            bool(ask(promql.starved_expr(plan, w)))) for w in counts]
+    counts = {w: sum(ask(_requests(plan, w))) for w in conv.judged_windows(stage)}
+    traffic = [WindowResult(window(w), counts[w], plan.metrics.min_requests,
+                            bool(ask(alerts.starved_expr(plan, w)))) for w in counts]
     gates = []
     for gate in stage.gates:
         measured_expr, judged_expr = measures(plan, gate)
         judged = _worst(ask(judged_expr), gate)
-        condition = promql.inline(plan, promql.gate_expr(plan, gate))
+        condition = render(alerts.inline(plan, alerts.gate_expr(plan, gate)))
         if prometheus.instant(condition, at):
             held = gate.for_ == 0 or prometheus.held(condition, at, gate.for_)
             verdict = "breached" if held else "pending"
@@ -227,7 +230,7 @@ def judge(plan: Plan, prometheus: Prometheus, at: float, since: float | None = N
             verdict = "not judged"
         else:
             verdict = "pass" if judged is not None else "no data"
-        gates.append(GateResult(gate.name, promql.window(gate.window), counts[gate.window],
+        gates.append(GateResult(gate.name, window(gate.window), counts[gate.window],
                                 _worst(ask(measured_expr), gate), judged, threshold_text(gate), verdict, gate.action))
     return decide(plan, at, since, gates, traffic)
 

@@ -11,7 +11,7 @@ import difflib
 from fractions import Fraction
 from collections.abc import Callable, Iterator
 
-from compiler.gates import presets as metrics
+from compiler.gates import presets
 from compiler.spec import model
 from compiler.diagnostics import Diagnostic
 from compiler.spec.load import Document
@@ -317,7 +317,7 @@ def promql(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
                 template = getattr(m.custom, field)
                 if template is None:
                     continue
-                problem = metrics.check_template(template)
+                problem = presets.check_template(template)
                 if problem:
                     yield doc.error(("metrics", "custom", field), f"metrics.custom.{field} is not valid PromQL: {problem}", "promql", prefer_key=False)
                 if "$window" not in template:
@@ -344,6 +344,6 @@ def promql(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
                 yield doc.error(loc + ("custom", name, "query"), f"custom gate '{name}' uses $quantile, which only "
                                 "metrics.custom.latency has; write the quantile in the query", "promql", prefer_key=False)
                 continue
-            problem = metrics.check_template(gate.query)
+            problem = presets.check_template(gate.query)
             if problem:
                 yield doc.error(loc + ("custom", name, "query"), f"custom gate '{name}' is not valid PromQL: {problem}", "promql", prefer_key=False)

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from compiler.gates import presets as metrics
+from compiler.gates import algebra
+from compiler.gates.algebra import Binary, Paren, matchers_text
 from compiler.targets.routers import base as routing
 from compiler import serialize
 from compiler import templating
@@ -29,7 +30,7 @@ HAPROXY_COMMAND = (
     f'  echo "$cmd" | socat stdio unix-connect:{routing.HAPROXY_ADMIN_SOCKET}\n'
     "done"
 )
-VERIFY_WINDOW = "1m"
+VERIFY_WINDOW = 60
 BREACH = {
     "rollback": "roll back now (the alert has action=rollback)",
     "hold": "hold: do not promote; investigate, and roll back if it does not recover",
@@ -100,21 +101,17 @@ def panels(plan: Plan) -> list[dict[str, str]]:
     ]
 
 
-def _ratio(errors: str, requests: str) -> str:
-    return f"({errors}) / ({requests})"
-
-
 def queries(plan: Plan) -> list[dict[str, str]]:
-    window = VERIFY_WINDOW
+    seconds = VERIFY_WINDOW
     canary, stable = plan.metrics.canary, plan.metrics.stable
-    sub = lambda q: metrics.substitute(q, window=window)  # noqa: E731
-    alerts = metrics.selector([("alertstate", "=", "firing"), ("rollout", "=", plan.name),
-                               ("namespace", "=", plan.namespace)])
+    ratio = Binary("/", Paren(stable.errors(seconds)), Paren(stable.requests(seconds)))
+    alerts = matchers_text([("alertstate", "=", "firing"), ("rollout", "=", plan.name),
+                            ("namespace", "=", plan.namespace)])
     return [
         {"what": "The new version's request rate falls to 0 (where a router splits traffic)",
-         "query": sub(canary.requests)},
+         "query": algebra.render(canary.requests(seconds))},
         {"what": "The error ratio of the stable version, now serving everyone, is back to normal",
-         "query": _ratio(sub(stable.errors), sub(stable.requests))},
+         "query": algebra.render(ratio)},
         {"what": "No alert of this rollout is firing", "query": f"ALERTS{alerts}"},
     ]
 

@@ -28,7 +28,7 @@ from functools import lru_cache
 from typing import Any, Union
 from collections.abc import Mapping, Sequence
 
-from compiler.gates import presets as metrics
+from compiler.gates.algebra import string
 from compiler.spec import model
 from compiler import serialize
 from compiler.ir.plan import AlertingPlan, Plan, Source
@@ -57,7 +57,7 @@ Rollout = Union[Plan, "Routing"]
 
 
 def matcher(name: str, value: str, op: str = "=") -> str:
-    return f"{name}{op}{metrics.promql_string(value)}"
+    return f"{name}{op}{string(value)}"
 
 
 def identity_matchers(plan: Rollout) -> list[str]:

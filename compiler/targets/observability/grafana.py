@@ -25,11 +25,12 @@ from functools import lru_cache
 from typing import Any
 from collections.abc import Mapping, Sequence
 
-from compiler.targets import kube
-from compiler.gates import presets as metrics
-from compiler.spec import names
-from compiler.gates import promql
 from compiler import serialize
+from compiler.gates import conventions as conv
+from compiler.gates.algebra import Binary, Matching, label_value, matchers_text
+from compiler.gates.statistics import CONFIDENCE
+from compiler.spec import names
+from compiler.targets import kube
 from compiler.ir.plan import GatePlan, Plan
 from compiler.templating import markdown
 from compiler.spec.units import format_duration, format_percent
@@ -169,7 +170,7 @@ def base(uid: str, title: str, tags: list[str], panels: list[dict[str, Any]],
 def gate_note(gate: GatePlan) -> str:
     """The description of the panel that draws a gate (tests read the gate name from it)."""
     return (f"Gate {gate.name} ({markdown(gate.description)}) over {format_duration(gate.window)}: the red line is its threshold; "
-            f"the gate judges the canary's {promql.CONFIDENCE} confidence bound, with at least the "
+            f"the gate judges the canary's {CONFIDENCE} confidence bound, with at least the "
             "minimum requests in the window.")
 
 
@@ -181,28 +182,28 @@ def _both(plan: Plan, record: str, legend_suffix: str = "") -> list[dict[str, An
     out = []
     for ref, role in (("A", "stable"), ("B", "canary")):
         version = plan.variant(role).version
-        out.append(target(str(promql.series(plan, role, record)), f"{role} {version}{legend_suffix}", ref))
+        out.append(target(str(conv.series(plan, role, record)), f"{role} {version}{legend_suffix}", ref))
     return out
 
 
 def panels(plan: Plan) -> list[dict[str, Any]]:
     layout = Layout()
-    weight = str(promql.selector(plan, promql.STAGE_RECORD))
+    weight = str(conv.selector(plan, conv.STAGE_RECORD))
     layout.add(stat("Stage", weight, "{{stage}}", "none", "name", "The stage in effect, as loaded in Prometheus."), 6, 4)
     layout.add(stat("Canary weight", weight, "weight", "percentunit", "value",
                     "Share of live traffic the new version serves at this stage."), 6, 4)
-    layout.add(stat("Firing rollout alerts", f"count({promql.firing_alerts(plan)}) or vector(0)", "alerts", "none",
+    layout.add(stat("Firing rollout alerts", f"count({conv.firing_alerts(plan)}) or vector(0)", "alerts", "none",
                     "value", "Alerts of this rollout firing now."), 6, 4)
     window = plan.metrics.window
     layout.add(stat(f"Canary requests ({format_duration(window)})",
-                    str(promql.series(plan, "canary", promql.requests_record(window)) * window), "requests", "short",
+                    str(conv.series(plan, "canary", conv.requests_record(window)) * window), "requests", "short",
                     "value", f"Gates judge with at least {plan.metrics.min_requests} requests in their window."), 6, 4)
     layout.add(timeseries(f"Request rate ({format_duration(window)})",
-                          _both(plan, promql.requests_record(window)), "reqps",
+                          _both(plan, conv.requests_record(window)), "reqps",
                           "Requests per second of each version."), 12, 8)
     layout.add(_error_panel(plan), 12, 8)
-    if plan.metrics.canary.latency is not None:
-        for q in promql.QUANTILES:
+    if plan.metrics.canary.has_latency:
+        for q in conv.QUANTILES:
             layout.add(_latency_panel(plan, q), 12, 8)
     ratio = _gate(plan, "ratio")
     if ratio is not None:
@@ -217,12 +218,12 @@ def panels(plan: Plan) -> list[dict[str, Any]]:
 def _error_panel(plan: Plan) -> dict[str, Any]:
     gate = _gate(plan, "error_rate")
     window = gate.window if gate else plan.metrics.window
-    targets = _both(plan, promql.ratio_record(window))
+    targets = _both(plan, conv.ratio_record(window))
     if gate is None:
         return timeseries(f"Error ratio ({format_duration(window)})", targets, "percentunit",
                           "Share of requests that failed, per version.")
-    targets.append(target(str(promql.series(plan, "canary", promql.ratio_lower_record(window))),
-                          f"canary lower bound ({promql.CONFIDENCE})", "C"))
+    targets.append(target(str(conv.series(plan, "canary", conv.ratio_lower_record(window))),
+                          f"canary lower bound ({CONFIDENCE})", "C"))
     return timeseries(f"Error ratio ({format_duration(window)})", targets, "percentunit", gate_note(gate),
                       float(gate.threshold))
 
@@ -230,26 +231,26 @@ def _error_panel(plan: Plan) -> dict[str, Any]:
 def _latency_panel(plan: Plan, q: Fraction) -> dict[str, Any]:
     gate = _gate(plan, "latency", q)
     window = gate.window if gate else plan.metrics.window
-    title = f"{promql.quantile_name(q)} latency ({format_duration(window)})"
-    targets = _both(plan, promql.latency_record(q, window))
+    title = f"{conv.quantile_name(q)} latency ({format_duration(window)})"
+    targets = _both(plan, conv.latency_record(q, window))
     if gate is None:
-        return timeseries(title, targets, "s", f"The {promql.quantile_name(q)} request latency per version.")
-    targets.append(target(str(promql.series(plan, "canary", promql.latency_lower_record(q, window))),
-                          f"canary lower bound ({promql.CONFIDENCE})", "C"))
+        return timeseries(title, targets, "s", f"The {conv.quantile_name(q)} request latency per version.")
+    targets.append(target(str(conv.series(plan, "canary", conv.latency_lower_record(q, window))),
+                          f"canary lower bound ({CONFIDENCE})", "C"))
     return timeseries(title, targets, "s", gate_note(gate), float(gate.threshold))
 
 
 def _ratio_panel(plan: Plan, gate: GatePlan) -> dict[str, Any]:
-    lower = promql.series(plan, "canary", promql.ratio_lower_record(gate.window))
-    upper = promql.series(plan, "stable", promql.ratio_upper_record(gate.window))
-    expr = f"{lower} / ignoring(variant) group_left {upper}"
+    lower = conv.series(plan, "canary", conv.ratio_lower_record(gate.window))
+    upper = conv.series(plan, "stable", conv.ratio_upper_record(gate.window))
+    expr = str(Binary("/", lower, upper, matching=Matching(False, ("variant",), True)))
     return timeseries(f"Canary errors against stable ({format_duration(gate.window)})",
                       [target(expr, "canary lower bound / stable upper bound")], "none", gate_note(gate),
                       float(gate.threshold))
 
 
 def _custom_panel(plan: Plan, gate: GatePlan) -> dict[str, Any]:
-    expr = str(promql.selector(plan, promql.CUSTOM_RECORD, "canary", [("gate", "=", gate.name)]))
+    expr = str(conv.selector(plan, conv.CUSTOM_RECORD, "canary", [("gate", "=", gate.name)]))
     note = f"Gate {gate.name} ({markdown(gate.description)}) over {format_duration(gate.window)}: the red line is its threshold."
     return timeseries(f"{gate.name} (canary)", [target(expr, gate.name)], "none", note, float(gate.threshold),
                       gate.bound)
@@ -261,7 +262,7 @@ def _alerts_table(plan: Plan) -> dict[str, Any]:
         "title": "Firing rollout alerts",
         "description": "Every alert of this rollout firing now, with the labels Alertmanager routes on.",
         "datasource": DATASOURCE,
-        "targets": [target(promql.firing_alerts(plan), "", instant=True, table=True)],
+        "targets": [target(conv.firing_alerts(plan), "", instant=True, table=True)],
         "fieldConfig": {"defaults": {}, "overrides": []},
         "options": {"showHeader": True},
         "transformations": [{"id": "organize", "options": {
@@ -293,7 +294,7 @@ def dashboard(plan: Plan) -> dict[str, Any]:
     title = f"Rollout {plan.out}: {plan.stable.version} -> {plan.canary.version}"
     tags = ["rollout", plan.namespace] + ([plan.environment] if plan.environment else [])
     return base(plan.names.dashboard_uid, title, tags, panels(plan),
-                [alert_annotation(promql.firing_alerts(plan))], links)
+                [alert_annotation(conv.firing_alerts(plan))], links)
 
 
 def render(plan: Plan) -> dict[str, str]:
@@ -315,10 +316,10 @@ def _render(plan: Plan) -> dict[str, str]:
 def fleet_dashboard(plans: Sequence[Plan]) -> dict[str, Any]:
     layout = Layout()
     names_ = sorted({p.name for p in plans})
-    rollouts = "|".join(metrics.promql_label_safe(n) for n in names_)
-    weights = promql.STAGE_RECORD + metrics.selector([("rollout", "=~", rollouts)])
+    rollouts = "|".join(label_value(n) for n in names_)
+    weights = conv.STAGE_RECORD + matchers_text([("rollout", "=~", rollouts)])
     firing = ("count by (rollout, namespace, environment) "
-              f"(ALERTS{metrics.selector([('alertstate', '=', 'firing'), ('rollout', '=~', rollouts)])})")
+              f"(ALERTS{matchers_text([('alertstate', '=', 'firing'), ('rollout', '=~', rollouts)])})")
     table = {
         "type": "table",
         "title": "Rollouts",
@@ -349,7 +350,7 @@ def fleet_dashboard(plans: Sequence[Plan]) -> dict[str, Any]:
     layout.add(timeseries("Firing rollout alerts", [target(firing, "{{namespace}}/{{rollout}} {{environment}}")],
                           "none", "Firing alerts per rollout."), 12, 8)
     layout.add(_compiled_table(plans), 24, max(6, 3 + len(plans)))
-    expr = f"ALERTS{metrics.selector([('alertstate', '=', 'firing'), ('rollout', '=~', rollouts)])}"
+    expr = f"ALERTS{matchers_text([('alertstate', '=', 'firing'), ('rollout', '=~', rollouts)])}"
     return base(FLEET_UID, "Rollouts", ["rollout"], layout.panels, [alert_annotation(expr)], [])
 
 

@@ -1,0 +1,184 @@
+"""Names, labels and windows every rule of a rollout follows.
+
+Recorded series are named ``level:metric:operations`` (Prometheus' convention):
+``rollout_variant:requests:rate5m`` and so on, labelled with the rollout's
+identity (``rollout``, ``namespace``, ``environment``) and the ``variant``.
+The Prometheus target records them, the Grafana target draws them, ``rollout
+gate`` asks for them and the simulator evaluates them: all through the names
+and selectors here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from compiler.gates.algebra import Matcher, Selector, matchers_text, window
+from compiler.gates.presets import VariantMetrics
+from compiler.ir.plan import GatePlan, Plan, StagePlan
+
+#: Rule groups are evaluated this often (seconds) unless the spec says otherwise; alert timings assume it.
+EVALUATION_INTERVAL = 15
+#: The window of the post-rollback traffic check.
+GUARD_WINDOW = 120
+#: Level of the per-variant recorded series (``level:metric:operations``).
+LEVEL = "rollout_variant"
+STAGE_RECORD = "rollout:canary_weight:ratio"
+CUSTOM_RECORD = "rollout_gate:custom:value"
+QUANTILES = (Fraction(95, 100), Fraction(99, 100))
+ROLES = ("stable", "canary")
+
+
+@dataclass(frozen=True)
+class BurnRate:
+    """One multiwindow burn-rate alert of the SRE workbook (budget of a 30-day objective)."""
+
+    long: int  # seconds
+    short: int
+    factor: float
+    severity: str  # critical pages, warning is a ticket
+    budget: str  # share of a 30-day budget spent when it fires, for the description
+
+
+BURN_RATES = (
+    BurnRate(3600, 300, 14.4, "critical", "2%"),
+    BurnRate(21600, 1800, 6.0, "critical", "5%"),
+    BurnRate(259200, 21600, 1.0, "warning", "10%"),
+)
+
+
+# --------------------------------------------------------------------------- names
+
+
+def requests_record(seconds: int) -> str:
+    return f"{LEVEL}:requests:rate{window(seconds)}"
+
+
+def errors_record(seconds: int) -> str:
+    return f"{LEVEL}:errors:rate{window(seconds)}"
+
+
+def ratio_record(seconds: int) -> str:
+    return f"{LEVEL}:errors_per_request:ratio_rate{window(seconds)}"
+
+
+def ratio_lower_record(seconds: int) -> str:
+    return f"{LEVEL}:errors_per_request:wilson_lower{window(seconds)}"
+
+
+def ratio_upper_record(seconds: int) -> str:
+    return f"{LEVEL}:errors_per_request:wilson_upper{window(seconds)}"
+
+
+def quantile_name(q: Fraction) -> str:
+    """0.99 -> ``p99``; 0.999 -> ``p99_9``."""
+    text = format(float(q * 100), "g").replace(".", "_")
+    return f"p{text}"
+
+
+def latency_record(q: Fraction, seconds: int) -> str:
+    return f"{LEVEL}:latency_seconds:{quantile_name(q)}_rate{window(seconds)}"
+
+
+def latency_lower_record(q: Fraction, seconds: int) -> str:
+    return f"{LEVEL}:latency_seconds:{quantile_name(q)}_lower{window(seconds)}"
+
+
+# --------------------------------------------------------------------------- labels
+
+
+def identity(plan: Plan) -> dict[str, str]:
+    """The labels that tell one rollout's series and alerts from every other's."""
+    labels = {"rollout": plan.name, "namespace": plan.namespace}
+    if plan.environment:
+        labels["environment"] = plan.environment
+    return labels
+
+
+def variant_labels(plan: Plan, role: str) -> dict[str, str]:
+    return {**identity(plan), "variant": role}
+
+
+def identity_matchers(plan: Plan) -> list[Matcher]:
+    """Matchers of :func:`identity`; ``environment=""`` keeps a plain rollout apart from its environments."""
+    return [("rollout", "=", plan.name), ("namespace", "=", plan.namespace),
+            ("environment", "=", plan.environment or "")]
+
+
+def selector(plan: Plan, name: str, role: str | None = None, extra: list[Matcher] | None = None) -> Selector:
+    matchers = identity_matchers(plan) + ([("variant", "=", role)] if role else []) + (extra or [])
+    return Selector(name, tuple(matchers))
+
+
+def series(plan: Plan, role: str, name: str) -> Selector:
+    """One variant's recorded series."""
+    return selector(plan, name, role)
+
+
+def firing_alerts(plan: Plan) -> str:
+    """The rollout's firing alerts, for dashboards."""
+    return "ALERTS" + matchers_text([("alertstate", "=", "firing")] + identity_matchers(plan))
+
+
+# --------------------------------------------------------------------------- windows
+
+
+def serves_everyone(stage: StagePlan) -> bool:
+    return stage.weight == 1 and stage.mirror == 0
+
+
+def error_gate(stage: StagePlan) -> GatePlan | None:
+    return next((g for g in stage.gates if g.kind == "error_rate"), None)
+
+
+def judged_windows(stage: StagePlan) -> tuple[int, ...]:
+    """Windows over which the stage's gates need ``min_requests`` canary requests."""
+    return tuple(sorted({g.window for g in stage.gates}))
+
+
+def recorded_windows(plan: Plan) -> tuple[int, ...]:
+    """Windows recorded for both variants: the dashboard's (metrics.window) and the stage's gates'."""
+    return tuple(sorted({plan.metrics.window} | {g.window for g in plan.current.gates}))
+
+
+def burn_rates(plan: Plan) -> tuple[BurnRate, ...]:
+    """The burn-rate alerts of the stage in effect: it serves everyone and has an error-rate objective."""
+    gate = error_gate(plan.current)
+    if gate is None or not serves_everyone(plan.current):
+        return ()
+    return tuple(b for b in BURN_RATES if b.factor * float(gate.threshold) < 1)
+
+
+def burn_windows(plan: Plan) -> tuple[int, ...]:
+    return tuple(sorted({w for b in burn_rates(plan) for w in (b.long, b.short)}))
+
+
+def canary_windows(plan: Plan) -> tuple[int, ...]:
+    extra = set(burn_windows(plan))
+    if plan.is_rollback:
+        extra.add(GUARD_WINDOW)
+    return tuple(sorted(set(recorded_windows(plan)) | extra))
+
+
+def windows_of(plan: Plan, role: str) -> tuple[int, ...]:
+    return canary_windows(plan) if role == "canary" else recorded_windows(plan)
+
+
+# --------------------------------------------------------------------------- what is measured
+
+#: Sources that tell the variants apart by the Kubernetes route a request took: after a blue-green
+#: switch the active Service (the stable route) serves the new colour.  HAProxy addresses each
+#: colour's servers itself, so its backends keep telling the colours apart.
+ROUTED_SOURCES = ("ingress-nginx",)
+
+
+def variant_metrics(plan: Plan, role: str) -> VariantMetrics:
+    """The queries measuring a variant at the stage in effect.
+
+    After a blue-green switch the new colour serves everyone through the stable Ingress route, so
+    the ingress-nginx source counts the new version under the stable route.
+    """
+    switched = plan.blue_green is not None and plan.current.kind == "switch" and plan.metrics.source in ROUTED_SOURCES
+    if switched:
+        role = "stable" if role == "canary" else "canary"
+    return plan.metrics.queries(role)
