@@ -6,22 +6,46 @@ drift, a gate that says no); 2 usage.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import sys
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from compiler import __version__
 from compiler import diagnostics as diag
-from compiler import emit
-from compiler.spec import model
-from compiler import pipeline
 from compiler.diagnostics import Diagnostic, SpecError
-from compiler.ir.plan import Plan
-from compiler.spec.units import format_duration, format_percent
+
+if TYPE_CHECKING:
+    from compiler.ir.plan import Plan
+
+#: Commands defined in other modules, loaded when used: a small command does not pay for every library.
+LAZY = {
+    "promote": "compiler.ops.workflow:promote",
+    "rollback": "compiler.ops.workflow:rollback",
+    "set-stage": "compiler.ops.workflow:set_stage",
+    "diff": "compiler.ops.workflow:diff",
+    "gate": "compiler.ops.gate:gate",
+    "serve": "compiler.ops.serve:serve",
+}
+
+
+class Commands(click.Group):
+    """A group whose commands from other modules are imported on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted(set(super().list_commands(ctx)) | set(LAZY))
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name in LAZY and name not in self.commands:
+            module, attr = LAZY[name].split(":")
+            command = getattr(importlib.import_module(module), attr)
+            self.add_command(command, name)
+        return super().get_command(ctx, name)
 
 FORMAT = click.option(
     "--format", "fmt", type=click.Choice(diag.FORMATS), default="text", show_default=True,
@@ -59,19 +83,13 @@ def _report(diagnostics: list[Diagnostic], fmt: str) -> None:
         click.echo(diag.render(diagnostics, fmt), nl=False, err=fmt == "text")
 
 
-def _file_problem(out: Path, relative: str, why: str, code: str) -> Diagnostic:
-    """A problem of a whole file of the output folder, located at its first line."""
-    path = out if relative == "." else out / relative
-    return Diagnostic(str(path), 1, 1, "error", why, code)
-
-
-def _fail_on(result: pipeline.Result, fmt: str) -> None:
+def _fail_on(result: Any, fmt: str) -> None:
     _report(result.diagnostics, fmt)
     if not result.ok:
         raise SystemExit(1)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.group(cls=Commands, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, prog_name="rollout")
 def main() -> None:
     """Compile progressive-delivery specs into the files GitOps controllers apply.
@@ -91,6 +109,8 @@ def main() -> None:
 @JOBS
 def lint(paths: tuple[Path, ...], fmt: str, strict: bool, jobs: int) -> None:
     """Validate specs (files or folders) without writing anything."""
+    from compiler import pipeline
+
     result = pipeline.analyse(paths, jobs=_jobs(jobs))
     _report(result.diagnostics, fmt)
     if not result.ok or (strict and result.diagnostics):
@@ -99,32 +119,77 @@ def lint(paths: tuple[Path, ...], fmt: str, strict: bool, jobs: int) -> None:
         click.echo(f"{len(result.units)} rollout(s) ok", err=True)
 
 
+LOCK_TIMEOUT = click.option(
+    "--lock-timeout", type=click.FloatRange(min=0), default=120.0, show_default=True,
+    help="Seconds to wait for another compile of the same output folder to finish.",
+)
+PROGRESS = click.option(
+    "--progress/--no-progress", default=None,
+    help="A progress bar on stderr (default: when stderr is a terminal and there are more than 20 specs).",
+)
+
+
+def _progress_bar(enabled: bool | None) -> Callable[[int, int], None] | None:
+    """A one-line progress bar on stderr; silent in CI logs unless asked for."""
+    if enabled is False or (enabled is None and not sys.stderr.isatty()):
+        return None
+    shown = {"last": -1}
+
+    def update(done: int, total: int) -> None:
+        if enabled is None and total <= 20:
+            return
+        percent = done * 100 // max(total, 1)
+        if percent == shown["last"] and done != total:
+            return
+        shown["last"] = percent
+        width = 30
+        filled = width * done // max(total, 1)
+        sys.stderr.write(f"\r[{'#' * filled}{'.' * (width - filled)}] {done}/{total} specs")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return update
+
+
 @main.command(name="compile")
 @PATHS
 @OUTPUT
 @FORMAT
 @JOBS
-def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None:
-    """Compile specs into OUTPUT (every file or none; stale generated files removed).
+@click.option("--prune", is_flag=True,
+              help="Also remove rollouts of OUTPUT whose specs were not compiled (their spec is gone).")
+@click.option("--force", is_flag=True, help="Render every spec, also those whose files are up to date.")
+@LOCK_TIMEOUT
+@PROGRESS
+def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int, prune: bool, force: bool,
+             lock_timeout: float, progress: bool | None) -> None:
+    """Compile specs into OUTPUT: every file or none; only the rollouts of these specs change.
 
-    The output folder belongs to the specs compiled into it: compile them
-    together.  Files in it that rollout did not generate are never touched.
+    A spec whose rollouts' files are what it compiles to (its digest and their
+    hashes, recorded in each rollout's .rollout-manifest) is not rendered again.
+    Rollouts of OUTPUT whose specs were not compiled are left alone, except when
+    the folder holding their spec was compiled whole (their spec is gone), or
+    with --prune.  Files in OUTPUT that rollout did not generate are never touched.
     """
-    result = pipeline.compile_paths(paths, jobs=_jobs(jobs), output=output)
-    if not result.ok:
-        _fail_on(result, fmt)
-    try:
-        changes = emit.emit(output, result.files)
-    except emit.EmitError as exc:
-        _report(result.diagnostics + [_file_problem(exc.out, path, why, "emit") for path, why in exc.problems], fmt)
-        raise SystemExit(1) from None
-    _report(result.diagnostics, fmt)
+    from compiler import build
+
+    report = build.build(paths, output, jobs=_jobs(jobs), prune=prune, force=force, lock_timeout=lock_timeout,
+                         progress=_progress_bar(progress))
+    _report(report.diagnostics, fmt)
+    if not report.ok:
+        raise SystemExit(1)
     if fmt == "text":
-        click.echo(
-            f"{len(result.units)} rollout(s), {len(result.files)} files: {len(changes.written)} written, "
-            f"{len(changes.removed)} removed, {changes.unchanged} unchanged",
-            err=True,
-        )
+        if report.recovered:
+            click.echo(f"{output}: {report.recovered}", err=True)
+        line = (f"{report.rollouts} rollout(s): {report.rendered} compiled, {report.skipped} unchanged; "
+                f"{len(report.written)} files written, {len(report.removed)} removed")
+        if report.removed_rollouts:
+            line += f" ({len(report.removed_rollouts)} rollout(s) whose spec is gone)"
+        if report.left_alone:
+            line += (f"; {report.left_alone} other rollout(s) of {output} left alone "
+                     "(compile their folder, or use --prune to remove those whose spec is gone)")
+        click.echo(line, err=True)
 
 
 @main.command()
@@ -132,30 +197,44 @@ def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None
 @OUTPUT
 @FORMAT
 @JOBS
-def check(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int) -> None:
-    """Exit 1 with a unified diff when OUTPUT is not what a compile would write (the CI guard)."""
-    result = pipeline.compile_paths(paths, jobs=_jobs(jobs), output=output)
-    if not result.ok:
-        _fail_on(result, fmt)
-    diffs = emit.drift_by_file(output, result.files)
-    stale = [_file_problem(output, path, "differs from what `rollout compile` writes: run it and commit the result",
-                           "drift") for path, _ in diffs]
+@LOCK_TIMEOUT
+def check(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int, lock_timeout: float) -> None:
+    """Exit 1 with a unified diff when OUTPUT is not what a compile would write (the CI guard).
+
+    Nothing is written.  Rollouts whose recorded digests and file hashes match
+    are not rendered; the others are, to show the difference.
+    """
+    from compiler import build
+
+    report = build.verify(paths, output, jobs=_jobs(jobs), lock_timeout=lock_timeout)
+    if not report.ok:
+        _fail_on_diagnostics(report.diagnostics, fmt)
+    drift = build.drift(report, output)
     if fmt == "json":  # one JSON document on stdout; the diff itself is for the other formats
-        _report(result.diagnostics + stale, fmt)
+        _report(report.diagnostics + drift, fmt)
     else:
-        _report(result.diagnostics + (stale if fmt == "github" else []), fmt)
-        click.echo("".join(text for _, text in diffs), nl=False)
-    if diffs:
-        click.echo(f"{output} is stale: {len(diffs)} file(s) differ; run `rollout compile` and commit the result", err=True)
+        _report(report.diagnostics + (drift if fmt == "github" else []), fmt)
+        click.echo("".join(text for _, text in report.diffs), nl=False)
+    if report.diffs:
+        click.echo(f"{output} is stale: {len(report.diffs)} file(s) differ in {len(drift)} rollout(s) or fleet "
+                   "folder(s); run `rollout compile` and commit the result", err=True)
         raise SystemExit(1)
     if fmt == "text":
-        click.echo(f"{output} is up to date ({len(result.files)} files)", err=True)
+        click.echo(f"{output} is up to date ({report.rollouts} rollout(s), {report.files} files)", err=True)
+
+
+def _fail_on_diagnostics(diagnostics: list[Diagnostic], fmt: str) -> None:
+    _report(diagnostics, fmt)
+    if diag.has_errors(diagnostics):
+        raise SystemExit(1)
 
 
 @main.command()
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout.")
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of the spec language (for editors and CI)."""
+    from compiler.spec import model
+
     text = json.dumps(model.json_schema(), indent=2, sort_keys=True) + "\n"
     if output is None:
         click.echo(text, nl=False)
@@ -167,6 +246,8 @@ def schema(output: Path | None) -> None:
 
 
 def _one_plan(spec: Path, env: str | None) -> Plan:
+    from compiler import pipeline
+
     result = pipeline.analyse([spec])
     _fail_on(result, "text")
     units = [u for u in result.units if env is None or u.plan.environment == env]
@@ -189,6 +270,8 @@ def _table(rows: list[list[str]]) -> str:
 @click.option("--env", help="The environment to explain, for specs with `environments`.")
 def explain(spec: Path, env: str | None) -> None:
     """Print a spec's stages, weights, holds, gates and breach actions as a table."""
+    from compiler.spec.units import format_duration, format_percent
+
     plan = _one_plan(spec, env)
     rows = [["", "STAGE", "TRAFFIC", "MIRROR", "HOLD", "GATES", "ON BREACH"]]
     for stage in plan.stages:
@@ -224,17 +307,3 @@ def run(entry: Callable[..., object] = main) -> None:
         click.echo(f"rollout: internal error: {type(exc).__name__}: {exc}", err=True)
         click.echo("This is a bug in rollout; please report it with the spec that caused it.", err=True)
         sys.exit(1)
-
-
-from compiler.ops import workflow  # noqa: E402  (the pull-request commands)
-
-main.add_command(workflow.promote)
-main.add_command(workflow.rollback)
-main.add_command(workflow.set_stage)
-main.add_command(workflow.diff)
-
-from compiler.ops import gate as gate_command  # noqa: E402  (live gates, the rollback webhook)
-from compiler.ops import serve as serve_command  # noqa: E402
-
-main.add_command(gate_command.gate)
-main.add_command(serve_command.serve)

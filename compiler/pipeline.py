@@ -1,30 +1,39 @@
-"""The compiler's driver: paths -> documents -> specs -> plans -> files.
+"""The compiler's passes: paths -> documents -> specs -> plans -> files.
 
 Each spec file is loaded, validated, planned and rendered on its own (in
 parallel processes with ``jobs``); an error in one file never hides the errors
 of another, and no state is shared between them.  Fleet targets run last, over
-every plan, in file order.
+what each rollout tells the fleet (:class:`compiler.ir.fleet.FleetEntry`).
+
+:mod:`compiler.build` runs these passes into an output folder.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
-from compiler.ir import plan as planner
+from compiler.ir import planner
 from compiler.spec import rules
 from compiler.spec import environments as specs
 from compiler.diagnostics import Diagnostic, SpecError, has_errors
-from compiler.spec.load import Document, display_path, load_file
-from compiler.ir.plan import ROLLBACK, Plan
-from compiler.targets.base import Files, Rendered
-from compiler.targets.registry import FLEET, REGISTRY, SUMMARIES
+from compiler.ir.fleet import FleetEntry
+from compiler.sources import Claim, SpecPath, collect, duplicates, source_path
+from compiler.spec.load import Document, load_bytes, load_file
+from compiler.ir.plan import ROLLBACK, Plan, StagePlan
+from compiler.targets.base import CONTROLLER, OTHER, Files, Rendered
+from compiler.targets import fleets
+from compiler.targets.registry import REGISTRY, SUMMARIES
 
-SPEC_SUFFIXES = (".yaml", ".yml")
 FLEET_DIR = "_fleet"
+
+
+def claim_of(unit: Unit) -> Claim:
+    return Claim(unit.plan.out, unit.doc.path, unit.doc.locate(("metadata", "name")),
+                 unit.doc.locate(("metadata", "namespace")))
 
 
 @dataclass
@@ -50,54 +59,12 @@ class Result:
         return not has_errors(self.diagnostics)
 
 
-@dataclass(frozen=True)
-class SpecPath:
-    path: Path
-    named: bool  # named on the command line, rather than found in a folder
-
-
-def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnostic]]:
-    """Spec files named by ``paths`` (folders are searched recursively for *.yaml/*.yml), sorted."""
-    found: dict[Path, SpecPath] = {}
-    problems: list[Diagnostic] = []
-    for raw in paths:
-        path = Path(raw)
-        if path.is_dir():
-            for p in path.rglob("*"):
-                if p.is_file() and p.suffix in SPEC_SUFFIXES and not _hidden(p, path):
-                    found.setdefault(p.resolve(), SpecPath(p, False))
-        elif path.is_file():
-            found[path.resolve()] = SpecPath(path, True)  # is_file: the path resolves, without a loop
-        else:
-            why = "not a regular file or folder" if path.exists() or path.is_symlink() else "no such file or directory"
-            problems.append(Diagnostic(display_path(path), 1, 1, "error", why, "io"))
-    return sorted(found.values(), key=lambda s: display_path(s.path)), problems
-
-
 def _is_rollout(data: object) -> bool:
     """A document that means to be a Rollout spec (so that a typo in it is reported, not skipped)."""
     if not isinstance(data, dict):
         return False
     version = data.get("apiVersion")
     return data.get("kind") == "Rollout" or (isinstance(version, str) and version.startswith("rollout-compiler/"))
-
-
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
-
-
-def source_path(path: Path, root: Path | None) -> str:
-    """How generated files name their spec: relative to ``root`` (the output folder's parent) when inside it.
-
-    Diagnostics name files relative to the working folder, for the user at the terminal; generated
-    files must not depend on where the compile ran, or `rollout check` would see drift.
-    """
-    if root is not None:
-        try:
-            return path.resolve().relative_to(root.resolve()).as_posix()
-        except ValueError:
-            pass  # a spec outside the folder holding the output: name it as the user did
-    return display_path(path)
 
 
 def analyse_file(path: Path, named: bool = True, root: Path | None = None) -> tuple[list[Unit], list[Diagnostic]]:
@@ -108,6 +75,22 @@ def analyse_file(path: Path, named: bool = True, root: Path | None = None) -> tu
     """
     try:
         doc = load_file(path)
+    except SpecError as exc:
+        return [], list(exc.diagnostics)
+    return _analyse(doc, path, named, root)
+
+
+def analyse_bytes(raw: bytes, shown: str, named: bool, root: Path | None, path: Path) -> tuple[list[Unit], list[Diagnostic]]:
+    """:func:`analyse_file` of bytes already read (``shown``: the path as the user sees it)."""
+    try:
+        doc = load_bytes(raw, shown)
+    except SpecError as exc:
+        return [], list(exc.diagnostics)
+    return _analyse(doc, path, named, root)
+
+
+def _analyse(doc: Document, path: Path, named: bool, root: Path | None) -> tuple[list[Unit], list[Diagnostic]]:
+    try:
         if not named and not _is_rollout(doc.data):
             return [], []
         variants = specs.expand(doc)
@@ -162,15 +145,19 @@ class _FileOutcome:
     units: list[Unit]
     diagnostics: list[Diagnostic]
     files: Files
+    entries: list[FleetEntry]
 
 
 def _process(spec: SpecPath, render: bool, root: Path | None) -> _FileOutcome:
     units, diagnostics = analyse_file(spec.path, spec.named, root)
     files: Files = {}
+    entries = []
     if render and not has_errors(diagnostics):
         for unit in units:
-            files.update(render_unit(unit.plan))
-    return _FileOutcome(units, diagnostics, files)
+            rendered, kinds = render_unit_files(unit.plan)
+            files.update((f"{unit.plan.out}/{path}", text) for path, text in rendered.items())
+            entries.append(fleet_entry(unit.plan, kinds))
+    return _FileOutcome(units, diagnostics, files, entries)
 
 
 def _process_all(paths: Iterable[str | Path], render: bool, jobs: int,
@@ -189,7 +176,7 @@ def _process_all(paths: Iterable[str | Path], render: bool, jobs: int,
     for outcome in outcomes:
         result.units.extend(outcome.units)
         result.diagnostics.extend(outcome.diagnostics)
-    result.diagnostics.extend(_duplicates(result.units))
+    result.diagnostics.extend(duplicates([claim_of(u) for u in result.units]))
     return result, outcomes
 
 
@@ -198,63 +185,64 @@ def analyse(paths: Iterable[str | Path], jobs: int = 1) -> Result:
     return _process_all(paths, render=False, jobs=jobs)[0]
 
 
-def _duplicates(units: list[Unit]) -> list[Diagnostic]:
-    """Rollouts that would share a folder, or whose folder lies inside another rollout's."""
-    first: dict[str, Unit] = {}
-    out = []
-    for unit in units:
-        key = unit.plan.out
-        if key in first:
-            other = first[key]
-            out.append(unit.doc.error(("metadata", "name"),
-                                      f"rollout {key} is also defined in {other.doc.path}: each namespace/name (and environment) must be unique",
-                                      "fleet"))
-        else:
-            first[key] = unit
-    for key, unit in sorted(first.items()):
-        parts = key.split("/")
-        prefixes = ("/".join(parts[:n]) for n in range(1, len(parts)))
-        outer = next((first[p] for p in prefixes if p in first), None)
-        if outer is not None:
-            out.append(unit.doc.error(
-                ("metadata", "namespace"),
-                f"the folder of rollout {key} lies inside the folder of rollout {outer.plan.out} ({outer.doc.path}): "
-                "give the environment or namespace another name", "fleet"))
-    return out
-
-
 # --------------------------------------------------------------------------- rendering
 
 
-def _by_target(plan: Plan) -> dict[str, Files]:
-    """Each target's files for the plan's stage in effect."""
-    return {target.name: target.render(plan) for target in REGISTRY}
-
-
-def _union(by_target: dict[str, Files], prefix: str = "", only_rollback: bool = False) -> Files:
-    files: Files = {}
-    for target in REGISTRY:
-        if only_rollback and not target.rollback:
-            continue
-        _merge(files, {prefix + path: text for path, text in by_target[target.name].items()}, target.name)
-    return files
+def _kind(target_kinds: Mapping[str, str], path: str, owner: str) -> str:
+    kind = target_kinds.get(path)
+    if kind is None:
+        raise RuntimeError(f"target {owner} wrote {path} without saying what it is (Target.kinds)")
+    return kind
 
 
 def render_unit(plan: Plan) -> Files:
     """A rollout's folder: every target at the stage in effect, ``rollback/``, then the summaries."""
-    renders: dict[str, dict[str, Files]] = {}
-
-    def at(stage: str) -> dict[str, Files]:
-        if stage not in renders:
-            renders[stage] = _by_target(plan.at(stage))
-        return renders[stage]
-
-    files = _union(at(plan.current.name))
-    _merge(files, _union(at(ROLLBACK), "rollback/", only_rollback=True), "rollback")
-    rendered = Rendered(plan, dict(files), lambda other: _union(at(other.current.name)))
-    for summary in SUMMARIES:
-        _merge(files, summary.render(rendered), summary.name)
+    files, _ = render_unit_files(plan)
     return {f"{plan.out}/{path}": text for path, text in files.items()}
+
+
+def render_unit_files(plan: Plan) -> tuple[Files, dict[str, str]]:
+    """(files relative to the rollout's folder, what each is) of :func:`render_unit`."""
+    files: Files = {}
+    kinds: dict[str, str] = {}
+    live: dict[str, Files] = {}
+    for target in REGISTRY:
+        live[target.name] = target.render(plan)
+        for path, text in live[target.name].items():
+            _merge(files, {path: text}, target.name)
+            kinds[path] = _kind(target.kinds, path, target.name)
+    rolled_back = plan if plan.is_rollback else plan.at(ROLLBACK)
+    for target in REGISTRY:
+        if not target.rollback:
+            continue
+        rendered = live[target.name] if plan.is_rollback else target.render(rolled_back)
+        for path, text in rendered.items():
+            _merge(files, {f"rollback/{path}": text}, "rollback")
+            kinds[f"rollback/{path}"] = _kind(target.kinds, path, target.name)
+
+    def keys(stage: StagePlan) -> dict[str, Hashable]:
+        out: dict[str, Hashable] = {}
+        for target in REGISTRY:
+            out.update(target.keys(plan, stage))
+        return out
+
+    rendered_unit = Rendered(plan, dict(files), kinds, keys)
+    for summary in SUMMARIES:
+        summarised = summary.render(rendered_unit)
+        _merge(files, summarised, summary.name)
+        kinds.update((path, OTHER) for path in summarised)
+    return files, kinds
+
+
+def fleet_entry(plan: Plan, kinds: Mapping[str, str]) -> FleetEntry:
+    folders = sorted({path.split("/")[0] for path, kind in kinds.items()
+                      if kind == CONTROLLER and "/" in path and not path.startswith("rollback/")})
+    return FleetEntry.of(plan, folders[0] if folders else None)
+
+
+def render_fleet(entries: Sequence[FleetEntry]) -> Files:
+    """The fleet-wide files (paths relative to ``_fleet/``) of every rollout of an output folder."""
+    return fleets.render(entries)
 
 
 def _merge(into: Files, new: Files, owner: str) -> None:
@@ -272,7 +260,7 @@ def _check_relative(path: str, owner: str) -> None:
 
 
 def compile_paths(paths: Iterable[str | Path], jobs: int = 1, output: Path | None = None) -> Result:
-    """Analyse and render every spec, then the fleet targets; ``result.files`` is empty on any error.
+    """Analyse and render every spec, then the fleet targets, in memory; ``result.files`` is empty on any error.
 
     Generated files name their specs relative to ``output``'s parent (the working folder when
     ``output`` is not given), so the same repository compiles to the same bytes from anywhere.
@@ -282,12 +270,11 @@ def compile_paths(paths: Iterable[str | Path], jobs: int = 1, output: Path | Non
     if not result.ok:
         return result
     files: Files = {}
+    entries = []
     for outcome in outcomes:
         files.update(outcome.files)
-    plans = [u.plan for u in result.units]
-    for fleet in FLEET:
-        for path, text in fleet.render(plans, files).items():
-            _check_relative(path, fleet.name)
-            files[f"{FLEET_DIR}/{path}"] = text
+        entries.extend(outcome.entries)
+    for path, text in render_fleet(sorted(entries, key=lambda e: e.out)).items():
+        files[f"{FLEET_DIR}/{path}"] = text
     result.files = dict(sorted(files.items()))
     return result

@@ -22,6 +22,13 @@ ALL_SPECS = SEED_SPECS + GOLDEN_INPUTS
 
 
 @pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory):
+    """The hash cache of every compile the tests run lives in a folder of the session (never ~/.cache)."""
+    os.environ["ROLLOUT_CACHE_DIR"] = str(tmp_path_factory.mktemp("rollout-cache"))
+    yield
+
+
+@pytest.fixture(autouse=True, scope="session")
 def _at_root():
     """Spec paths in generated headers are shown relative to the working directory."""
     previous = os.getcwd()
@@ -35,6 +42,14 @@ def compile_files(*paths: Path | str) -> dict[str, str]:
     result = pipeline.compile_paths([Path(p) for p in paths])
     assert result.ok, "\n".join(d.text() for d in result.diagnostics)
     return result.files
+
+
+def write_tree(out: Path, files: dict[str, str]) -> None:
+    """Write compiled files (as compile_files returns them) into a folder, for the real tools to read."""
+    for relative, text in files.items():
+        path = out / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
 
 
 def plans_of(*paths: Path | str) -> list[Plan]:

@@ -16,6 +16,7 @@ import yaml
 
 from compiler import pipeline
 from compiler.targets.observability import alertmanager
+from compiler.pipeline import fleet_entry
 from conftest import ALL_SPECS, GOLDEN, SPECS, free_port, plan_of, plans_of, tool
 from test_prometheus import spec
 
@@ -28,6 +29,10 @@ ALERTING = """alerting:
     hook: {webhook: {url: "http://bot.ops.svc:8080/rollback"}}
   routes: {critical: [pager, mail], warning: [mail], info: [], rollback: [hook, pager]}
 current: canary"""
+
+
+def entries(plans):
+    return [fleet_entry(p, {}) for p in plans]
 
 
 def write(folder: Path, files: dict[str, str]) -> Path:
@@ -55,7 +60,7 @@ def run_cases(folder: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def fleet(tmp_path_factory) -> Path:
-    files = alertmanager.render_fleet(plans_of(*ALL_SPECS), {})
+    files = alertmanager.render_fleet(entries(plans_of(*ALL_SPECS)), {})
     return write(tmp_path_factory.mktemp("fleet"), files)
 
 
@@ -100,7 +105,7 @@ def test_each_rollout_configuration_stands_alone(tmp_path):
 
 def test_environments_are_routed_apart(tmp_path):
     plans = plans_of(SPECS / "ai-orchestra.yaml")
-    folder = write(tmp_path, alertmanager.render_fleet(plans, {}))
+    folder = write(tmp_path, alertmanager.render_fleet(entries(plans), {}))
     assert run_cases(folder) == []
     # an alert of the plain rollout name without the environment label reaches nobody
     result = amtool("config", "routes", "test", f"--config.file={folder / 'alertmanager.yaml'}",
@@ -192,7 +197,7 @@ def _api(port: int, path: str, body: object | None = None) -> object:
 
 def test_a_rollback_alert_inhibits_the_warnings_of_its_rollout(tmp_path):
     plans = [plan_of(GOLDEN / "in-checkout.yaml"), plan_of(GOLDEN / "in-ramp.yaml")]
-    folder = write(tmp_path, alertmanager.render_fleet(plans, {}))
+    folder = write(tmp_path, alertmanager.render_fleet(entries(plans), {}))
     port = free_port()
     process = subprocess.Popen(
         [_binary(), f"--config.file={folder / 'alertmanager.yaml'}", f"--storage.path={tmp_path / 'data'}",

@@ -119,11 +119,14 @@ def test_a_canary_rollout_has_no_generated_services():
     assert kube_service.render(plan_of(GOLDEN / "in-tiny-canary.yaml")) == {}
 
 
-def test_the_comment_says_the_share_and_its_error():
-    plan = plan_of(GOLDEN / "in-blue-green.yaml").at("switch")
-    text = kube_service.render(plan)["kube-service/service-active.yaml"]
-    assert "# Users on the new version: 100% = 0% routed to orchestra-preview + 100% through orchestra " \
-           "(spec 100%, exact)." in text
+def test_the_comment_says_which_colour_each_service_selects():
+    plan = plan_of(GOLDEN / "in-blue-green.yaml")
+    switched = kube_service.render(plan.at("switch"))
+    assert "# Blue-green: orchestra, the Service users reach, selects version=green (v2.0.0)." in \
+        switched["kube-service/service-active.yaml"]
+    before = kube_service.render(plan.at("preview"))
+    assert "selects version=blue (v1.9.0)." in before["kube-service/service-active.yaml"]
+    assert before["kube-service/service-preview.yaml"] == switched["kube-service/service-preview.yaml"]
 
 
 def test_routers_that_address_servers_send_the_switch_to_the_new_colour():

@@ -357,12 +357,13 @@ def test_requests_without_a_targeting_key_get_a_partial_flag_off():
 # --------------------------------------------------------------------------- metadata, plain files, ConfigMap
 
 
-def test_metadata_records_the_override_variable_and_the_stage():
+def test_metadata_records_the_override_variable_and_the_share_not_the_stage_name():
+    """A stage that leaves every flag as it was leaves the flag files as they were."""
     plan = plan_of(SPECS / "genesis.yaml")
     doc = document(plan)
     meta = doc["flags"]["phase_4_deployment"]["metadata"]
     assert meta["envOverride"] == "PHASE_4_DEPLOYMENT"
-    assert meta["rollout"] == "follow-stage" and meta["share"] == "5%" and meta["stage"] == "canary-5"
+    assert meta["rollout"] == "follow-stage" and meta["share"] == "5%" and "stage" not in meta
     assert meta["requires"] == "orchestration_enabled"
     assert doc["metadata"]["flagSetId"] == "genesis/genesis-orchestrator"
 

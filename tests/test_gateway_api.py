@@ -119,7 +119,7 @@ def test_parent_refs_hostnames_and_path_come_from_the_spec():
     assert spec["parentRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
                                    "name": "public", "namespace": "gateway-system"}]
     assert spec["hostnames"] == ["verdicts.trust.example.com"]
-    plan = replace(plan, gateway=plan.gateway.model_copy(update={"section": "https"}))
+    plan = replace(plan, gateway=replace(plan.gateway, section="https"))
     assert gateway_api.parent_ref(plan)["sectionName"] == "https"
 
 

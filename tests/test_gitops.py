@@ -10,9 +10,8 @@ import pytest
 import yaml
 
 import kubecheck
-from compiler import emit
 from compiler.targets import gitops
-from conftest import SPECS, compile_files, kustomize_build, plan_of, plans_of
+from conftest import SPECS, compile_files, kustomize_build, plan_of, plans_of, write_tree
 
 ARGO_SPEC = SPECS / "ultra-fast-analyzer.yaml"
 FLUX_SPEC = SPECS / "ai-orchestra.yaml"
@@ -86,7 +85,7 @@ def test_the_path_in_the_repository_holds_a_kustomization_and_the_object_is_not_
     """Compile into <repo>/generated as gitops.path says: the folder the object names builds."""
     repo = tmp_path / "repo"
     files = compile_files(ARGO_SPEC, FLUX_SPEC)
-    emit.emit(repo / "generated", files)
+    write_tree(repo / "generated", files)
     for spec in (ARGO_SPEC, FLUX_SPEC):
         for plan in plans_of(spec):
             path = gitops.repository_path(plan)

@@ -209,7 +209,7 @@ def test_full_and_blue_green_switch_stages():
     assert "use_backend orchestra-preview if rollout_canary_bucket" not in switch
     assert "use_backend orchestra-preview if rollout_tester rollout_canary_usable" in switch
     assert "    use_backend orchestra-preview if rollout_canary_usable\n" in switch  # the new colour's servers
-    assert "every request goes to the new colour's servers" in switch
+    assert "every request goes to the canary backend while it has a usable server" in switch
     full = haproxy.config(plan_of(GOLDEN / "in-full.yaml"))
     assert "    use_backend profile-v2 if rollout_canary_usable\n" in full
 
@@ -224,7 +224,7 @@ def test_a_shadow_stage_is_a_located_warning_and_keeps_users_on_stable():
     assert (GOLDEN / "in-tiny-canary.yaml").read_text().splitlines()[24].strip().startswith("- {name: shadow")
     plan = plan_of(GOLDEN / "in-tiny-canary.yaml").at("shadow")
     text = haproxy.config(plan)
-    assert "HAProxy 2.6 cannot do" in text
+    assert "Canary share 0%: users stay on stable (exact)." in text
     assert "rollout_canary_bucket" not in text
 
 

@@ -15,11 +15,10 @@ import pytest
 import yaml
 
 import kubecheck
-from compiler import serialize
-from compiler import emit
-from compiler.targets.base import Rendered
+from compiler.pipeline import render_unit
+from compiler.targets.base import CONFIG, MANIFEST, OTHER, Rendered
 from compiler.targets import kustomize
-from conftest import ALL_SPECS, SEED_SPECS, SPECS, compile_files, kustomize_build, plan_of, plans_of
+from conftest import ALL_SPECS, SEED_SPECS, SPECS, compile_files, kustomize_build, plan_of, plans_of, write_tree
 
 FLEET = SEED_SPECS + [p for p in ALL_SPECS if p.stem == "in-checkout"]
 
@@ -40,6 +39,29 @@ def identity(doc: dict) -> tuple[str, str, str, str]:
     return doc["apiVersion"], doc["kind"], meta.get("namespace", ""), meta["name"]
 
 
+CONTROLLER_KINDS = {("argoproj.io", "Application"), ("kustomize.toolkit.fluxcd.io", "Kustomization")}
+
+
+def documents(path: str, text: str) -> list | None:
+    """The YAML/JSON documents of a file, or None when it is not YAML/JSON (read here, apart from the kinds the
+    targets declare, to check them)."""
+    if not path.endswith((".yaml", ".yml", ".json")):
+        return None
+    try:
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except yaml.YAMLError:
+        return None
+
+
+def is_manifest(docs: list | None) -> bool:
+    return bool(docs) and all(isinstance(d, dict) and "apiVersion" in d and "kind" in d and isinstance(d.get("metadata"), dict)
+                              for d in docs)
+
+
+def is_promtool_test(docs: list | None) -> bool:
+    return bool(docs) and isinstance(docs[0], dict) and "tests" in docs[0] and "rule_files" in docs[0]
+
+
 def scope(files: dict[str, str], prefix: str, exclude: str | None = None) -> dict[str, str]:
     out = {p[len(prefix):]: t for p, t in files.items() if p.startswith(prefix)}
     return {p: t for p, t in out.items() if not (exclude and p.startswith(exclude))}
@@ -53,13 +75,13 @@ def objects_of(files: dict[str, str]) -> list[dict]:
 
 def expected_objects(files: dict[str, str]) -> set[tuple]:
     """Every object of the folder but GitOps controller objects (they point at the folder)."""
-    return {identity(d) for d in objects_of(files) if (d["apiVersion"].split("/")[0], d["kind"]) not in kustomize.CONTROLLER_KINDS}
+    return {identity(d) for d in objects_of(files) if (d["apiVersion"].split("/")[0], d["kind"]) not in CONTROLLER_KINDS}
 
 
 @pytest.fixture(scope="module")
 def tree(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("kustomize") / "generated"
-    emit.emit(out, compiled(*FLEET))
+    write_tree(out, compiled(*FLEET))
     return out
 
 
@@ -88,8 +110,6 @@ def test_the_rollback_folder_builds_to_the_same_objects_in_their_rollback_state(
         assert ids <= live, "applying rollback/ replaces objects of the live folder, and adds none"
         generated = {i for i in ids if i[1] == "ConfigMap" and i[3].endswith("-files")}
         assert ids - generated == expected_objects(scope(files, plan.out + "/rollback/"))
-        (kustomization,) = serialize.read_yaml(files[f"{plan.out}/rollback/kustomization.yaml"])
-        assert kustomization["metadata"]["annotations"]["rollout-compiler.dev/stage"] == "rollback"
         assert scope(files, plan.out + "/rollback/")
 
 
@@ -105,15 +125,15 @@ def test_non_kubernetes_files_are_wrapped_once_or_listed_nowhere():
         for path, text in live.items():
             if path == "kustomization.yaml" or path.startswith("gitops/"):
                 continue
-            docs = kustomize.documents(path, text)
-            if kustomize.is_manifest(docs):
+            docs = documents(path, text)
+            if is_manifest(docs):
                 assert path in listed, path
                 continue
             assert path not in listed, f"{path} is not a Kubernetes object"
             if text in carried:
                 assert path not in wrapped, f"{path} is already in a ConfigMap: not wrapped twice"
                 checked += 1
-            elif path.endswith((".md", ".txt")) or kustomize.is_promtool_test(docs):
+            elif path.endswith((".md", ".txt")) or is_promtool_test(docs):
                 assert path not in wrapped
             else:
                 assert path in wrapped, f"{path} reaches the cluster in a ConfigMap"
@@ -129,7 +149,9 @@ def test_files_no_configmap_carries_are_wrapped_without_a_name_hash(tmp_path):
         "extra/notes.md": "# notes\n",
         "extra/tests.yaml": "rule_files: [rules.yaml]\ntests: []\n",
     }
-    rendered = Rendered(plan, files, lambda p: {})
+    kinds = {"flags/configmap.yaml": MANIFEST, "extra/settings.json": CONFIG, "extra/app.cfg": CONFIG,
+             "extra/notes.md": OTHER, "extra/tests.yaml": OTHER}
+    rendered = Rendered(plan, files, kinds, lambda stage: {})
     out = kustomize.render_rollout(rendered)
     body = yaml.safe_load(out["kustomization.yaml"])
     assert body["resources"] == ["flags/configmap.yaml"]
@@ -166,12 +188,12 @@ def test_each_environment_gets_a_fleet_kustomization_of_its_own(tree):
         assert {d["metadata"].get("namespace") for d in built} == {env}
 
 
-def test_the_compiled_stage_is_recorded_in_the_kustomization():
-    files = compiled(SPECS / "genesis.yaml")
-    body = yaml.safe_load(files["genesis/genesis-orchestrator/kustomization.yaml"])
-    assert body["metadata"]["annotations"]["rollout-compiler.dev/stage"] == "canary-5"
-    rolled = yaml.safe_load(files["genesis/genesis-orchestrator/rollback/kustomization.yaml"])
-    assert rolled["metadata"]["annotations"]["rollout-compiler.dev/stage"] == "rollback"
+def test_the_kustomization_does_not_change_with_the_stage():
+    """What a controller applies is the same list of objects at every stage: a promote leaves it alone."""
+    plan = plan_of(SPECS / "genesis.yaml")
+    texts = {render_unit(plan.at(s.name))[f"{plan.out}/kustomization.yaml"] for s in plan.stages}
+    assert len(texts) == 1
+    assert "rollout-compiler.dev/stage" not in texts.pop()
 
 
 def test_environments_sharing_a_namespace_build_on_their_own(tmp_path):
@@ -181,7 +203,7 @@ def test_environments_sharing_a_namespace_build_on_their_own(tmp_path):
     spec.write_text(text)
     files = compile_files(spec)
     out = tmp_path / "generated"
-    emit.emit(out, files)
+    write_tree(out, files)
     for env in ("staging", "production"):
         ids = [identity(d) for d in build(out / "_fleet" / "environments" / env)]
         assert ids and len(ids) == len(set(ids))

@@ -16,13 +16,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from compiler import emit
 from compiler import pipeline
 from compiler.ir.plan import ROLLBACK, Plan
 from compiler.gates import alerts, conventions
 from compiler.gates.algebra import number
 from compiler.targets.observability import prometheus
-from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, compile_files, plan_of, plans_of, tool
+from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, compile_files, plan_of, plans_of, tool, write_tree
 from test_prometheus import HOSTILE, hostile_spec, spec
 
 GENERATED = ROOT / "generated"
@@ -216,7 +215,7 @@ def test_a_custom_gate_whose_query_needs_no_input_warns_and_its_tests_still_pass
     assert [d.severity for d in result.diagnostics] == ["warning"]
     assert "custom gate queue yields a value with no input series" in result.diagnostics[0].message
     out = tmp_path / "out"
-    emit.emit(out, compile_files(spec))
+    write_tree(out, compile_files(spec))
     proc = subprocess.run([tool("promtool"), "test", "rules", str(out / "shop/web/prometheus/rules.test.yaml")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

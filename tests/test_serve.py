@@ -120,7 +120,7 @@ def test_a_firing_rollback_alert_becomes_one_rollback_commit(served):
                                            "shop/checkout: gate error_rate breached at stage canary")]
     check = CliRunner().invoke(main, ["check", str(repo / "specs"), "-o", str(repo / "generated")])
     assert check.exit_code == 0, check.output
-    assert "stage: rollback" in (repo / "generated/shop/checkout/kustomization.yaml").read_text()
+    assert "**rollback** (all on stable)" in (repo / "generated/shop/checkout/PLAN.md").read_text()
     assert commits(repo) == count + 1
     assert git(repo, "log", "-1", "--format=%s").strip() == "rollback shop/checkout: CheckoutErrorRateBreached (error_rate)"
     assert body["alerts"][0]["commit"] == git(repo, "rev-parse", "HEAD").strip()
@@ -232,4 +232,4 @@ def test_an_environment_alert_rolls_back_that_environment_only(tmp_path):
     assert row[1].startswith("  production: {current: rollback}  # rolled back: AiOrchestraErrorRateBreached (error_rate)")
     plans = {p.environment: p for p in plans_of(spec)}
     assert plans["production"].is_rollback and plans["staging"].current.name == "switch"
-    assert "stage: rollback" in (tmp_path / "generated/production/production/ai-orchestra/kustomization.yaml").read_text()
+    assert "**rollback** (all on stable)" in (tmp_path / "generated/production/production/ai-orchestra/PLAN.md").read_text()

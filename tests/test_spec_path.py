@@ -5,9 +5,8 @@ from __future__ import annotations
 import shlex
 import subprocess
 
-from compiler import emit
 from compiler import serialize
-from conftest import GOLDEN, compile_files, tool
+from conftest import GOLDEN, compile_files, tool, write_tree
 
 HOSTILE = 'a{{ .Value }}--->b $(id) "x"'
 
@@ -18,7 +17,7 @@ def test_a_hostile_spec_file_name_lands_inert(tmp_path, monkeypatch):
     spec.write_text((GOLDEN / "in-checkout.yaml").read_text())
     files = compile_files(spec.name)
     out = tmp_path / "out"
-    emit.emit(out, files)
+    write_tree(out, files)
     plan_md = files["shop/checkout/PLAN.md"]
     assert plan_md.splitlines()[0].count("-->") == 1 and plan_md.splitlines()[0].endswith("-->")
     (rules,) = serialize.read_yaml(files["shop/checkout/prometheus/rules.yaml"])

@@ -68,34 +68,33 @@ def test_check_reports_the_drift_of_a_promotion_until_compile_and_diff_names_the
     assert after.current.index == before.current.index + 1
     check = run("check", repo / "specs", "-o", repo / "generated")
     assert check.exit_code == 1 and "is stale" in check.output
-    assert f"--- a/{after.out}/kustomization.yaml" in check.output
+    assert f"--- a/{after.out}/PLAN.md" in check.output
     assert "genesis-orchestrator/" not in check.output
     result = run("diff", repo / "specs", "-o", repo / "generated")
     assert result.exit_code == 0
-    line = next(l for l in result.output.splitlines() if l.startswith(after.out + ":"))
+    lines = result.output.split("\n\n", 1)[0].splitlines()
+    assert lines == [l for l in lines if l.startswith(after.out + ":")], "only the rollouts that change are listed"
+    (line,) = lines
     expected = (f"{after.out}: {before.current.name} 10% -> {after.current.name} 50%, ")
     assert line.startswith(expected), line
-    counted = re.fullmatch(r".*, (\d+) files changed \((\d+) more only in the spec hash\)", line)
+    counted = re.fullmatch(r".*, (\d+) files changed", line)
     assert counted, line
-    # what changes is what PLAN.md says entering the stage changes, plus the two files naming the stage
+    # what changes is exactly what PLAN.md says entering the stage changes, PLAN.md and the rollout's manifest
     plan_md = (repo / "generated" / after.out / "PLAN.md").read_text()
     section = plan_md.split(f"### Entering {after.current.name}\n", 1)[1].split("\n### ", 1)[0]
     listed = re.findall(r"^- `([^`]+)`$", section, re.M)
-    comments = re.search(r"^(\d+) more files? changes? only in", section, re.M)
     assert listed
-    assert int(counted.group(1)) == len(listed) + 2 + (int(comments.group(1)) if comments else 0), (line, section)
-    for path in listed:
+    assert int(counted.group(1)) == len(listed) + 2, (line, section)
+    for path in listed + ["PLAN.md", ".rollout-manifest"]:
         assert f"\n--- a/{after.out}/{path}\n" in result.output
-    assert "genesis/genesis-orchestrator: canary-5 5%, up to date" in result.output
-    assert f"\n--- a/{after.out}/kustomization.yaml\n+++ b/{after.out}/kustomization.yaml\n" in result.output
     compile_into(repo)
     hook = {h["id"]: h for h in yaml.safe_load((ROOT / ".pre-commit-hooks.yaml").read_text())}["rollout-check"]
     args = [str(repo / a) if a in ("specs", "generated") else a for a in hook["args"]]
     assert run(*hook["entry"].split()[1:], *args).exit_code == 0
     (repo / "specs" / "genesis.yaml").unlink()
     gone = run("diff", repo / "specs", "-o", repo / "generated").output
-    assert re.search(r"^genesis/genesis-orchestrator: removed, \d+ files$", gone, re.M), gone
-    assert f"{after.out}: {after.current.name} 50%, up to date" in gone
+    assert re.search(r"^genesis/genesis-orchestrator: removed \(its spec is gone\)$", gone, re.M), gone
+    assert after.out not in gone.split("\n\n", 1)[0]
 
 
 def test_diff_of_an_empty_folder_lists_every_rollout_as_new(tmp_path):

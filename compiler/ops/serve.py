@@ -29,7 +29,7 @@ from pathlib import Path
 
 import click
 
-from compiler import emit
+from compiler import build
 from compiler import pipeline
 from compiler.ops.edit import one_line
 from compiler.ir.plan import ROLLBACK
@@ -137,7 +137,7 @@ class Rollbacks:
             written = self._roll_back(spec, plan.environment, reason)
             subject = one_line(f"rollback {plan.out}: {name} ({gate})")
             commit = git_commit(spec, self.output, f"{subject}\n\n{reason}\n") if self.commit else None
-        except (OSError, WorkflowError, emit.EmitError, GitError) as exc:
+        except (OSError, WorkflowError, GitError) as exc:
             return Outcome(name, plan.out, "failed", one_line(str(exc)))
         done = f"{spec}: current: rollback ({reason}); {written} files written into {self.output}"
         return Outcome(name, plan.out, "rolled back", done + (f"; commit {commit[:12]}" if commit else ""), commit)
@@ -149,11 +149,11 @@ class Rollbacks:
             apply_edit(spec, ROLLBACK, environment, reason)
         except WorkflowError:  # no room for a comment on that line: the reason stays in the commit message
             apply_edit(spec, ROLLBACK, environment)
-        result = pipeline.compile_paths([self.specs], output=self.output)
-        if not result.ok:
+        report = build.build([self.specs], self.output)
+        if not report.ok:
             _restore(spec, before)
-            raise WorkflowError(d for d in result.diagnostics if d.severity == "error")
-        return len(emit.emit(self.output, result.files).written)
+            raise WorkflowError(d for d in report.diagnostics if d.severity == "error")
+        return len(report.written)
 
 
 def _restore(spec: Path, data: bytes) -> None:

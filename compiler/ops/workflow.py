@@ -25,13 +25,11 @@ import click
 
 from compiler import diagnostics as diag
 from compiler.ops import edit
-from compiler import emit
-from compiler.targets import kube
+from compiler import build
 from compiler import pipeline
-from compiler import serialize
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.spec.load import display_path, load_file
-from compiler.ir.plan import ROLLBACK, Plan, StagePlan
+from compiler.ir.plan import ROLLBACK
 
 SPEC = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 ENV = click.option("--env", help="The environment to change, for specs with `environments`.")
@@ -49,12 +47,6 @@ def _fail(diagnostics: Iterable[Diagnostic]) -> None:
     items = list(diagnostics)
     click.echo(diag.render(items, "text"), nl=False, err=True)
     raise SystemExit(1)
-
-
-def stage_label(plan: Plan, stage: StagePlan) -> str:
-    """``canary 1%``, ``preview (testers only)``, ``rollback (all on stable)``."""
-    traffic = plan.traffic(stage)
-    return f"{stage.name} {traffic}" if traffic.endswith("%") else f"{stage.name} ({traffic})"
 
 
 # --------------------------------------------------------------------------- reading the spec
@@ -236,98 +228,28 @@ def set_stage(spec: Path, name: str, env: str | None) -> None:
 # --------------------------------------------------------------------------- diff
 
 
-def compiled_stage(output: Path, out: str) -> str | None:
-    """The stage in effect when ``output/<out>`` was compiled (from its kustomization.yaml)."""
-    try:
-        text = (output / out / KUSTOMIZATION).read_text(encoding="utf-8")
-        (data,) = serialize.read_yaml(text)
-    except (OSError, UnicodeDecodeError, serialize.YAMLError, ValueError):
-        return None
-    try:
-        stage = data["metadata"]["annotations"][kube.ANNOTATION_STAGE]
-    except (TypeError, KeyError):
-        return None
-    return stage if isinstance(stage, str) else None
-
-
-def _owner(path: str, outs: list[str]) -> str | None:
-    """The rollout folder a generated path belongs to (the longest matching prefix)."""
-    matches = [o for o in outs if path.startswith(o + "/")]
-    return max(matches, key=len) if matches else None
-
-
-def _removed_rollouts(removes: list[str]) -> list[str]:
-    """Folders of rollouts whose files a compile removes: the outermost folders of removed kustomizations."""
-    folders = sorted({p.rsplit("/", 1)[0] for p in removes if p.endswith("/" + KUSTOMIZATION)
-                      and not p.startswith(FLEET_DIR + "/")})
-    return [f for f in folders if not any(f.startswith(other + "/") for other in folders)]
-
-
-def compiled_hash(output: Path, out: str) -> str | None:
-    """The short spec hash ``output/<out>`` was compiled from (from its kustomization.yaml header)."""
-    try:
-        head = (output / out / KUSTOMIZATION).read_text(encoding="utf-8")[:400]
-    except (OSError, UnicodeDecodeError):
-        return None
-    found = serialize.SPEC_HASH.search(head)
-    return found.group(1) if found else None
-
-
-def _only_the_hash(output: Path, path: str, data: bytes, old: str | None, new: str) -> bool:
-    """Whether ``path`` changes in nothing but the spec hash every generated file names."""
-    if old is None or old == new:
-        return False
-    try:
-        existing = (output / path).read_bytes()
-    except OSError:
-        return False
-    return existing.replace(old.encode(), new.encode()) == data
-
-
 def _count(n: int, what: str = "") -> str:
     return f"{n} file{'s' if n != 1 else ''}" + (f" {what}" if what else "")
 
 
-def summary_lines(output: Path, result: pipeline.Result) -> list[str]:
-    writes, removes, _ = emit.plan_changes(output, result.files)
-    touched = sorted(set(writes) | set(removes))
-    outs = sorted(u.plan.out for u in result.units)
-    gone = _removed_rollouts(removes)
-    hashes = {u.plan.out: (compiled_hash(output, u.plan.out), u.plan.source.short) for u in result.units}
-    counts: dict[str, int] = {}
-    hash_only: dict[str, int] = {}
-    for path in touched:
-        owner = _owner(path, outs) or (FLEET_DIR if path.startswith(FLEET_DIR + "/") else None)
-        owner = owner or _owner(path, gone) or path.rsplit("/", 1)[0]
-        if owner in hashes and path in writes and _only_the_hash(output, path, writes[path], *hashes[owner]):
-            hash_only[owner] = hash_only.get(owner, 0) + 1
-        else:
-            counts[owner] = counts.get(owner, 0) + 1
+def summary_lines(report: build.Report) -> list[str]:
+    """One line per rollout that a compile would change (rollouts that would stay as they are are not listed)."""
     lines = []
-    for unit in sorted(result.units, key=lambda u: u.plan.out):
-        plan = unit.plan
-        before = compiled_stage(output, plan.out)
-        after = stage_label(plan, plan.current)
-        changed, restamped = counts.pop(plan.out, 0), hash_only.get(plan.out, 0)
-        files = _count(changed, "changed") if changed else ""
-        if restamped:
-            files += f" ({restamped} more only in the spec hash)" if changed else _count(restamped, "changed only in the spec hash")
-        files = files or "up to date"
-        if before is None:
-            lines.append(f"{plan.out}: new -> {after}, {files}")
-        elif before == plan.current.name:
-            lines.append(f"{plan.out}: {after}, {files}")
+    rollouts = sorted((r for o in report.outcomes for r in o.rollouts), key=lambda r: r.out)
+    for rollout in rollouts:
+        changed = len(rollout.changed) + len(rollout.stale)
+        if not changed:
+            continue
+        if rollout.before is None:
+            lines.append(f"{rollout.out}: new -> {rollout.stage}, {_count(changed, 'changed')}")
+        elif rollout.before == rollout.stage:
+            lines.append(f"{rollout.out}: {rollout.stage}, {_count(changed, 'changed')}")
         else:
-            try:
-                shown = stage_label(plan, plan.stage(before))
-            except KeyError:
-                shown = before
-            lines.append(f"{plan.out}: {shown} -> {after}, {files}")
-    fleet = counts.pop(FLEET_DIR, 0)
-    for owner, count in sorted(counts.items()):
-        lines.append(f"{owner}: removed, {_count(count)}")
-    if fleet:
-        lines.append(f"{FLEET_DIR}: {_count(fleet, 'changed')}")
+            lines.append(f"{rollout.out}: {rollout.before} -> {rollout.stage}, {_count(changed, 'changed')}")
+    for gone in sorted(report.removed_rollouts):
+        lines.append(f"{gone}: removed (its spec is gone)")
+    if report.fleet_changed:
+        lines.append(f"{FLEET_DIR}: {_count(len(report.fleet_changed), 'changed')}")
     return lines
 
 
@@ -336,13 +258,15 @@ def summary_lines(output: Path, result: pipeline.Result) -> list[str]:
 @click.option("-o", "--output", "output", required=True, type=click.Path(file_okay=False, path_type=Path),
               help="The output folder to compare with (e.g. generated).")
 def diff(paths: tuple[Path, ...], output: Path) -> None:
-    """Show what `rollout compile` would change in OUTPUT: one line per rollout, then a unified diff."""
-    result = pipeline.compile_paths(paths, output=output)
-    if not result.ok:
-        _fail(result.diagnostics)
-    for line in summary_lines(output, result):
+    """Show what `rollout compile` would change in OUTPUT: one line per rollout that changes, then a unified diff."""
+    report = build.verify(paths, output)
+    if not report.ok:
+        _fail(report.diagnostics)
+    lines = summary_lines(report)
+    for line in lines:
         click.echo(line)
-    diffs = emit.drift(output, result.files)
-    if diffs:
+    if not lines:
+        click.echo(f"{output} is up to date: `rollout compile` would change nothing")
+    if report.diffs:
         click.echo("")
-        click.echo("".join(diffs), nl=False)
+        click.echo("".join(text for _, text in report.diffs), nl=False)

@@ -21,6 +21,7 @@ from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from compiler.diagnostics import Diagnostic, SpecError
+from compiler.sources import display_path
 
 MAX_BYTES = 256 << 10  # a spec of hundreds of lines is a few kilobytes
 MAX_NODES = 50_000  # after alias expansion
@@ -256,14 +257,6 @@ def load_bytes(raw: bytes, path: str) -> Document:
     if not isinstance(data, dict):
         raise _at(path, 1, 1, f"a spec is a mapping (apiVersion, kind, metadata, ...), not a {type(data).__name__}", "spec")
     return Document(path=path, data=data, sha256=hashlib.sha256(raw).hexdigest(), keys=keys, values=values)
-
-
-def display_path(path: Path) -> str:
-    """A path as the user sees it: relative to the working directory when inside it, POSIX-style."""
-    try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
-    except (ValueError, OSError, RuntimeError):  # outside the working directory; a symbolic link loop
-        return path.as_posix()
 
 
 def load_file(path: Path) -> Document:

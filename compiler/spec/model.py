@@ -25,7 +25,7 @@ from pydantic import (
 )
 
 from compiler.spec import names
-from compiler.spec import units
+from compiler.spec import routers, units
 
 API_VERSION = "rollout-compiler/v1"
 
@@ -266,7 +266,7 @@ class GatewayRef(Model):
 
 
 class Traffic(Model):
-    targets: list[Literal["ingress-nginx", "gateway-api", "istio", "haproxy", "nginx"]] = Field(
+    targets: list[routers.Router] = Field(
         default_factory=list,
         description="Routers to compile for. Empty: the stages are realised by flags that follow the stage.",
     )

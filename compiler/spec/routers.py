@@ -40,9 +40,19 @@ ROUTERS: dict[str, Capabilities] = {
         split="relative backendRef weights, each at most 1,000,000: exact for any share with such a denominator",
         mirror="any share", mirror_detail="RequestMirror filter with percent, or fraction for a share that is not a whole percent",
         testers="header, exact value (one match per value, at most 64)", regex=False,
-        sticky=False, sticky_detail="backendRef weights pick a version for each request",
+        sticky=False, sticky_detail="backendRef weights split each request on its own",
         path="PathPrefix: whole path segments", blue_green="routes the weighted steps and testers to the preview Service",
         kubernetes=True,
+    ),
+    "istio": Capabilities(
+        "istio",
+        split="relative destination weights, each at most 1,000,000",
+        mirror="any share", mirror_detail="mirror and mirrorPercentage (a double, so a third is not exact)",
+        testers="header, exact value (header names of letters, digits, '-' and '_')", regex=False,
+        sticky=False, sticky_detail="the weighted split picks a version for each request, and consistent hashing keeps "
+                                    "a client on one pod of the version it gets",
+        path="exact path or path + '/' prefix: whole path segments",
+        blue_green="routes to the Services, which select pods by colour", kubernetes=True,
     ),
     "ingress-nginx": Capabilities(
         "ingress-nginx",
@@ -53,16 +63,6 @@ ROUTERS: dict[str, Capabilities] = {
         sticky=False, sticky_detail="canary-weight picks each request at random",
         path="Prefix: whole path segments", blue_green="routes the weighted steps and testers to the preview Service",
         kubernetes=True,
-    ),
-    "istio": Capabilities(
-        "istio",
-        split="relative destination weights, each at most 1,000,000",
-        mirror="any share", mirror_detail="mirror and mirrorPercentage (a double, so a third is not exact)",
-        testers="header, exact value (header names of letters, digits, '-' and '_')", regex=False,
-        sticky=False, sticky_detail="the weighted split picks a version for each request; consistent hashing keeps a "
-                                    "client on one pod of the version it gets",
-        path="exact path or path + '/' prefix: whole path segments",
-        blue_green="routes to the Services, which select pods by colour", kubernetes=True,
     ),
     "haproxy": Capabilities(
         "haproxy",

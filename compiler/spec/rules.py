@@ -12,10 +12,11 @@ from fractions import Fraction
 from collections.abc import Callable, Iterator
 
 from compiler.gates import presets
-from compiler.spec import model
+from compiler.spec import model, routers
 from compiler.diagnostics import Diagnostic
 from compiler.spec.load import Document
-from compiler.ir.plan import ROLLBACK, StagePlan, stages_of
+from compiler.ir.plan import ROLLBACK, StagePlan
+from compiler.ir.planner import stages_of
 from compiler.spec.units import format_percent
 
 Rule = Callable[[model.RolloutSpec, Document], Iterator[Diagnostic]]
@@ -34,7 +35,7 @@ def check(spec: model.RolloutSpec, doc: Document) -> list[Diagnostic]:
     return out
 
 
-MIRROR_TARGETS = ("gateway-api", "istio", "ingress-nginx", "nginx")
+MIRROR_TARGETS = routers.MIRRORING
 
 
 def _planned_stages(spec: model.RolloutSpec) -> tuple[StagePlan, ...]:

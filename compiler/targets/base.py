@@ -7,8 +7,8 @@ Three kinds of target:
   honour.  ``rollback=True`` targets are rendered a second time with every
   route on stable, into ``rollback/``.
 - :class:`Summary`: reads what the targets produced for the same rollout
-  (``kustomization.yaml`` lists the Kubernetes files; ``PLAN.md`` lists what
-  each stage changes).
+  (``kustomization.yaml`` lists the Kubernetes files by their kind; ``PLAN.md``
+  lists what each stage changes, from the targets' stage keys).
 - :class:`FleetTarget`: one output for every rollout compiled together, under
   ``_fleet/``.
 
@@ -19,14 +19,24 @@ target is one module and one line in :mod:`compiler.targets.registry`.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from functools import cached_property
-from collections.abc import Callable, Mapping, Sequence
 
-from compiler.spec.load import Loc
-from compiler.ir.plan import ROLLBACK, Plan
+from compiler.ir.fleet import FleetEntry
+from compiler.ir.plan import Plan, StagePlan
+from compiler.ir.plan import Loc
 
 Files = dict[str, str]
+
+# What a generated file is, for the kustomization that lists what a GitOps controller applies.
+MANIFEST = "manifest"  # Kubernetes objects: kustomize resources
+CONTROLLER = "controller"  # the GitOps controller's own object (an Argo CD Application, a Flux Kustomization)
+CONFIG = "config"  # a configuration file no generated ConfigMap carries: wrapped by a configMapGenerator
+CARRIED = "carried"  # a configuration file a generated ConfigMap of the same target already carries
+OTHER = "other"  # documentation, tests, operator commands: applied nowhere
+KINDS = (MANIFEST, CONTROLLER, CONFIG, CARRIED, OTHER)
+
+StageKeys = Callable[[Plan, StagePlan], Mapping[str, Hashable]]
 
 
 @dataclass(frozen=True)
@@ -41,25 +51,33 @@ class Finding:
 
 @dataclass(frozen=True)
 class Target:
+    """One output kind.
+
+    ``kinds`` says what each file it may write is.  ``stage_keys`` says, for each file whose content
+    depends on the stage in effect, what it depends on: two stages with equal keys give the file the
+    same bytes (a test renders every stage to hold it to that).  Files it leaves out do not depend on
+    the stage.
+    """
+
     name: str
     render: Callable[[Plan], Files]
     lint: Callable[[Plan], list[Finding]] | None = None
     rollback: bool = False  # also rendered with the rollback state into rollback/
+    kinds: Mapping[str, str] = field(default_factory=dict)
+    stage_keys: StageKeys | None = None
+
+    def keys(self, plan: Plan, stage: StagePlan) -> Mapping[str, Hashable]:
+        return self.stage_keys(plan, stage) if self.stage_keys is not None else {}
 
 
-@dataclass
+@dataclass(frozen=True)
 class Rendered:
-    """What the targets produced for one rollout, for summaries to read."""
+    """What the targets wrote for one rollout, for summaries to read."""
 
     plan: Plan
-    files: Files  # at the stage in effect, paths relative to the rollout's folder
-    _render_at: Callable[[Plan], Files] = field(repr=False)
-
-    @cached_property
-    def by_stage(self) -> dict[str, Files]:
-        """The targets' files with each stage (and ``rollback``) in effect."""
-        names = [s.name for s in self.plan.stages] + [ROLLBACK]
-        return {name: self._render_at(self.plan.at(name)) for name in names}
+    files: Mapping[str, str]  # paths relative to the rollout's folder, rollback/ included
+    kinds: Mapping[str, str]  # what each of those files is
+    keys: Callable[[StagePlan], Mapping[str, Hashable]]  # each live file's stage key with a stage in effect
 
 
 @dataclass(frozen=True)
@@ -70,5 +88,9 @@ class Summary:
 
 @dataclass(frozen=True)
 class FleetTarget:
+    """One output for every rollout of the output folder: ``render(entries, kinds)``, ``kinds`` being what the
+    fleet files written before it are (paths relative to ``_fleet/``)."""
+
     name: str
-    render: Callable[[Sequence[Plan], Mapping[str, str]], Files]
+    render: Callable[[Sequence[FleetEntry], Mapping[str, str]], Files]
+    kinds: Mapping[str, str] = field(default_factory=dict)

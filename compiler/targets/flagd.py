@@ -30,9 +30,9 @@ from typing import Any, Union
 
 from compiler.targets import kube
 from compiler import serialize
-from compiler.ir.plan import FlagPlan, FlagState, Plan
+from compiler.ir.plan import FlagPlan, FlagState, Plan, StagePlan
 from compiler.spec.units import format_decimal, format_percent
-from compiler.targets.base import Finding, Target
+from compiler.targets.base import CARRIED, MANIFEST, Finding, Target
 
 FLAGD = "flags/flagd.json"
 PLAIN = "flags/feature_flags.json"
@@ -166,7 +166,7 @@ def targeting(plan: Plan, flag: FlagPlan) -> dict[str, Any]:
 
 def _metadata(plan: Plan, flag: FlagPlan) -> dict[str, Any]:
     state = plan.flag_state(flag.name)
-    meta: dict[str, Any] = {"kind": flag.kind, "stage": plan.current.name}
+    meta: dict[str, Any] = {"kind": flag.kind}
     if flag.kind == "kill_switch":
         meta["engaged"] = state.engaged
         meta["kills"] = ",".join(flag.kills)
@@ -204,8 +204,6 @@ def flagd_document(plan: Plan) -> dict[str, Any]:
         "flags": {flag.name: flagd_flag(plan, flag) for flag in plan.flags},
         "metadata": {
             "flagSetId": plan.out,
-            "version": plan.source.short,
-            "stage": plan.current.name,
             "generatedBy": " ".join(kube.header(plan).splitlines()),
         },
     }
@@ -239,20 +237,24 @@ def plain_flag(plan: Plan, flag: FlagPlan) -> dict[str, Any]:
 def plain_document(plan: Plan) -> dict[str, Any]:
     return {
         "rollout": plan.out,
-        "stage": plan.current.name,
-        "spec": {"path": plan.source.path, "sha256": plan.source.short},
+        "spec": {"path": plan.source.path},
         "flags": {flag.name: plain_flag(plan, flag) for flag in plan.flags},
     }
 
 
 def env_text(plan: Plan) -> str:
     lines = [
-        f"Environment overrides of the flags at stage {plan.current.name}: true or false when a flag is",
+        "Environment overrides of the flags: true or false when a flag is",
         "the same for every targeting key; a flag that differs between keys is left unset, so that",
         "flagd or feature_flags.json decides per key. Load with `set -a; . ./flags.env; set +a`,",
         "docker --env-file, or systemd EnvironmentFile=.",
     ]
-    text = serialize.comment(kube.header(plan)) + serialize.comment("\n".join(lines))
+    return serialize.comment(kube.header(plan)) + serialize.comment("\n".join(lines)) + "".join(env_lines(plan))
+
+
+def env_lines(plan: Plan) -> list[str]:
+    """One line per flag with an override variable: its value, or why it is unset."""
+    out = []
     for flag in plan.flags:
         if not flag.env:
             continue
@@ -265,10 +267,10 @@ def env_text(plan: Plan) -> str:
             partial = [r.name for r in requirements(plan, flag) if constant(plan, r) is None]
             if partial:
                 why += f", where {', '.join(partial)} (required) is on"
-            text += f"# {flag.env} is unset: flag {flag.name} is {why}\n"
+            out.append(f"# {flag.env} is unset: flag {flag.name} is {why}\n")
         else:
-            text += f"{flag.env}={'true' if fixed else 'false'}\n"
-    return text
+            out.append(f"{flag.env}={'true' if fixed else 'false'}\n")
+    return out
 
 
 # --------------------------------------------------------------------------- the target
@@ -288,4 +290,13 @@ def render(plan: Plan) -> dict[str, str]:
     return files
 
 
-TARGET = Target("flagd", render, lint=lint, rollback=True)
+def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
+    if not plan.flags:
+        return {}
+    staged = plan.at(stage.name)
+    return {FLAGD: staged.flag_states, PLAIN: staged.flag_states, ENV: tuple(env_lines(staged)),
+            CONFIGMAP: staged.flag_states}
+
+
+TARGET = Target("flagd", render, lint=lint, rollback=True,
+                kinds={FLAGD: CARRIED, PLAIN: CARRIED, ENV: CARRIED, CONFIGMAP: MANIFEST}, stage_keys=stage_keys)

@@ -14,7 +14,7 @@ from typing import Any
 
 from compiler.targets import kube
 from compiler.ir.plan import Plan
-from compiler.targets.base import Target
+from compiler.targets.base import CONTROLLER, Target
 
 ARGOCD = "gitops/argocd-application.yaml"
 FLUX = "gitops/flux-kustomization.yaml"
@@ -35,10 +35,8 @@ def go_duration(seconds: int) -> str:
 
 
 def _metadata(plan: Plan, namespace: str) -> dict[str, Any]:
-    meta = kube.metadata(plan, plan.names.argo_application, {"app.kubernetes.io/component": "gitops"}, namespace=namespace)
-    # The object points at a folder: it does not change when the spec moves from stage to stage.
-    meta["annotations"].pop(kube.ANNOTATION_SHA)
-    return meta
+    return kube.metadata(plan, plan.names.argo_application, {"app.kubernetes.io/component": "gitops"},
+                         namespace=namespace)
 
 
 def argocd_application(plan: Plan) -> dict[str, Any]:
@@ -77,4 +75,4 @@ def render(plan: Plan) -> dict[str, str]:
     return {FLUX: kube.manifest(plan, flux_kustomization(plan))}
 
 
-TARGET = Target("gitops", render)
+TARGET = Target("gitops", render, kinds={ARGOCD: CONTROLLER, FLUX: CONTROLLER})

@@ -14,8 +14,6 @@ from compiler.ir.plan import Plan
 
 MANAGED_BY = "rollout"
 ANNOTATION_SPEC = "rollout-compiler.dev/spec"
-ANNOTATION_SHA = "rollout-compiler.dev/spec-sha256"
-ANNOTATION_STAGE = "rollout-compiler.dev/stage"  # on kustomization.yaml: the stage compiled into the folder
 FLEET_LABELS = {"app.kubernetes.io/managed-by": MANAGED_BY}  # fleet-wide objects belong to no rollout
 
 
@@ -38,7 +36,6 @@ def metadata(plan: Plan, name: str, labels_extra: dict[str, str] | None = None,
     """``metadata`` of an object this rollout owns (annotation values are strings)."""
     notes = {
         ANNOTATION_SPEC: plan.source.path,
-        ANNOTATION_SHA: plan.source.sha256[:12],
     }
     if annotations:
         notes.update(annotations)
@@ -62,7 +59,7 @@ def config_map(plan: Plan, name: str, data: dict[str, str], labels_extra: dict[s
 
 
 def header(plan: Plan) -> str:
-    return serialize.header(plan.source.path, plan.source.sha256)
+    return serialize.header(plan.source.path)
 
 
 def manifest(plan: Plan, obj: dict[str, Any], note: str | None = None) -> str:

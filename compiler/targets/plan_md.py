@@ -11,7 +11,7 @@ from compiler import serialize
 from compiler import templating
 from compiler.ir.plan import ROLLBACK, Plan
 from compiler.spec.units import format_duration, format_percent
-from compiler.targets.base import Files, Rendered, Summary
+from compiler.targets.base import Rendered, Summary
 
 OWN_PATH = "PLAN.md"
 
@@ -44,36 +44,22 @@ def _gantt(plan: Plan) -> list[str]:
     return lines
 
 
-def _without_comments(text: str | None) -> list[str] | None:
-    """A file's lines without comment lines: what a router or controller acts on."""
-    if text is None:
-        return None
-    return [line for line in text.splitlines() if not line.lstrip().startswith(("#", "<!--"))]
+def _changes(rendered: Rendered) -> list[tuple[str, list[str]]]:
+    """Per stage, the generated files whose content differs from the stage before (the first: from
+    all-stable), from the targets' stage keys; the rollback from the last stage."""
+    plan = rendered.plan
+    keys = {s.name: rendered.keys(s) for s in plan.stages + (plan.rollback_stage,)}
 
+    def different(before: str, after: str) -> list[str]:
+        a, b = keys[before], keys[after]
+        return sorted(p for p in set(a) | set(b) if a.get(p) != b.get(p))
 
-def _difference(before: Files, after: Files) -> tuple[list[str], list[str]]:
-    """(files whose content changes, files whose comments alone change)."""
-    changed, comments = [], []
-    for path in sorted(set(before) | set(after)):
-        if before.get(path) == after.get(path):
-            continue
-        if _without_comments(before.get(path)) == _without_comments(after.get(path)):
-            comments.append(path)
-        else:
-            changed.append(path)
-    return changed, comments
-
-
-def _changes(rendered: Rendered) -> list[tuple[str, list[str], list[str]]]:
-    """Per stage, the generated files that differ from the stage before (the first: from all-stable)."""
-    by_stage = rendered.by_stage
-    previous = by_stage[ROLLBACK]
     out = []
-    for stage in rendered.plan.stages:
-        files = by_stage[stage.name]
-        out.append((stage.name, *_difference(previous, files)))
-        previous = files
-    out.append((ROLLBACK, *_difference(by_stage[rendered.plan.stages[-1].name], by_stage[ROLLBACK])))
+    previous = ROLLBACK
+    for stage in plan.stages:
+        out.append((stage.name, different(previous, stage.name)))
+        previous = stage.name
+    out.append((ROLLBACK, different(plan.stages[-1].name, ROLLBACK)))
     return out
 
 
@@ -106,7 +92,7 @@ def render(rendered: Rendered) -> dict[str, str]:
     ]
     text = templating.render(
         "PLAN.md.j2",
-        header=serialize.markdown_header(plan.source.path, plan.source.sha256),
+        header=serialize.markdown_header(plan.source.path),
         plan=plan,
         stages=stages,
         current_traffic=plan.traffic(plan.current),

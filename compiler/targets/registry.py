@@ -2,11 +2,7 @@
 
 from __future__ import annotations
 
-from compiler.targets import flagd
-from compiler.targets import gitops
-from compiler.targets import kustomize
-from compiler.targets import plan_md
-from compiler.targets import rollback
+from compiler.targets import fleets, flagd, gitops, kustomize, plan_md, rollback
 from compiler.targets.base import FleetTarget, Summary, Target
 from compiler.targets.observability import alertmanager, grafana, prometheus
 from compiler.targets.routers import gateway_api, haproxy, ingress_nginx, istio, kube_service, nginx
@@ -29,8 +25,4 @@ SUMMARIES: tuple[Summary, ...] = (
     kustomize.SUMMARY,
     plan_md.SUMMARY,
 )
-FLEET: tuple[FleetTarget, ...] = (
-    alertmanager.FLEET,
-    grafana.FLEET,
-    kustomize.FLEET,
-)
+FLEET: tuple[FleetTarget, ...] = fleets.FLEET

@@ -21,7 +21,7 @@ from compiler import serialize
 from compiler import templating
 from compiler.ir.plan import GatePlan, Plan, StagePlan
 from compiler.spec.units import format_duration
-from compiler.targets.base import Target
+from compiler.targets.base import OTHER, Target
 
 RUNBOOK = "rollback/RUNBOOK.md"
 HAPROXY_RUNTIME = routing.HAPROXY_RUNTIME_ROLLBACK
@@ -130,7 +130,7 @@ def render(plan: Plan) -> dict[str, str]:
     text = templating.render(
         "RUNBOOK.md.j2",
         filters=FILTERS,
-        header=serialize.markdown_header(plan.source.path, plan.source.sha256),
+        header=serialize.markdown_header(plan.source.path),
         plan=plan,
         stages=stage_rows(plan),
         within=format_duration(plan.rollback_within),
@@ -151,4 +151,4 @@ def render(plan: Plan) -> dict[str, str]:
     return {RUNBOOK: text}
 
 
-TARGET = Target("rollback", render)
+TARGET = Target("rollback", render, kinds={RUNBOOK: OTHER})

@@ -23,16 +23,14 @@ unique in the fleet.  Secrets are read from files (``*_file`` fields).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Union
+from typing import Any, Protocol
 from collections.abc import Mapping, Sequence
 
 from compiler.gates.algebra import string
-from compiler.spec import model
 from compiler import serialize
-from compiler.ir.plan import AlertingPlan, Plan, Source
-from compiler.targets.base import FleetTarget, Finding, Target
+from compiler.ir.fleet import FleetEntry
+from compiler.ir.plan import AlertingPlan, Plan, ReceiverPlan
+from compiler.targets.base import CONFIG as CONFIG_FILE, OTHER, FleetTarget, Finding, Target
 
 NAME = "alertmanager"
 CONFIG = f"{NAME}/alertmanager.yaml"
@@ -50,7 +48,19 @@ GROUP_BY = ["alertname", "rollout", "namespace", "environment", "stage", "gate"]
 #: Email receivers without `smarthost` / `from` send through a relay beside Alertmanager.
 EMAIL_SMARTHOST = "localhost:25"
 EMAIL_FROM = "alertmanager@localhost"
-Rollout = Union[Plan, "Routing"]
+class Rollout(Protocol):
+    """What routing needs of a rollout: a plan or a fleet entry."""
+
+    @property
+    def out(self) -> str: ...
+    @property
+    def name(self) -> str: ...
+    @property
+    def namespace(self) -> str: ...
+    @property
+    def environment(self) -> str | None: ...
+    @property
+    def alerting(self) -> AlertingPlan | None: ...
 
 
 # --------------------------------------------------------------------------- one rollout
@@ -124,7 +134,7 @@ def receivers(plan: Rollout) -> list[dict[str, Any]]:
     return [receiver(receiver_name(plan, name), spec) for name, spec in plan.alerting.receivers]
 
 
-def receiver(name: str, spec: model.Receiver) -> dict[str, Any]:
+def receiver(name: str, spec: ReceiverPlan) -> dict[str, Any]:
     out: dict[str, Any] = {"name": name}
     if spec.pagerduty is not None:
         out["pagerduty_configs"] = [{
@@ -216,35 +226,14 @@ CASES_NOTE = (
 def render(plan: Plan) -> dict[str, str]:
     if plan.alerting is None:
         return {}
-    return dict(_render(routing(plan)))
-
-
-@dataclass(frozen=True)
-class Routing:
-    """What the routes of a rollout depend on (not the stage: they are rendered once per rollout)."""
-
-    source: Source
-    out: str
-    name: str
-    namespace: str
-    environment: str | None
-    alerting: AlertingPlan | None
-
-
-def routing(plan: Plan | Routing) -> Routing:
-    return Routing(plan.source, plan.out, plan.name, plan.namespace, plan.environment, plan.alerting)
-
-
-@lru_cache(maxsize=256)
-def _render(plan: Routing) -> dict[str, str]:
-    header = serialize.header(plan.source.path, plan.source.sha256)
+    header = serialize.header(plan.source.path)
     return {
         CONFIG: serialize.yaml_text(config([plan]), header),
         CASES: serialize.comment(header) + serialize.comment(CASES_NOTE) + case_lines([plan]),
     }
 
 
-def render_fleet(plans: Sequence[Plan], files: Mapping[str, str]) -> dict[str, str]:
+def render_fleet(plans: Sequence[FleetEntry], kinds: Mapping[str, str]) -> dict[str, str]:
     if not any(p.alerting is not None for p in plans):
         return {}
     return {
@@ -266,5 +255,5 @@ def lint(plan: Plan) -> list[Finding]:
     return out
 
 
-TARGET = Target(NAME, render, lint)
-FLEET = FleetTarget("alertmanager-fleet", render_fleet)
+TARGET = Target(NAME, render, lint, kinds={CONFIG: CONFIG_FILE, CASES: OTHER})
+FLEET = FleetTarget("alertmanager-fleet", render_fleet, kinds={CONFIG: CONFIG_FILE, CASES: OTHER})

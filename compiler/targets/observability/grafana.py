@@ -21,20 +21,20 @@ Dashboards are plain dicts with a fixed ``schemaVersion``, uids from the plan
 from __future__ import annotations
 
 from fractions import Fraction
-from functools import lru_cache
 from typing import Any
 from collections.abc import Mapping, Sequence
 
 from compiler import serialize
 from compiler.gates import conventions as conv
-from compiler.gates.algebra import Binary, Matching, label_value, matchers_text
+from compiler.gates.algebra import Binary, Matching, matchers_text
 from compiler.gates.statistics import CONFIDENCE
 from compiler.spec import names
 from compiler.targets import kube
-from compiler.ir.plan import GatePlan, Plan
+from compiler.ir.fleet import FleetEntry
+from compiler.ir.plan import GatePlan, Plan, StagePlan
 from compiler.templating import markdown
-from compiler.spec.units import format_duration, format_percent
-from compiler.targets.base import FleetTarget, Target
+from compiler.spec.units import format_duration
+from compiler.targets.base import CARRIED, MANIFEST, FleetTarget, Target
 
 NAME = "grafana"
 DASHBOARD = f"{NAME}/dashboard.json"
@@ -301,9 +301,7 @@ def render(plan: Plan) -> dict[str, str]:
     return dict(_render(plan))
 
 
-@lru_cache(maxsize=512)
 def _render(plan: Plan) -> dict[str, str]:
-    """The files of a plan (a pure function of it, cached: compiles render each stage of a plan more than once)."""
     text = serialize.json_text(dashboard(plan))
     uid = plan.names.dashboard_uid
     configmap = kube.config_map(plan, plan.names.dashboard_configmap, {f"{uid}.json": text}, dict(SIDECAR_LABEL))
@@ -313,13 +311,12 @@ def _render(plan: Plan) -> dict[str, str]:
 # --------------------------------------------------------------------------- the fleet overview
 
 
-def fleet_dashboard(plans: Sequence[Plan]) -> dict[str, Any]:
+def fleet_dashboard() -> dict[str, Any]:
+    """The overview of every rollout Prometheus knows: it lists no rollout, so no stage and no new rollout changes it."""
     layout = Layout()
-    names_ = sorted({p.name for p in plans})
-    rollouts = "|".join(label_value(n) for n in names_)
-    weights = conv.STAGE_RECORD + matchers_text([("rollout", "=~", rollouts)])
-    firing = ("count by (rollout, namespace, environment) "
-              f"(ALERTS{matchers_text([('alertstate', '=', 'firing'), ('rollout', '=~', rollouts)])})")
+    weights = conv.STAGE_RECORD
+    alerts = matchers_text([("alertstate", "=", "firing"), ("rollout", "!=", "")])
+    firing = f"count by (rollout, namespace, environment) (ALERTS{alerts})"
     table = {
         "type": "table",
         "title": "Rollouts",
@@ -344,24 +341,12 @@ def fleet_dashboard(plans: Sequence[Plan]) -> dict[str, Any]:
         ]},
         "options": {"showHeader": True},
     }
-    layout.add(table, 24, max(6, 3 + len(plans)))
+    layout.add(table, 24, 12)
     layout.add(timeseries("Canary weight", [target(weights, "{{namespace}}/{{rollout}} {{environment}}")],
                           "percentunit", "The share of live traffic each rollout's new version serves."), 12, 8)
     layout.add(timeseries("Firing rollout alerts", [target(firing, "{{namespace}}/{{rollout}} {{environment}}")],
                           "none", "Firing alerts per rollout."), 12, 8)
-    layout.add(_compiled_table(plans), 24, max(6, 3 + len(plans)))
-    expr = f"ALERTS{matchers_text([('alertstate', '=', 'firing'), ('rollout', '=~', rollouts)])}"
-    return base(FLEET_UID, "Rollouts", ["rollout"], layout.panels, [alert_annotation(expr)], [])
-
-
-def _compiled_table(plans: Sequence[Plan]) -> dict[str, Any]:
-    """What Git says: each rollout's stage and weight as compiled (a text panel)."""
-    rows = ["| rollout | stage | canary weight | dashboard |", "|---|---|---|---|"]
-    for plan in sorted(plans, key=lambda p: p.out):
-        rows.append(f"| {markdown(plan.out)} | {markdown(plan.current.name)} | {markdown(format_percent(plan.current.weight))} | "
-                    f"[open](/d/{plan.names.dashboard_uid}) |")
-    return {"type": "text", "title": "As compiled", "description": "The stage each spec sets, from Git.",
-            "options": {"mode": "markdown", "content": "\n".join(rows) + "\n"}}
+    return base(FLEET_UID, "Rollouts", ["rollout"], layout.panels, [alert_annotation(f"ALERTS{alerts}")], [])
 
 
 def fleet_configmap(text: str) -> dict[str, Any]:
@@ -375,12 +360,17 @@ def fleet_configmap(text: str) -> dict[str, Any]:
     }
 
 
-def render_fleet(plans: Sequence[Plan], files: Mapping[str, str]) -> dict[str, str]:
+def render_fleet(plans: Sequence[FleetEntry], kinds: Mapping[str, str]) -> dict[str, str]:
     if not plans:
         return {}
-    text = serialize.json_text(fleet_dashboard(plans))
+    text = serialize.json_text(fleet_dashboard())
     return {FLEET_DASHBOARD: text, FLEET_CONFIGMAP: serialize.yaml_text(fleet_configmap(text), serialize.FLEET_HEADER)}
 
 
-TARGET = Target(NAME, render, rollback=True)
-FLEET = FleetTarget("grafana-fleet", render_fleet)
+def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
+    key = tuple((g.kind, g.name, g.description, g.window, g.threshold, g.bound, g.quantile) for g in stage.gates)
+    return {DASHBOARD: key, CONFIGMAP: key}
+
+
+TARGET = Target(NAME, render, rollback=True, kinds={DASHBOARD: CARRIED, CONFIGMAP: MANIFEST}, stage_keys=stage_keys)
+FLEET = FleetTarget("grafana-fleet", render_fleet, kinds={FLEET_DASHBOARD: CARRIED, FLEET_CONFIGMAP: MANIFEST})

@@ -29,7 +29,7 @@ from compiler.gates.statistics import CONFIDENCE
 from compiler.ir.plan import Plan, StagePlan
 from compiler.spec.units import format_decimal, format_duration, format_latency, format_percent
 from compiler.targets import kube
-from compiler.targets.base import Finding, Target
+from compiler.targets.base import CONFIG as CONFIG_FILE, MANIFEST, OTHER, Finding, Target
 from compiler.targets.observability import promtool
 
 NAME = "prometheus"
@@ -258,4 +258,10 @@ def _lint_burn(plan: Plan, stage: StagePlan) -> list[Finding]:
     return out
 
 
-TARGET = Target(NAME, render, lint, rollback=True)
+def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
+    """Every rule carries the stage's name."""
+    return {RULES: stage.name, RULE_OBJECT: stage.name, TESTS: stage.name}
+
+
+TARGET = Target(NAME, render, lint, rollback=True, kinds={RULES: CONFIG_FILE, RULE_OBJECT: MANIFEST, TESTS: OTHER},
+                stage_keys=stage_keys)

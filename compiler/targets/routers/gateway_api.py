@@ -26,17 +26,16 @@ from __future__ import annotations
 from fractions import Fraction
 from typing import Any
 
-from compiler.targets import kube
-from compiler.targets.routers import base as routing
-from compiler.ir import shares
 from compiler.ir.plan import Plan, StagePlan, VariantPlan
 from compiler.spec.units import format_percent
-from compiler.targets.base import Finding, Target
+from compiler.targets import kube
+from compiler.targets.base import MANIFEST, Finding, Target
+from compiler.targets.routers import base as routing
+from compiler.targets.routers.base import relative_split as route_split, testers_reach_canary
 
 NAME = "gateway-api"
 API_VERSION = "gateway.networking.k8s.io/v1"
 DEFAULT_GATEWAY = "gateway"
-MAX_WEIGHT = 1_000_000
 MAX_MATCHES_PER_RULE = 64
 MAX_INT32 = 2**31 - 1
 
@@ -44,15 +43,25 @@ MAX_INT32 = 2**31 - 1
 # --------------------------------------------------------------------------- render
 
 
+ROUTE = f"{NAME}/httproute.yaml"
+
+
 def render(plan: Plan) -> dict[str, str]:
     if NAME not in plan.targets:
         return {}
-    return {f"{NAME}/httproute.yaml": kube.manifest(plan, http_route(plan), _note(plan))}
+    return {ROUTE: kube.manifest(plan, http_route(plan), _note(plan))}
+
+
+def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
+    if NAME not in plan.targets:
+        return {}
+    split = route_split(stage)
+    return {ROUTE: (split.canary, split.total, stage.mirror, testers_reach_canary(plan, stage))}
 
 
 def http_route(plan: Plan) -> dict[str, Any]:
     rules = []
-    if _testers_reach_canary(plan):
+    if testers_reach_canary(plan, plan.current):
         rules.append(tester_rule(plan))
     rules.append(split_rule(plan))
     return {
@@ -129,14 +138,6 @@ def mirror_share_fields(share: Fraction) -> dict[str, Any]:
     return {"fraction": {"numerator": exact.numerator, "denominator": exact.denominator}}
 
 
-def route_split(stage: StagePlan) -> shares.Split:
-    return shares.relative(stage.route_weight, MAX_WEIGHT)
-
-
-def _testers_reach_canary(plan: Plan) -> bool:
-    return plan.testers is not None and plan.current.testers
-
-
 def mirror_realised(share: Fraction) -> Fraction:
     fields = mirror_share_fields(share)
     if "percent" in fields:
@@ -180,16 +181,7 @@ def lint(plan: Plan) -> list[Finding]:
             f"give at most {MAX_MATCHES_PER_RULE} tester values",
             "error", NAME,
         ))
-    out.extend(routing.unsticky(plan, NAME, "backendRef weights split each request on its own"))
-    out.extend(routing.inexact_splits(plan, NAME, route_split))
-    for stage in plan.stages:
-        if stage.mirror > 0 and mirror_realised(stage.mirror) != stage.mirror:
-            out.append(Finding(
-                routing.mirror_loc(stage),
-                f"{NAME}: mirror {format_percent(stage.mirror)} is realised as {format_percent(mirror_realised(stage.mirror))}",
-                "warning", NAME,
-            ))
-    return out
+    return out + routing.capability_findings(plan, NAME, route_split, mirror_of=mirror_realised)
 
 
-TARGET = Target(NAME, render, lint, rollback=True)
+TARGET = Target(NAME, render, lint, rollback=True, kinds={ROUTE: MANIFEST}, stage_keys=stage_keys)

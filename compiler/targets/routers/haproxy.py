@@ -31,15 +31,16 @@ import math
 from dataclasses import dataclass
 from fractions import Fraction
 
-from compiler.targets.routers import escaping
-from compiler.targets import kube
-from compiler.targets.routers import base as routing
-from compiler.ir import shares
 from compiler import templating
+from compiler.ir import shares
 from compiler.ir.plan import Plan, StagePlan, VariantPlan
 from compiler.spec.units import format_decimal, format_percent
-from compiler.targets.base import Files, Finding, Target
+from compiler.targets import kube
+from compiler.targets.base import CARRIED, MANIFEST, OTHER, Files, Finding, Target
+from compiler.targets.routers import base as routing, escaping
+from compiler.targets.routers.base import testers_reach_canary
 
+NAME = "haproxy"
 CONFIG = "haproxy/haproxy.cfg"
 CONFIGMAP = "haproxy/configmap.yaml"
 RUNTIME_ROLLBACK = routing.HAPROXY_RUNTIME_ROLLBACK
@@ -116,14 +117,7 @@ def thresholds(plan: Plan) -> list[tuple[str, int, int]]:
 
 
 def _share_notes(plan: Plan, stage: StagePlan) -> list[str]:
-    share = stage.weight
-    if stage.kind == "rollback":
-        return ["Rolled back: every request goes to stable, testers included."]
-    if share == 0:
-        notes = ["Canary share 0%: users stay on stable (exact)."]
-    elif share == 1:
-        notes = ["Canary share 100%: every request goes to the canary backend while it has a usable server (exact)."]
-    else:
+    def partial(share: Fraction) -> list[str]:
         b = bucketing(plan, stage)
         notes = [f"Buckets 0-{b.threshold - 1} of {b.buckets} go to the canary: {b.split.describe()}."]
         if plan.sticky:
@@ -136,14 +130,16 @@ def _share_notes(plan: Plan, stage: StagePlan) -> list[str]:
             ]
         else:
             notes.append(f"Bucket = rand({b.buckets}) for every request: nothing is sticky.")
-    if stage.kind == "switch":
-        notes.append("Blue-green switched: every request goes to the new colour's servers (the canary backend).")
-    if stage.is_shadow:
-        notes.append(
-            f"Shadow stage: the spec mirrors {format_percent(stage.mirror)} to the canary, which HAProxy 2.6 "
-            "cannot do; every user stays on stable here (the other targets mirror)."
-        )
-    return notes
+        return notes
+
+    return routing.share_notes(plan, stage, partial)
+
+
+def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
+    if NAME not in plan.targets:
+        return {}
+    key = (stage.weight, testers_reach_canary(plan, stage))
+    return {CONFIG: key, CONFIGMAP: key}
 
 
 # --------------------------------------------------------------------------- rendering
@@ -174,15 +170,13 @@ def _health_host(host: str) -> str:
 
 def config(plan: Plan, runtime: Runtime = Runtime()) -> str:
     stage = plan.current
-    rolled_back = stage.kind == "rollback"
-    share = Fraction(0) if rolled_back else stage.weight
+    share = stage.weight
     split = bucketing(plan, stage) if 0 < share < 1 else None
     return templating.render(
         "haproxy.cfg.j2",
         filters=escaping.HAPROXY_FILTERS,
         header_lines=kube.header(plan).splitlines(),
         plan=plan,
-        stage=stage,
         notes=_share_notes(plan, stage),
         runtime=runtime,
         bind=_bind(runtime.bind_address),
@@ -192,9 +186,9 @@ def config(plan: Plan, runtime: Runtime = Runtime()) -> str:
         bucket_var=BUCKET_VAR,
         split=split,
         canary_all=share == 1,
-        testers=plan.testers if (stage.testers and not rolled_back) else None,
+        testers=plan.testers if testers_reach_canary(plan, stage) else None,
         health_host=_health_host(plan.host),
-        path_stem=plan.path.rstrip("/"),
+        path_stem=routing.scope(plan).stem,
         variants=[(plan.stable, _servers(plan.stable)), (plan.canary, _servers(plan.canary))],
     )
 
@@ -220,7 +214,7 @@ def runtime_rollback(plan: Plan, runtime: Runtime = Runtime()) -> str:
 
 
 def render(plan: Plan) -> Files:
-    if "haproxy" not in plan.targets:
+    if NAME not in plan.targets:
         return {}
     text = config(plan)
     configmap = kube.config_map(plan, plan.names.haproxy_configmap, {CONFIGMAP_KEY: text},
@@ -236,7 +230,7 @@ def render(plan: Plan) -> Files:
 
 
 def lint(plan: Plan) -> list[Finding]:
-    if "haproxy" not in plan.targets:
+    if NAME not in plan.targets:
         return []
     found = [Finding(loc, message) for loc, message in
              escaping.name_problems(plan, escaping.haproxy_header_problem, escaping.haproxy_cookie_problem)]
@@ -246,24 +240,14 @@ def lint(plan: Plan) -> list[Finding]:
             f"haproxy: service.port {plan.port} is the port of HAProxy's Prometheus exporter frontend "
             "in the generated configuration; the two frontends would share it: choose another port",
         ))
-    for stage in plan.stages:
-        if stage.is_shadow:
-            found.append(Finding(
-                stage.loc,
-                f"stage '{stage.name}' mirrors {format_percent(stage.mirror)} of traffic, which HAProxy 2.6 cannot do: "
-                "the haproxy target keeps every user on stable during this stage (testers still reach the canary)",
-                "warning",
-            ))
-    split_total = bucket_count(plan)
-    for stage in plan.stages:
-        if 0 < stage.weight < 1 and not bucketing(plan, stage).split.exact:
-            found.append(Finding(
-                stage.loc,
-                f"stage '{stage.name}': HAProxy realises {format_percent(stage.weight)} with {split_total} buckets "
-                f"only approximately ({bucketing(plan, stage).split.describe()})",
-                "warning",
-            ))
-    return found
+    total = bucket_count(plan)
+
+    def inexact(stage: StagePlan, split: shares.Split) -> str:
+        return (f"stage '{stage.name}': HAProxy realises {format_percent(stage.weight)} with {total} buckets "
+                f"only approximately ({split.describe()})")
+
+    return found + routing.capability_findings(plan, NAME, lambda stage: bucketing(plan, stage).split, inexact)
 
 
-TARGET = Target("haproxy", render, lint, rollback=True)
+TARGET = Target(NAME, render, lint, rollback=True, kinds={CONFIG: CARRIED, CONFIGMAP: MANIFEST, RUNTIME_ROLLBACK: OTHER},
+                stage_keys=stage_keys)

@@ -31,13 +31,12 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from compiler.targets.routers import escaping
-from compiler.targets import kube
-from compiler.targets.routers import base as routing
 from compiler.ir import shares
 from compiler.ir.plan import Plan, StagePlan, VariantPlan
-from compiler.spec.units import format_percent
-from compiler.targets.base import Finding, Target
+from compiler.targets import kube
+from compiler.targets.base import MANIFEST, Finding, Target
+from compiler.targets.routers import base as routing, escaping
+from compiler.targets.routers.base import testers_reach_canary
 
 NAME = "ingress-nginx"
 API_VERSION = "networking.k8s.io/v1"
@@ -56,14 +55,24 @@ _PCRE_SPECIAL = set("\\^$.|?*+()[]{}")
 # --------------------------------------------------------------------------- render
 
 
+MAIN = f"{NAME}/ingress.yaml"
+CANARY = f"{NAME}/ingress-canary.yaml"
+
+
 def render(plan: Plan) -> dict[str, str]:
     if NAME not in plan.targets:
         return {}
-    note = _note(plan)
     return {
-        f"{NAME}/ingress.yaml": kube.manifest(plan, stable_ingress(plan), note),
-        f"{NAME}/ingress-canary.yaml": kube.manifest(plan, canary_ingress(plan), note),
+        MAIN: kube.manifest(plan, stable_ingress(plan), _main_note(plan)),
+        CANARY: kube.manifest(plan, canary_ingress(plan), _canary_note(plan)),
     }
+
+
+def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
+    if NAME not in plan.targets:
+        return {}
+    split, with_total = canary_weight(stage.route_weight)
+    return {MAIN: stage.mirror > 0, CANARY: (split.canary, split.total, with_total, testers_reach_canary(plan, stage))}
 
 
 def stable_ingress(plan: Plan) -> dict[str, Any]:
@@ -104,7 +113,7 @@ def canary_annotations(plan: Plan) -> dict[str, str]:
     out = {PREFIX + "canary": "true", PREFIX + "canary-weight": str(split.canary)}
     if with_total:
         out[PREFIX + "canary-weight-total"] = str(split.total)
-    if plan.testers is not None and plan.current.testers:
+    if plan.testers is not None and testers_reach_canary(plan, plan.current):
         out[PREFIX + "canary-by-header"] = plan.testers.header
         values = plan.testers.values
         if len(values) == 1:
@@ -135,13 +144,24 @@ def mirror_annotations(plan: Plan) -> dict[str, str]:
     return out
 
 
-def _note(plan: Plan) -> str:
-    stage = plan.current
-    split, with_total = canary_weight(stage.route_weight)
+def _main_note(plan: Plan) -> str:
+    if plan.current.mirror == 0:
+        return "ingress-nginx main Ingress: every request the canary Ingress does not take goes to stable.\nMirror: none."
+    return ("ingress-nginx main Ingress: every request the canary Ingress does not take goes to stable.\n"
+            f"Mirror: every request copied to {plan.canary.backend} (ingress-nginx mirrors all or nothing).")
+
+
+def _canary_note(plan: Plan) -> str:
+    split, with_total = canary_weight(plan.current.route_weight)
     total = f"canary-weight-total {split.total}" if with_total else "no canary-weight-total (100)"
-    mirror = (f"every request copied to {plan.canary.backend} (spec {format_percent(stage.mirror)}; "
-              "ingress-nginx mirrors all or nothing)")
-    return routing.note(plan, "ingress-nginx Ingresses", split, f"canary-weight {split.canary}, {total}", mirror)
+    lines = ["ingress-nginx canary Ingress.",
+             f"Router share to {plan.canary.backend}: {split.describe()}; canary-weight {split.canary}, {total}."]
+    if testers_reach_canary(plan, plan.current):
+        assert plan.testers is not None
+        lines.append(f"Testers ({plan.testers.header}: {', '.join(plan.testers.values)}) reach {plan.canary.backend}.")
+    else:
+        lines.append("Testers: none reach the canary.")
+    return "\n".join(lines)
 
 
 # --------------------------------------------------------------------------- lint
@@ -150,13 +170,8 @@ def _note(plan: Plan) -> str:
 def lint(plan: Plan) -> list[Finding]:
     if NAME not in plan.targets:
         return []
-    out: list[Finding] = []
-    out.extend(_tester_findings(plan))
-    for stage in plan.stages:
-        out.extend(_mirror_findings(stage))
-    out.extend(routing.unsticky(plan, NAME, "canary-weight picks each request at random"))
-    out.extend(routing.inexact_splits(plan, NAME, lambda stage: canary_weight(stage.route_weight)[0]))
-    return out
+    split_of = lambda stage: canary_weight(stage.route_weight)[0]  # noqa: E731
+    return _tester_findings(plan) + routing.capability_findings(plan, NAME, split_of)
 
 
 def _tester_findings(plan: Plan) -> list[Finding]:
@@ -182,15 +197,4 @@ def _tester_findings(plan: Plan) -> list[Finding]:
     return out
 
 
-def _mirror_findings(stage: StagePlan) -> list[Finding]:
-    if not 0 < stage.mirror < 1:
-        return []
-    return [Finding(
-        routing.mirror_loc(stage),
-        f"{NAME}: stage '{stage.name}' mirrors {format_percent(stage.mirror)}, but mirror-target "
-        "copies every request: use `mirror: 100%` or drop ingress-nginx from traffic.targets",
-        "error", NAME,
-    )]
-
-
-TARGET = Target(NAME, render, lint, rollback=True)
+TARGET = Target(NAME, render, lint, rollback=True, kinds={MAIN: MANIFEST, CANARY: MANIFEST}, stage_keys=stage_keys)

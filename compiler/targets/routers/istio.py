@@ -29,20 +29,24 @@ import re
 from fractions import Fraction
 from typing import Any
 
-from compiler.targets import kube
-from compiler.targets.routers import base as routing
-from compiler.ir import shares
 from compiler.ir.plan import Plan, StagePlan, VariantPlan
 from compiler.spec.units import format_percent
-from compiler.targets.base import Finding, Target
+from compiler.targets import kube
+from compiler.targets.base import MANIFEST, Finding, Target
+from compiler.targets.routers import base as routing
+from compiler.targets.routers.base import relative_split as route_split, testers_reach_canary
 
 NAME = "istio"
 API_VERSION = "networking.istio.io/v1"
 VERSION_LABEL = "version"
-MAX_WEIGHT = 1_000_000
 
 
 # --------------------------------------------------------------------------- render
+
+
+VIRTUAL_SERVICE = f"{NAME}/virtualservice.yaml"
+STABLE_RULE = f"{NAME}/destinationrule-stable.yaml"
+CANARY_RULE = f"{NAME}/destinationrule-canary.yaml"
 
 
 def render(plan: Plan) -> dict[str, str]:
@@ -50,12 +54,17 @@ def render(plan: Plan) -> dict[str, str]:
         return {}
     # The split lives in the VirtualService; the DestinationRules are the same at every stage.
     return {
-        f"{NAME}/virtualservice.yaml": kube.manifest(plan, virtual_service(plan), _note(plan)),
-        f"{NAME}/destinationrule-stable.yaml": kube.manifest(
-            plan, destination_rule(plan, plan.names.destination_rule, plan.stable)),
-        f"{NAME}/destinationrule-canary.yaml": kube.manifest(
-            plan, destination_rule(plan, plan.names.canary_destination_rule, plan.canary)),
+        VIRTUAL_SERVICE: kube.manifest(plan, virtual_service(plan), _note(plan)),
+        STABLE_RULE: kube.manifest(plan, destination_rule(plan, plan.names.destination_rule, plan.stable)),
+        CANARY_RULE: kube.manifest(plan, destination_rule(plan, plan.names.canary_destination_rule, plan.canary)),
     }
+
+
+def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
+    if NAME not in plan.targets:
+        return {}
+    split = route_split(stage)
+    return {VIRTUAL_SERVICE: (split.canary, split.total, stage.mirror, testers_reach_canary(plan, stage))}
 
 
 def uses_subsets(plan: Plan) -> bool:
@@ -74,10 +83,10 @@ def destination(plan: Plan, variant: VariantPlan, weight: int | None = None) -> 
 
 def uri_matches(path: str) -> list[dict[str, Any]]:
     """Matches of ``path`` as whole segments; ``[]`` for ``/`` (everything)."""
-    if path == "/":
+    scope = routing.PathScope(path)
+    if scope.everything:
         return []
-    stem = path.rstrip("/")
-    return [{"uri": {"exact": stem}}, {"uri": {"prefix": stem + "/"}}]
+    return [{"uri": {"exact": scope.stem}}, {"uri": {"prefix": scope.below}}]
 
 
 def tester_route(plan: Plan) -> dict[str, Any]:
@@ -115,7 +124,7 @@ def split_route(plan: Plan) -> dict[str, Any]:
 
 def virtual_service(plan: Plan) -> dict[str, Any]:
     routes = []
-    if plan.testers is not None and plan.current.testers:
+    if testers_reach_canary(plan, plan.current):
         routes.append(tester_route(plan))
     routes.append(split_route(plan))
     if uri_matches(plan.path):
@@ -154,10 +163,6 @@ def traffic_policy(plan: Plan) -> dict[str, Any]:
     return {"loadBalancer": {"consistentHash": hash_on}}
 
 
-def route_split(stage: StagePlan) -> shares.Split:
-    return shares.relative(stage.route_weight, MAX_WEIGHT)
-
-
 def mirror_percentage(share: Fraction) -> float:
     return float(share * 100)
 
@@ -168,7 +173,7 @@ def _note(plan: Plan) -> str:
     weights = f"weights {plan.stable.backend} {split.stable} : {plan.canary.backend} {split.canary}"
     value = mirror_percentage(stage.mirror)
     error = Fraction(value) / 100 - stage.mirror
-    exact = "exact" if error == 0 else f"error {float(error * 100):.3g} percentage points"
+    exact = "exact" if error == 0 else "the nearest double"
     mirror = f"mirrorPercentage {value!r} to {plan.canary.backend} (spec {format_percent(stage.mirror)}, {exact})"
     return routing.note(plan, "istio VirtualService", split, weights, mirror)
 
@@ -192,9 +197,8 @@ def lint(plan: Plan) -> list[Finding]:
             "letters, digits, '-' and '_' only",
             "error", NAME,
         ))
-    how = ("the weighted split picks a version for each request, and consistent hashing keeps a client "
-           "on one pod of the version it gets")
-    return out + routing.unsticky(plan, NAME, how) + routing.inexact_splits(plan, NAME, route_split)
+    return out + routing.capability_findings(plan, NAME, route_split)
 
 
-TARGET = Target(NAME, render, lint, rollback=True)
+TARGET = Target(NAME, render, lint, rollback=True,
+                kinds={VIRTUAL_SERVICE: MANIFEST, STABLE_RULE: MANIFEST, CANARY_RULE: MANIFEST}, stage_keys=stage_keys)

@@ -15,25 +15,32 @@ variant overrides it, the port the routers use) and forwards to
 
 from __future__ import annotations
 
-from fractions import Fraction
 from typing import Any
 
+from compiler.ir.plan import Plan, StagePlan, VariantPlan
 from compiler.targets import kube
-from compiler.ir.plan import Plan, VariantPlan
-from compiler.spec.units import format_percent
-from compiler.targets.base import Target
+from compiler.targets.base import MANIFEST, Target
 
 NAME = "kube-service"
+
+
+ACTIVE = f"{NAME}/service-active.yaml"
+PREVIEW = f"{NAME}/service-preview.yaml"
 
 
 def render(plan: Plan) -> dict[str, str]:
     if plan.blue_green is None:
         return {}
-    note = _note(plan)
     return {
-        f"{NAME}/service-active.yaml": kube.manifest(plan, active_service(plan), note),
-        f"{NAME}/service-preview.yaml": kube.manifest(plan, preview_service(plan), note),
+        ACTIVE: kube.manifest(plan, active_service(plan), _active_note(plan)),
+        PREVIEW: kube.manifest(plan, preview_service(plan), _preview_note(plan)),
     }
+
+
+def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
+    if plan.blue_green is None:
+        return {}
+    return {ACTIVE: stage.active_color or plan.blue_green.old_color}
 
 
 def selector(plan: Plan, colour: str) -> dict[str, str]:
@@ -68,24 +75,20 @@ def _service(plan: Plan, name: str, variant: VariantPlan, colour: str) -> dict[s
     }
 
 
-def _note(plan: Plan) -> str:
+def _active_note(plan: Plan) -> str:
     assert plan.blue_green is not None
     bg = plan.blue_green
-    stage = plan.current
     colour = active_colour(plan)
-    switched = colour == bg.new_color
-    serving = plan.canary.version if switched else plan.stable.version
-    through_service = (1 - stage.route_weight) if switched else Fraction(0)
-    realised = stage.route_weight + through_service
-    error = "exact" if realised == stage.weight else f"error {format_percent(realised - stage.weight)}"
-    return "\n".join([
-        f"Blue-green Services at stage '{stage.name}' ({stage.kind}).",
-        f"{plan.names.active_service} selects {bg.color_label}={colour} ({serving}); "
-        f"{plan.names.preview_service} selects {bg.color_label}={bg.new_color} ({plan.canary.version}).",
-        f"Users on the new version: {format_percent(realised)} = {format_percent(stage.route_weight)} routed to "
-        f"{plan.names.preview_service} + {format_percent(through_service)} through {plan.names.active_service} "
-        f"(spec {format_percent(stage.weight)}, {error}).",
-    ])
+    serving = plan.canary.version if colour == bg.new_color else plan.stable.version
+    return (f"Blue-green: {plan.names.active_service}, the Service users reach, selects {bg.color_label}={colour} "
+            f"({serving}).")
 
 
-TARGET = Target(NAME, render, rollback=True)
+def _preview_note(plan: Plan) -> str:
+    assert plan.blue_green is not None
+    bg = plan.blue_green
+    return (f"Blue-green: {plan.names.preview_service} always selects the new colour, {bg.color_label}={bg.new_color} "
+            f"({plan.canary.version}); the routers send testers and weighted steps to it.")
+
+
+TARGET = Target(NAME, render, rollback=True, kinds={ACTIVE: MANIFEST, PREVIEW: MANIFEST}, stage_keys=stage_keys)

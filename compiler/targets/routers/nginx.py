@@ -30,15 +30,17 @@ import ipaddress
 from dataclasses import dataclass
 from fractions import Fraction
 
-from compiler.targets.routers import escaping
-from compiler.targets import kube
-from compiler.spec import names
-from compiler.ir import shares
 from compiler import templating
+from compiler.ir import shares
 from compiler.ir.plan import Plan, StagePlan, VariantPlan
+from compiler.spec import names
 from compiler.spec.units import format_decimal, format_percent
-from compiler.targets.base import Files, Finding, Target
+from compiler.targets import kube
+from compiler.targets.base import CARRIED, MANIFEST, Files, Finding, Target
+from compiler.targets.routers import base as routing, escaping
+from compiler.targets.routers.base import testers_reach_canary
 
+NAME = "nginx"
 CONFIG = "nginx/nginx.conf"
 CONFIGMAP = "nginx/configmap.yaml"
 
@@ -145,38 +147,35 @@ def _listen(address: str, port: int) -> str:
     return f"{address}:{port_text}"
 
 
-def _locations(path: str) -> list[str]:
+def _locations(plan: Plan) -> list[str]:
     """``/`` -> ``location /``; ``/api`` -> ``location = /api`` and ``location /api/``."""
-    if path == "/":
-        return ["/"]
-    base = path.rstrip("/")
-    return [f"= {base}", f"{base}/"]
+    scope = routing.scope(plan)
+    return ["/"] if scope.everything else [f"= {scope.stem}", scope.below]
 
 
-def _notes(plan: Plan, stage: StagePlan, share: Fraction) -> list[str]:
-    if stage.kind == "rollback":
-        notes = ["Rolled back: every request goes to stable, testers included; no mirror."]
-    elif share == 0:
-        notes = ["Canary share 0%: users stay on stable (exact)."]
-    elif share == 1:
-        notes = ["Canary share 100%: every request goes to the canary (exact)."]
-    else:
+def _notes(plan: Plan, stage: StagePlan) -> list[str]:
+    def partial(share: Fraction) -> list[str]:
         key = f"the sticky {plan.sticky.kind} '{plan.sticky.name}' ($request_id without it)" if plan.sticky else "$request_id"
-        notes = [f"Canary: {percent(share).describe()}.", f"Split key: {key}."]
-    if stage.kind == "switch":
-        notes.append("Blue-green switched: every request goes to the new colour's servers (the canary backend).")
-    if stage.is_shadow and stage.kind != "rollback":
+        return [f"Canary: {percent(share).describe()}.", f"Split key: {key}."]
+
+    notes = routing.share_notes(plan, stage, partial)
+    if stage.mirror > 0:
         notes.append(f"Shadow: mirror {percent(stage.mirror).describe() if stage.mirror < 1 else 'every request'}, "
                      "testers excepted.")
     return notes
 
 
+def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
+    if NAME not in plan.targets:
+        return {}
+    key = (stage.weight, stage.mirror, testers_reach_canary(plan, stage))
+    return {CONFIG: key, CONFIGMAP: key}
+
+
 def config(plan: Plan, listen: Listen = Listen()) -> str:
     stage = plan.current
-    rolled_back = stage.kind == "rollback"
-    share = Fraction(0) if rolled_back else stage.weight
-    mirror = Fraction(0) if rolled_back else stage.mirror
-    testers = plan.testers if (stage.testers and not rolled_back) else None
+    share, mirror = stage.weight, stage.mirror
+    testers = plan.testers if testers_reach_canary(plan, stage) else None
     ids = Ids.of(plan)
     stable, canary = ids.upstream("stable"), ids.upstream("canary")
     split = percent(share) if 0 < share < 1 else None
@@ -196,8 +195,7 @@ def config(plan: Plan, listen: Listen = Listen()) -> str:
         filters=escaping.NGINX_FILTERS,
         header_lines=kube.header(plan).splitlines(),
         plan=plan,
-        stage=stage,
-        notes=_notes(plan, stage, share),
+        notes=_notes(plan, stage),
         ids=ids,
         upstreams=[Upstream(stable, plan.stable), Upstream(canary, plan.canary)],
         stable=stable,
@@ -213,7 +211,7 @@ def config(plan: Plan, listen: Listen = Listen()) -> str:
         mirror_uri=f"/_rollout_mirror/{plan.out}",
         mirror_header=MIRROR_HEADER,
         listen=_listen(listen.address, plan.port),
-        locations=_locations(plan.path),
+        locations=_locations(plan),
     )
 
 
@@ -222,7 +220,7 @@ def configmap_key(plan: Plan) -> str:
 
 
 def render(plan: Plan) -> Files:
-    if "nginx" not in plan.targets:
+    if NAME not in plan.targets:
         return {}
     text = config(plan)
     configmap = kube.config_map(plan, plan.names.nginx_configmap, {configmap_key(plan): text},
@@ -234,7 +232,7 @@ def render(plan: Plan) -> Files:
 
 
 def lint(plan: Plan) -> list[Finding]:
-    if "nginx" not in plan.targets:
+    if NAME not in plan.targets:
         return []
     found = [Finding(loc, message) for loc, message in
              escaping.name_problems(plan, escaping.nginx_header_problem, escaping.nginx_cookie_problem)]
@@ -255,16 +253,15 @@ def lint(plan: Plan) -> list[Finding]:
                     "a name that does not resolve then stops nginx from loading it, and later DNS changes are not seen",
                     "warning",
                 ))
-    for stage in plan.stages:
-        for what, share in (("weight", stage.weight), ("mirror", stage.mirror)):
-            if 0 < share < 1 and not percent(share).split.exact:
-                found.append(Finding(
-                    stage.loc,
-                    f"stage '{stage.name}': nginx split_clients takes percentages with two decimals, so the {what} "
-                    f"{format_percent(share)} becomes {percent(share).text}",
-                    "warning",
-                ))
-    return found
+
+    def words(what: str, stage: StagePlan, share: Fraction) -> str:
+        return (f"stage '{stage.name}': nginx split_clients takes percentages with two decimals, so the {what} "
+                f"{format_percent(share)} becomes {percent(share).text}")
+
+    return found + routing.capability_findings(
+        plan, NAME, lambda stage: percent(stage.weight).split, lambda stage, split: words("weight", stage, stage.weight),
+        mirror_of=lambda share: percent(share).split.realised,
+        inexact_mirror=lambda stage, realised: words("mirror", stage, stage.mirror))
 
 
-TARGET = Target("nginx", render, lint, rollback=True)
+TARGET = Target(NAME, render, lint, rollback=True, kinds={CONFIG: CARRIED, CONFIGMAP: MANIFEST}, stage_keys=stage_keys)

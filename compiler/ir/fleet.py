@@ -1,0 +1,86 @@
+"""What the fleet-wide files need to know about one rollout.
+
+A :class:`FleetEntry` comes from a rollout's plan when it is compiled, and from
+its bookkeeping on disk (``.rollout-manifest``, where it is recorded as JSON)
+when it is not: a compile of some specs writes fleet files that still list every
+rollout of the output folder, without loading the other specs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from fractions import Fraction
+from typing import Any
+
+from compiler.ir.plan import (
+    AlertingPlan,
+    EmailPlan,
+    PagerDutyPlan,
+    Plan,
+    ReceiverPlan,
+    SlackPlan,
+    WebhookPlan,
+)
+
+
+@dataclass(frozen=True)
+class FleetEntry:
+    out: str  # the rollout's folder: [environment/]namespace/name
+    name: str
+    namespace: str
+    environment: str | None
+    stage: str
+    weight: Fraction  # the canary's share of live traffic at that stage
+    dashboard_uid: str
+    alerting: AlertingPlan | None
+    controller_folder: str | None  # the sub-folder holding its GitOps controller object, if any
+
+    @classmethod
+    def of(cls, plan: Plan, controller_folder: str | None) -> FleetEntry:
+        return cls(plan.out, plan.name, plan.namespace, plan.environment, plan.current.name, plan.current.weight,
+                   plan.names.dashboard_uid, plan.alerting, controller_folder)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["weight"] = f"{self.weight.numerator}/{self.weight.denominator}"
+        if self.alerting is not None:
+            data["alerting"] = {
+                "receivers": [[name, _compact(asdict(r))] for name, r in self.alerting.receivers],
+                "routes": [[key, list(names)] for key, names in self.alerting.routes],
+                "grafana_url": self.alerting.grafana_url,
+            }
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> FleetEntry:
+        """An entry as :meth:`to_json` wrote it; ``ValueError`` for anything else."""
+        try:
+            alerting = None
+            if data["alerting"] is not None:
+                a = data["alerting"]
+                alerting = AlertingPlan(
+                    receivers=tuple((str(name), _receiver(r)) for name, r in a["receivers"]),
+                    routes=tuple((str(key), tuple(str(n) for n in names)) for key, names in a["routes"]),
+                    grafana_url=a["grafana_url"],
+                )
+            return cls(str(data["out"]), str(data["name"]), str(data["namespace"]), data["environment"],
+                       str(data["stage"]), Fraction(data["weight"]), str(data["dashboard_uid"]), alerting,
+                       data["controller_folder"])
+        except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
+            raise ValueError(f"not a fleet entry: {exc}") from None
+
+
+def _compact(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if v is not None}
+
+
+def _receiver(data: dict[str, Any]) -> ReceiverPlan:
+    e = data.get("email")
+    w = data.get("webhook")
+    return ReceiverPlan(
+        pagerduty=PagerDutyPlan(**data["pagerduty"]) if data.get("pagerduty") else None,
+        slack=SlackPlan(**data["slack"]) if data.get("slack") else None,
+        email=EmailPlan(e["to"], e.get("from_"), e.get("smarthost"), e.get("auth_username"),
+                        e.get("auth_password_file")) if e else None,
+        webhook=WebhookPlan(w.get("url"), w.get("url_file")) if w else None,
+    )

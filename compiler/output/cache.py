@@ -1,0 +1,120 @@
+"""A cache of file hashes outside the repository, so that an unchanged fleet is checked without reading it.
+
+It remembers, per absolute path, the sha256 of a file together with its size,
+modification and change times and inode: a file whose ``stat`` still says the
+same is not read again.  The cache is an optimisation only: it lives in the XDG
+cache folder (``$XDG_CACHE_HOME/rollout``, else ``~/.cache/rollout``; set
+``ROLLOUT_CACHE_DIR`` to move it, or to an empty string to switch it off),
+and a missing, locked or corrupted cache changes nothing but time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sqlite3
+from pathlib import Path
+
+from compiler.output.digest import file_sha256
+
+SCHEMA = 1
+
+
+def _check(path: str, stat: Stat, sha: str) -> str:
+    """A checksum of each row: a damaged row is a miss, never a wrong hash."""
+    return hashlib.sha256(f"{path}\0{stat}\0{sha}".encode()).hexdigest()[:16]
+Stat = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+
+
+def folder() -> Path | None:
+    configured = os.environ.get("ROLLOUT_CACHE_DIR")
+    if configured is not None:
+        return Path(configured) if configured else None
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "rollout"
+
+
+def stat_of(path: Path) -> Stat | None:
+    try:
+        s = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+
+
+class Cache:
+    """File hashes by path and stat; every failure of the database turns the cache off for the process."""
+
+    def __init__(self, location: Path | None = None):
+        self.db: sqlite3.Connection | None = None
+        self.pending: list[tuple[str, int, int, int, int, str, str]] = []
+        where = location if location is not None else folder()
+        if where is None:
+            return
+        try:
+            where.mkdir(parents=True, exist_ok=True)
+            self.db = sqlite3.connect(where / f"hashes-v{SCHEMA}.sqlite3", timeout=2.0, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, "
+                            "ctime INTEGER, ino INTEGER, sha256 TEXT, checksum TEXT)")
+        except (OSError, sqlite3.Error):
+            self._off()
+
+    def _off(self) -> None:
+        if self.db is not None:
+            try:
+                self.db.close()
+            except sqlite3.Error:
+                pass
+        self.db = None
+        self.pending = []
+
+    def lookup(self, path: Path, stat: Stat) -> str | None:
+        if self.db is None:
+            return None
+        try:
+            row = self.db.execute("SELECT size, mtime, ctime, ino, sha256, checksum FROM files WHERE path = ?",
+                                  (str(path),)).fetchone()
+        except sqlite3.Error:
+            self._off()
+            return None
+        if row is None or tuple(row[:4]) != stat or not isinstance(row[4], str):
+            return None
+        return str(row[4]) if row[5] == _check(str(path), stat, row[4]) else None
+
+    def remember(self, path: Path, stat: Stat, sha: str) -> None:
+        if self.db is not None:
+            self.pending.append((str(path), *stat, sha, _check(str(path), stat, sha)))
+
+    def sha256(self, path: Path) -> str | None:
+        """The file's sha256 (from the cache when its stat is unchanged); None when it cannot be read."""
+        stat = stat_of(path)
+        if stat is None:
+            return None
+        found = self.lookup(path, stat)
+        if found is not None:
+            return found
+        try:
+            sha = file_sha256(path)
+        except OSError:
+            return None
+        after = stat_of(path)
+        if after == stat:  # not changed while it was read
+            self.remember(path, stat, sha)
+        return sha
+
+    def flush(self) -> None:
+        if self.db is None or not self.pending:
+            self.pending = []
+            return
+        try:
+            self.db.execute("BEGIN")
+            self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self.pending)
+            self.db.execute("COMMIT")
+        except sqlite3.Error:
+            self._off()
+        self.pending = []
+
+    def close(self) -> None:
+        self.flush()
+        self._off()

@@ -1,0 +1,111 @@
+"""The bookkeeping of an output folder: one ``.rollout-manifest`` per rollout folder, and one in ``_fleet/``.
+
+A rollout's manifest says what rollout wrote in that folder (each file's
+sha256), from which spec (its path and sha256: the spec's hash is written here
+and nowhere else), the digest of everything the compile read
+(:mod:`compiler.output.digest`), every folder the same spec compiled to, and
+what the fleet-wide files need to know about the rollout.  Nothing lists every
+rollout: two pull requests that change different rollouts change different
+manifests, and merge.
+
+Manifests are JSON (sorted keys, one value per line), read and written here only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from compiler.ir.fleet import FleetEntry
+
+NAME = ".rollout-manifest"
+FLEET_DIR = "_fleet"
+VERSION = 1
+NOTE = "Written by rollout: the files it generated in this folder and what they were compiled from. Do not edit."
+MAX_DEPTH = 3  # [environment/]namespace/name
+
+
+@dataclass(frozen=True)
+class Ledger:
+    out: str  # the folder, relative to the output folder
+    files: dict[str, str]  # path relative to the folder -> sha256
+    spec: str | None = None  # as generated files name it; None for _fleet
+    spec_sha256: str | None = None
+    inputs: str | None = None  # digest of what the compile read
+    siblings: tuple[str, ...] = ()  # every folder the spec compiled to
+    fleet: FleetEntry | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def text(self) -> str:
+        data: dict[str, Any] = {"_": NOTE, "version": VERSION, "files": dict(sorted(self.files.items()))}
+        if self.spec is not None:
+            data.update(spec=self.spec, spec_sha256=self.spec_sha256, inputs=self.inputs,
+                        siblings=sorted(self.siblings), fleet=self.fleet.to_json() if self.fleet else None)
+        data.update(self.extra)
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE).decode()
+
+
+def parse(out: str, data: bytes) -> Ledger | None:
+    """A manifest as :meth:`Ledger.text` wrote it, or None for anything else (a broken file is no bookkeeping)."""
+    try:
+        raw = orjson.loads(data)
+        files = raw["files"]
+        if raw.get("version") != VERSION or not isinstance(files, dict):
+            return None
+        if not all(isinstance(k, str) and isinstance(v, str) and safe(k) for k, v in files.items()):
+            return None
+        fleet = FleetEntry.from_json(raw["fleet"]) if raw.get("fleet") else None
+        spec = raw.get("spec")
+        return Ledger(out, dict(files), spec if isinstance(spec, str) else None, raw.get("spec_sha256"),
+                      raw.get("inputs"), tuple(str(s) for s in raw.get("siblings") or ()), fleet)
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
+        return None
+
+
+def safe(path: str) -> bool:
+    parts = path.split("/")
+    return bool(path) and not path.startswith("/") and not any(p in ("", ".", "..") for p in parts)
+
+
+def read(root: Path, out: str) -> Ledger | None:
+    try:
+        data = (root / out / NAME).read_bytes()
+    except OSError:
+        return None
+    return parse(out, data)
+
+
+def scan(root: Path) -> dict[str, Ledger]:
+    """Every manifest under ``root``: ``_fleet/`` and rollout folders at most three levels down."""
+    found: dict[str, Ledger] = {}
+    for out in _folders(root):
+        ledger = read(root, out)
+        if ledger is not None:
+            found[out] = ledger
+    return found
+
+
+def _folders(root: Path) -> Iterator[str]:
+    """Folders holding a manifest, without descending into a rollout folder once its manifest is found."""
+    todo: list[tuple[str, int]] = [("", 0)]
+    while todo:
+        prefix, depth = todo.pop()
+        try:
+            entries = sorted(os.scandir(root / prefix) if prefix else os.scandir(root), key=lambda e: e.name)
+        except OSError:
+            continue
+        names = {e.name for e in entries}
+        if prefix and NAME in names:
+            yield prefix
+            continue
+        if depth >= MAX_DEPTH:
+            continue
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
+                continue
+            todo.append((f"{prefix}/{entry.name}" if prefix else entry.name, depth + 1))

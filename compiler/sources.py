@@ -1,0 +1,94 @@
+"""Where specs are and how they are named: the little every command needs before it loads anything."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from compiler.diagnostics import Diagnostic
+
+SPEC_SUFFIXES = (".yaml", ".yml")
+
+
+def display_path(path: Path) -> str:
+    """A path as the user sees it: relative to the working directory when inside it, POSIX-style."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except (ValueError, OSError, RuntimeError):  # outside the working directory; a symbolic link loop
+        return path.as_posix()
+
+
+@dataclass(frozen=True)
+class SpecPath:
+    path: Path
+    named: bool  # named on the command line, rather than found in a folder
+
+
+def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnostic]]:
+    """Spec files named by ``paths`` (folders are searched recursively for *.yaml/*.yml), sorted."""
+    found: dict[Path, SpecPath] = {}
+    problems: list[Diagnostic] = []
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            for p in path.rglob("*"):
+                if p.is_file() and p.suffix in SPEC_SUFFIXES and not _hidden(p, path):
+                    found.setdefault(p.resolve(), SpecPath(p, False))
+        elif path.is_file():
+            found[path.resolve()] = SpecPath(path, True)  # is_file: the path resolves, without a loop
+        else:
+            why = "not a regular file or folder" if path.exists() or path.is_symlink() else "no such file or directory"
+            problems.append(Diagnostic(display_path(path), 1, 1, "error", why, "io"))
+    return sorted(found.values(), key=lambda s: display_path(s.path)), problems
+
+
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def source_path(path: Path, root: Path | None) -> str:
+    """How generated files name their spec: relative to ``root`` (the output folder's parent) when inside it.
+
+    Diagnostics name files relative to the working folder, for the user at the terminal; generated
+    files must not depend on where the compile ran, or `rollout check` would see drift.
+    """
+    if root is not None:
+        try:
+            return path.resolve().relative_to(root.resolve()).as_posix()
+        except ValueError:
+            pass  # a spec outside the folder holding the output: name it as the user did
+    return display_path(path)
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A rollout folder a spec compiles to, and where the spec names it."""
+
+    out: str
+    path: str  # the spec, as diagnostics show it
+    name_at: tuple[int, int] = (1, 1)
+    namespace_at: tuple[int, int] = (1, 1)
+
+
+def duplicates(claims: Sequence[Claim]) -> list[Diagnostic]:
+    """Rollouts that would share a folder, or whose folder lies inside another rollout's."""
+    first: dict[str, Claim] = {}
+    out = []
+    for claim in claims:
+        if claim.out in first:
+            other = first[claim.out]
+            out.append(Diagnostic(claim.path, *claim.name_at, "error",
+                                  f"rollout {claim.out} is also defined in {other.path}: each namespace/name (and "
+                                  "environment) must be unique", "fleet"))
+        else:
+            first[claim.out] = claim
+    for key, claim in sorted(first.items()):
+        parts = key.split("/")
+        prefixes = ("/".join(parts[:n]) for n in range(1, len(parts)))
+        outer = next((first[p] for p in prefixes if p in first), None)
+        if outer is not None:
+            out.append(Diagnostic(claim.path, *claim.namespace_at, "error",
+                                  f"the folder of rollout {key} lies inside the folder of rollout {outer.out} "
+                                  f"({outer.path}): give the environment or namespace another name", "fleet"))
+    return out

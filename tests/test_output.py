@@ -1,0 +1,280 @@
+"""The output folder: every file or none, per-rollout bookkeeping, partial compiles, skipping what is current,
+never touching what rollout did not generate."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from compiler import build
+from compiler.output import cache as cache_module, ledger, transaction
+from conftest import ROOT
+
+MINIMAL = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text()
+
+
+def spec_text(name: str, namespace: str = "shop", current: str = "canary") -> str:
+    return (MINIMAL.replace("{name: web, namespace: shop,", f"{{name: {name}, namespace: {namespace},")
+            .replace("current: canary", f"current: {current}"))
+
+
+def fleet(tmp_path: Path, names: list[str]) -> Path:
+    specs = tmp_path / "specs"
+    specs.mkdir(exist_ok=True)
+    for name in names:
+        (specs / f"{name}.yaml").write_text(spec_text(name))
+    return specs
+
+
+def tree(folder: Path) -> dict[str, bytes | str]:
+    """Every entry under ``folder``, the transaction's private state aside: file bytes, link targets, folders."""
+    out: dict[str, bytes | str] = {}
+    for path in sorted(folder.rglob("*")):
+        key = str(path.relative_to(folder))
+        if key == transaction.STATE or key.startswith(transaction.STATE + "/"):
+            continue
+        out[key] = ("link:" + os.readlink(path)) if path.is_symlink() else path.read_bytes() if path.is_file() else "dir"
+    return out
+
+
+def staged(out: Path) -> list[Path]:
+    """Files left in the staging area (none: a failed compile removes them, and the folder it created)."""
+    folder = out / transaction.STATE / transaction.STAGING
+    return sorted(folder.iterdir()) if folder.is_dir() else []
+
+
+def compiled(specs: Path | list, out: Path, **options) -> build.Report:
+    report = build.build(specs if isinstance(specs, list) else [specs], out, **options)
+    assert report.ok, [d.text() for d in report.diagnostics]
+    return report
+
+
+def test_each_rollout_folder_has_its_own_manifest_and_nothing_lists_every_rollout(tmp_path):
+    out = tmp_path / "generated"
+    compiled(fleet(tmp_path, ["a", "b"]), out)
+    found = ledger.scan(out)
+    assert set(found) == {"shop/a", "shop/b", "_fleet"}
+    a = found["shop/a"]
+    assert a.spec == "specs/a.yaml" and len(a.spec_sha256 or "") == 64 and a.fleet and a.fleet.stage == "canary"
+    for relative, sha in a.files.items():
+        assert build.sha256((out / "shop/a" / relative).read_bytes()) == sha
+    assert not (out / ".rollout-manifest").exists()
+    assert (out / transaction.STATE / ".gitignore").read_text().splitlines()[-1] == "*"
+
+
+def test_a_current_spec_is_not_rendered_and_its_files_are_not_rewritten(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a", "b"])
+    compiled(specs, out)
+    stamp = (out / "shop/a/PLAN.md").stat().st_mtime_ns
+    again = compiled(specs, out)
+    assert (again.rendered, again.skipped, again.written, again.removed) == (0, 2, [], [])
+    assert (out / "shop/a/PLAN.md").stat().st_mtime_ns == stamp
+    (specs / "b.yaml").write_text(spec_text("b", current="full"))
+    changed = compiled(specs, out)
+    assert (changed.rendered, changed.skipped) == (1, 1)
+    assert all(p.startswith(("shop/b/", "_fleet/")) for p in changed.written)
+
+
+def test_a_hand_edit_of_a_generated_file_is_found_and_repaired(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a"])
+    compiled(specs, out)
+    good = (out / "shop/a/PLAN.md").read_bytes()
+    (out / "shop/a/PLAN.md").write_text("edited\n")
+    assert any(path == "shop/a/PLAN.md" for path, _ in build.verify([specs], out).diffs)
+    assert compiled(specs, out).rendered == 1
+    assert (out / "shop/a/PLAN.md").read_bytes() == good
+
+
+def test_a_partial_compile_leaves_every_other_rollout_byte_identical(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a", "b", "c"])
+    compiled(specs, out)
+    before = tree(out)
+    (specs / "b.yaml").write_text(spec_text("b", current="full"))
+    report = compiled([specs / "b.yaml"], out)
+    after = tree(out)
+    assert report.left_alone == 2 and report.removed == []
+    for path in set(before) | set(after):
+        if not path.startswith(("shop/b", "_fleet")):
+            assert before.get(path) == after.get(path), path
+    assert before["shop/b/PLAN.md"] != after["shop/b/PLAN.md"]
+    assert build.verify([specs], out).diffs == []  # the fleet files are right for the whole folder
+
+
+def test_a_rollout_is_removed_only_when_the_folder_of_its_spec_is_compiled_whole_or_with_prune(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a", "b"])
+    compiled(specs, out)
+    (specs / "b.yaml").unlink()
+    one = compiled([specs / "a.yaml"], out)
+    assert one.removed == [] and one.left_alone == 1 and (out / "shop/b/PLAN.md").exists()
+    whole = compiled(specs, out)
+    assert whole.removed_rollouts == ["shop/b"] and not (out / "shop/b").exists() and (out / "shop").is_dir()
+    compiled(fleet(tmp_path, ["b"]), out)
+    (specs / "b.yaml").unlink()
+    pruned = compiled([specs / "a.yaml"], out, prune=True)
+    assert pruned.removed_rollouts == ["shop/b"] and not (out / "shop/b").exists()
+
+
+def test_never_touches_files_it_did_not_generate(tmp_path):
+    out = tmp_path / "generated"
+    out.mkdir()
+    (out / "README.md").write_text("mine\n")
+    (out / "shop").mkdir()
+    (out / "shop" / "notes.yaml").write_text("mine too\n")
+    specs = fleet(tmp_path, ["a"])
+    compiled(specs, out)
+    (specs / "a.yaml").unlink()
+    (specs / "other.yaml").write_text(spec_text("other"))
+    compiled(specs, out)
+    assert (out / "README.md").read_text() == "mine\n" and (out / "shop/notes.yaml").read_text() == "mine too\n"
+    assert not (out / "shop/a").exists()
+
+
+def test_refuses_to_overwrite_a_foreign_file_and_writes_nothing(tmp_path):
+    out = tmp_path / "generated"
+    (out / "shop/a").mkdir(parents=True)
+    (out / "shop/a/PLAN.md").write_text("hand written\n")
+    before = tree(out)
+    report = build.build([fleet(tmp_path, ["a", "b"])], out)
+    assert not report.ok
+    assert any(d.path.endswith("shop/a/PLAN.md") and "a file rollout did not generate is in the way" in d.message
+               for d in report.diagnostics)
+    assert tree(out) == before
+    assert staged(out) == []
+
+
+def test_a_file_where_a_folder_is_needed_stops_the_compile_before_anything_is_written(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a"])
+    compiled(specs, out)
+    shutil.rmtree(out / "shop/a/prometheus")
+    (out / "shop/a/prometheus").write_text("mine\n")
+    before = tree(out)
+    report = build.build([specs], out)
+    assert any("'shop/a/prometheus' is a file where rollout needs a folder" in d.message for d in report.diagnostics)
+    assert tree(out) == before
+
+
+def test_symbolic_links_inside_the_output_are_never_followed(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "PLAN.md").write_text("# Generated by rollout from a.yaml\nkeep\n")
+    out = tmp_path / "generated"
+    out.mkdir()
+    (out / "shop").symlink_to(outside)
+    report = build.build([fleet(tmp_path, ["a"])], out)
+    assert any("'shop' is a symbolic link" in d.message for d in report.diagnostics)
+    assert sorted(p.name for p in outside.iterdir()) == ["PLAN.md"]
+
+
+def test_a_write_that_fails_half_way_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a", "b"])
+    compiled(specs, out)
+    for name in ("a", "b"):
+        (specs / f"{name}.yaml").write_text(spec_text(name, current="full"))
+    before = tree(out)
+    real = transaction.write_staged
+    calls: list[int] = []
+
+    def failing(staging, data, mode):
+        calls.append(1)
+        if len(calls) == 5:
+            raise OSError(28, "No space left on device")
+        return real(staging, data, mode)
+
+    monkeypatch.setattr(build, "write_staged", failing)
+    report = build.build([specs], out)
+    assert not report.ok and any("no space left on the device" in d.message for d in report.diagnostics)
+    assert tree(out) == before
+    assert staged(out) == []
+    fresh = tmp_path / "fresh"
+    calls.clear()
+    assert not build.build([specs], fresh).ok
+    assert not fresh.exists()
+
+
+def test_a_committed_journal_is_finished_by_the_next_compile_and_reported_by_check(tmp_path, monkeypatch):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a"])
+    compiled(specs, out)
+    (specs / "a.yaml").write_text(spec_text("a", current="full"))
+
+    def killed(root, ops):
+        raise SystemExit("killed")  # stands in for a kill after the journal's rename
+
+    monkeypatch.setattr(transaction, "_apply", killed)
+    with pytest.raises(SystemExit):
+        build.build([specs], out)
+    monkeypatch.undo()
+    assert transaction.interrupted(out)
+    check = build.verify([specs], out)
+    assert not check.ok and "interrupted" in check.diagnostics[0].message
+    report = compiled(specs, out)
+    assert report.recovered and "finished an interrupted compile" in report.recovered
+    assert not transaction.interrupted(out) and build.verify([specs], out).diffs == []
+    assert staged(out) == []
+
+
+def test_the_cache_is_an_optimisation_only(tmp_path, monkeypatch):
+    """Deleting or corrupting the hash cache changes nothing but time."""
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("ROLLOUT_CACHE_DIR", str(cache_dir))
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a"])
+    compiled(specs, out)
+    assert build.verify([specs], out).diffs == []
+    (out / "shop/a/PLAN.md").write_text("edited\n")
+    database = next(cache_dir.glob("*.sqlite3"))
+    with sqlite3.connect(database) as db:  # a row that lies about the edited file
+        db.execute("UPDATE files SET sha256 = ? WHERE path LIKE ?", ("0" * 64, "%PLAN.md"))
+    assert any(p == "shop/a/PLAN.md" for p, _ in build.verify([specs], out).diffs)
+    database.write_bytes(b"not a database" * 100)
+    assert any(p == "shop/a/PLAN.md" for p, _ in build.verify([specs], out).diffs)
+    for leftover in cache_dir.iterdir():
+        leftover.unlink()
+    cache_dir.rmdir()
+    assert any(p == "shop/a/PLAN.md" for p, _ in build.verify([specs], out).diffs)
+    monkeypatch.setenv("ROLLOUT_CACHE_DIR", "")
+    assert cache_module.Cache().db is None
+    assert compiled(specs, out).rendered == 1 and build.verify([specs], out).diffs == []
+
+
+def test_manifest_paths_cannot_escape_the_folder(tmp_path):
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep\n")
+    out = tmp_path / "generated"
+    (out / "shop/gone").mkdir(parents=True)
+    (out / "shop/gone" / ledger.NAME).write_text(
+        '{"version": 1, "spec": "specs/gone.yaml", "files": {"../../../outside.txt": "0", "/etc/passwd": "0"}}\n')
+    compiled(fleet(tmp_path, ["a"]), out)
+    assert outside.read_text() == "keep\n"
+
+
+def test_a_stale_file_someone_replaced_is_kept(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a", "b"])
+    compiled(specs, out)
+    (out / "shop/b/gateway-api/httproute.yaml").write_text("mine now\n")
+    (specs / "b.yaml").unlink()
+    report = compiled(specs, out)
+    assert "shop/b/PLAN.md" in report.removed and "shop/b/gateway-api/httproute.yaml" not in report.removed
+    assert (out / "shop/b/gateway-api/httproute.yaml").read_text() == "mine now\n"
+
+
+def test_a_file_mode_its_user_set_is_kept(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a"])
+    compiled(specs, out)
+    (out / "shop/a/PLAN.md").chmod(0o444)
+    (specs / "a.yaml").write_text(spec_text("a", current="full"))
+    compiled(specs, out)
+    assert (out / "shop/a/PLAN.md").stat().st_mode & 0o777 == 0o444
+    assert "full" in (out / "shop/a/PLAN.md").read_text()
