@@ -242,13 +242,13 @@ def current(root: Path, mine: Sequence[Ledger], digest: str, cache: Cache) -> bo
     if not mine:
         return False
     outs = {ledger.out for ledger in mine}
+    base = str(root.resolve())
     for ledger in mine:
         if ledger.inputs != digest or set(ledger.siblings) != outs:
             return False
+        folder = f"{base}/{ledger.out}/"
         for relative, recorded in ledger.files.items():
-            if relative == ledgers.NAME:
-                continue
-            if cache.sha256(root / ledger.out / relative) != recorded:
+            if relative != ledgers.NAME and cache.sha256(folder + relative) != recorded:
                 return False
     return True
 
@@ -309,6 +309,7 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
         if ledger.spec is not None:
             by_spec.setdefault(ledger.spec, []).append(ledger)
     cache = Cache()
+    cache.preload(output)
     kept: dict[str, Ledger] = {}
     work: list[Job] = []
     for spec in found:
@@ -490,6 +491,7 @@ def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jo
         if ledger.spec is not None:
             by_spec.setdefault(ledger.spec, []).append(ledger)
     cache = Cache()
+    cache.preload(output)
     kept: dict[str, Ledger] = {}
     work: list[Job] = []
     for spec in found:

@@ -7,12 +7,13 @@ escaping filters; every value from a spec passes through one of them.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from functools import cache
 from pathlib import Path
-from typing import Any
-from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
-import jinja2
+if TYPE_CHECKING:
+    import jinja2
 
 _HERE = Path(__file__).resolve().parent
 
@@ -45,6 +46,8 @@ def markdown_code(value: Any) -> str:
 
 @cache
 def _environment(filters: tuple[tuple[str, Callable[..., Any]], ...]) -> jinja2.Environment:
+    import jinja2  # loaded with the first template: commands that render none never pay for it
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dirs()),
         undefined=jinja2.StrictUndefined,

@@ -64,27 +64,28 @@ def fleet(tmp_path_factory) -> Path:
     return write(tmp_path_factory.mktemp("fleet"), files)
 
 
-def test_amtool_accepts_the_fleet_configuration(fleet):
+def test_amtool_accepts_the_fleet_configuration_which_grows_with_receiver_sets_not_rollouts(fleet):
     result = amtool("check-config", str(fleet / "alertmanager.yaml"))
     assert result.returncode == 0, result.stdout + result.stderr
     config = yaml.safe_load((fleet / "alertmanager.yaml").read_text())
     routed = [p for p in plans_of(*ALL_SPECS) if p.alerting is not None]
-    assert len(config["route"]["routes"]) == len(routed) == len(config["inhibit_rules"])
+    keys = {p.alerting.key for p in routed}
+    assert len(keys) < len(routed)  # the golden specs share receiver sets
+    assert len(config["route"]["routes"]) == len(keys) and len(config["inhibit_rules"]) == 1
 
 
-def test_every_rollout_alert_reaches_exactly_its_receivers(fleet):
+def test_every_rollout_alert_reaches_exactly_its_receivers(fleet, tmp_path):
     assert run_cases(fleet) == []
-    cases = (fleet / "routes.test.txt").read_text()
-    for plan in plans_of(*ALL_SPECS):
-        if plan.alerting is not None:
-            for kind in ("severity=critical action=rollback", "severity=critical action=notify", "severity=info"):
-                assert f"rollout={plan.name} namespace={plan.namespace}" in cases and kind in cases
+    every = [p for p in plans_of(*ALL_SPECS) if p.alerting is not None]
+    (tmp_path / "routes.test.txt").write_text(alertmanager.case_lines(every))
+    (tmp_path / "alertmanager.yaml").write_text((fleet / "alertmanager.yaml").read_text())
+    assert run_cases(tmp_path) == []  # each rollout's own cases, through the fleet's configuration
 
 
 def test_cases_say_what_the_spec_says():
     plan = plan_of(GOLDEN / "in-checkout.yaml")
     cases = {(labels["severity"], labels["action"]): receivers for receivers, labels in alertmanager.cases(plan)}
-    scoped = lambda *names: [f"shop.checkout.{n}" for n in names]  # noqa: E731
+    scoped = lambda *names: [f"{plan.alerting.key}.{n}" for n in names]  # noqa: E731
     assert cases[("critical", "rollback")] == scoped("bot", "oncall", "team", "mail")
     assert cases[("critical", "notify")] == scoped("oncall", "team", "mail")
     assert cases[("warning", "hold")] == scoped("team", "mail")
@@ -103,19 +104,24 @@ def test_each_rollout_configuration_stands_alone(tmp_path):
     assert run_cases(write(tmp_path / "one", alertmanager.render(plan_of(SPECS / "moe-intelligence.yaml")))) == []
 
 
-def test_environments_are_routed_apart(tmp_path):
+def test_alerts_are_routed_by_their_receiver_set(tmp_path):
     plans = plans_of(SPECS / "ai-orchestra.yaml")
     folder = write(tmp_path, alertmanager.render_fleet(entries(plans), {}))
     assert run_cases(folder) == []
-    # an alert of the plain rollout name without the environment label reaches nobody
+    (key,) = {p.alerting.key for p in plans}  # staging and production notify the same people
+    config = yaml.safe_load((folder / "alertmanager.yaml").read_text())
+    assert [r["matchers"] for r in config["route"]["routes"]] == [[f'rollout_route="{key}"']]
+    # an alert without the routing label (not from these rules) reaches nobody
     result = amtool("config", "routes", "test", f"--config.file={folder / 'alertmanager.yaml'}",
                     "rollout=ai-orchestra", "namespace=production", "severity=critical", "action=rollback")
     assert result.stdout.strip() == alertmanager.UNROUTED
 
 
 def test_an_external_environment_label_does_not_unroute_a_plain_rollout(fleet):
+    key = plan_of(GOLDEN / "in-checkout.yaml").alerting.key
+    expected = ",".join(f"{key}.{n}" for n in ("oncall", "team", "mail"))
     result = amtool("config", "routes", "test", f"--config.file={fleet / 'alertmanager.yaml'}",
-                    "--verify.receivers=shop.checkout.oncall,shop.checkout.team,shop.checkout.mail",
+                    f"--verify.receivers={expected}", f"rollout_route={key}",
                     "rollout=checkout", "namespace=shop", "environment=eu-prod", "severity=critical", "action=notify")
     assert result.returncode == 0, result.stdout + result.stderr
 
@@ -124,7 +130,8 @@ def test_receiver_names_are_unique_and_scoped(fleet):
     config = yaml.safe_load((fleet / "alertmanager.yaml").read_text())
     names = [r["name"] for r in config["receivers"]]
     assert len(names) == len(set(names))
-    assert "production.production.ai-orchestra.pagerduty" in names and "staging.staging.ai-orchestra.pagerduty" in names
+    key = plan_of(SPECS / "ai-orchestra.yaml", "production").alerting.key
+    assert f"{key}.pagerduty" in names and all(n == alertmanager.UNROUTED or n.startswith("route-") for n in names)
 
 
 def _walk(node, path=()):
@@ -153,14 +160,15 @@ def test_email_needs_no_global_settings(tmp_path):
     folder = write(tmp_path / "out", alertmanager.render(plan))
     config = yaml.safe_load((folder / "alertmanager.yaml").read_text())
     emails = {r["name"]: r["email_configs"][0] for r in config["receivers"] if "email_configs" in r}
-    local, relay = emails["shop.web.mail"], emails["shop.web.relay"]
+    key = plan.alerting.key
+    local, relay = emails[f"{key}.mail"], emails[f"{key}.relay"]
     assert (local["smarthost"], local["from"], local["require_tls"]) == ("localhost:25", "alertmanager@localhost", False)
     assert (relay["smarthost"], relay["require_tls"], relay["auth_password_file"]) == (
         "smtp.example.com:587", True, "/etc/alertmanager/secrets/smtp")
     assert amtool("check-config", str(folder / "alertmanager.yaml")).returncode == 0
     assert run_cases(folder) == []
     # info has no receiver: such alerts stop at the root, which sends nothing
-    assert f"--verify.receivers={alertmanager.UNROUTED} rollout=web namespace=shop severity=info" in (
+    assert f"--verify.receivers={alertmanager.UNROUTED} rollout=web namespace=shop rollout_route={key} severity=info" in (
         folder / "routes.test.txt").read_text()
 
 
@@ -211,9 +219,12 @@ def test_a_rollback_alert_inhibits_the_warnings_of_its_rollout(tmp_path):
             except OSError:
                 time.sleep(0.1)
 
+        keys = {p.name: p.alerting.key for p in plans}
+
         def alert(rollout: str, name: str, severity: str, action: str) -> dict:
             return {"labels": {"alertname": name, "rollout": rollout, "namespace": "shop", "stage": "canary",
-                               "gate": "error_rate", "severity": severity, "action": action}}
+                               "gate": "error_rate", "severity": severity, "action": action,
+                               "rollout_route": keys[rollout]}}
 
         _api(port, "/api/v2/alerts", [
             alert("checkout", "CheckoutErrorRateBreached", "critical", "rollback"),
@@ -233,3 +244,34 @@ def test_a_rollback_alert_inhibits_the_warnings_of_its_rollout(tmp_path):
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+OPERATOR = ALERTING.replace("routing_key_file: /etc/alertmanager/secrets/pd}",
+                            "routing_key_file: /etc/alertmanager/secrets/pd, routing_key_secret: {name: pd, key: key}}") \
+    .replace("auth_password_file: /etc/alertmanager/secrets/smtp}",
+             "auth_password_file: /etc/alertmanager/secrets/smtp, auth_password_secret: {name: smtp, key: password}}") \
+    .replace("  routes: {critical:", "  operator: true\n  routes: {critical:")
+
+
+def test_the_operator_gets_one_alertmanagerconfig_per_rollout_in_its_namespace(tmp_path):
+    import kubecheck
+
+    plan = plan_of(spec(tmp_path, ("current: canary", OPERATOR)))
+    files = alertmanager.render(plan)
+    found, problems = kubecheck.check_files({alertmanager.OPERATOR: files[alertmanager.OPERATOR]}, lambda m: plan.namespace)
+    assert problems == []
+    (config,) = [m.doc for m in found]
+    assert config["kind"] == "AlertmanagerConfig" and config["metadata"]["namespace"] == plan.namespace
+    route = config["spec"]["route"]
+    assert route["matchers"] == [{"name": "rollout_route", "matchType": "=", "value": plan.alerting.key}]
+    receivers = {r["name"]: r for r in config["spec"]["receivers"]}
+    assert receivers["pager"]["pagerdutyConfigs"][0]["routingKey"] == {"name": "pd", "key": "key"}
+    assert receivers["relay"]["emailConfigs"][0]["authPassword"] == {"name": "smtp", "key": "password"}
+    assert "routing_key_file" not in files[alertmanager.OPERATOR]
+
+
+def test_the_operator_needs_a_secret_for_each_secret(tmp_path):
+    path = spec(tmp_path, ("current: canary", ALERTING.replace("  routes: {critical:", "  operator: true\n  routes: {critical:")))
+    problems = [d.message for d in pipeline.analyse([path]).diagnostics if d.severity == "error"]
+    assert any("receiver 'pager'" in p and "pagerduty.routing_key_secret" in p for p in problems), problems
+    assert any("receiver 'relay'" in p and "email.auth_password_secret" in p for p in problems), problems

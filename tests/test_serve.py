@@ -187,6 +187,8 @@ def test_a_real_alertmanager_delivers_the_rollback(served, tmp_path):
         wait_until(lambda: call(am_port, "GET", "/api/v2/status")[0] == 200, "Alertmanager")
         count = commits(repo)
         fired = alert("cart", "CartErrorRateBreached")
+        route = config["route"]["routes"][0]["matchers"][0]  # rollout_route="<its receiver set>", as its rules label it
+        fired["labels"]["rollout_route"] = route.split("=", 1)[1].strip('"')
         body = json.dumps([{"labels": fired["labels"], "annotations": fired["annotations"]}]).encode()
         request = urllib.request.Request(f"http://127.0.0.1:{am_port}/api/v2/alerts", data=body, method="POST",
                                          headers={"Content-Type": "application/json"})

@@ -244,6 +244,8 @@ def camel(name: str) -> str:
 def _alert_labels(plan: Plan, gate: str, severity: str, action: str, **extra: str) -> tuple[tuple[str, str], ...]:
     labels = {**c.identity(plan), "stage": plan.current.name, "gate": gate, "severity": severity, "action": action,
               **extra}
+    if plan.alerting is not None:
+        labels[c.ROUTE_LABEL] = plan.alerting.key
     return tuple(labels.items())
 
 

@@ -26,6 +26,8 @@ LEVEL = "rollout_variant"
 STAGE_RECORD = "rollout:canary_weight:ratio"
 CUSTOM_RECORD = "rollout_gate:custom:value"
 QUANTILES = (Fraction(95, 100), Fraction(99, 100))
+#: The label that routes a rollout's alerts to its receivers (the digest of its receivers and routes).
+ROUTE_LABEL = "rollout_route"
 ROLES = ("stable", "canary")
 
 

@@ -18,6 +18,7 @@ from compiler.ir.plan import (
     PagerDutyPlan,
     Plan,
     ReceiverPlan,
+    SecretPlan,
     SlackPlan,
     WebhookPlan,
 )
@@ -48,6 +49,7 @@ class FleetEntry:
                 "receivers": [[name, _compact(asdict(r))] for name, r in self.alerting.receivers],
                 "routes": [[key, list(names)] for key, names in self.alerting.routes],
                 "grafana_url": self.alerting.grafana_url,
+                "operator": self.alerting.operator,
             }
         return data
 
@@ -62,6 +64,7 @@ class FleetEntry:
                     receivers=tuple((str(name), _receiver(r)) for name, r in a["receivers"]),
                     routes=tuple((str(key), tuple(str(n) for n in names)) for key, names in a["routes"]),
                     grafana_url=a["grafana_url"],
+                    operator=bool(a.get("operator", False)),
                 )
             return cls(str(data["out"]), str(data["name"]), str(data["namespace"]), data["environment"],
                        str(data["stage"]), Fraction(data["weight"]), str(data["dashboard_uid"]), alerting,
@@ -74,13 +77,17 @@ def _compact(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if v is not None}
 
 
+def _secret(data: Any) -> SecretPlan | None:
+    return SecretPlan(str(data["name"]), str(data["key"])) if data else None
+
+
 def _receiver(data: dict[str, Any]) -> ReceiverPlan:
-    e = data.get("email")
-    w = data.get("webhook")
+    p, s, e, w = data.get("pagerduty"), data.get("slack"), data.get("email"), data.get("webhook")
     return ReceiverPlan(
-        pagerduty=PagerDutyPlan(**data["pagerduty"]) if data.get("pagerduty") else None,
-        slack=SlackPlan(**data["slack"]) if data.get("slack") else None,
+        pagerduty=PagerDutyPlan(p["routing_key_file"], _secret(p.get("routing_key_secret"))) if p else None,
+        slack=SlackPlan(s["channel"], s["api_url_file"], _secret(s.get("api_url_secret"))) if s else None,
         email=EmailPlan(e["to"], e.get("from_"), e.get("smarthost"), e.get("auth_username"),
-                        e.get("auth_password_file")) if e else None,
-        webhook=WebhookPlan(w.get("url"), w.get("url_file")) if w else None,
+                        e.get("auth_password_file"), _secret(e.get("auth_password_secret"))) if e else None,
+        webhook=WebhookPlan(w.get("url"), w.get("url_file"), _secret(w.get("url_secret")), w.get("bearer_token_file"),
+                            _secret(w.get("bearer_token_secret"))) if w else None,
     )

@@ -176,14 +176,24 @@ class MetricsPlan:
 
 
 @dataclass(frozen=True)
+class SecretPlan:
+    """A key of a Kubernetes Secret in the rollout's namespace."""
+
+    name: str
+    key: str
+
+
+@dataclass(frozen=True)
 class PagerDutyPlan:
     routing_key_file: str
+    routing_key_secret: SecretPlan | None = None
 
 
 @dataclass(frozen=True)
 class SlackPlan:
     channel: str
     api_url_file: str
+    api_url_secret: SecretPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -193,12 +203,16 @@ class EmailPlan:
     smarthost: str | None
     auth_username: str | None
     auth_password_file: str | None
+    auth_password_secret: SecretPlan | None = None
 
 
 @dataclass(frozen=True)
 class WebhookPlan:
     url: str | None
     url_file: str | None
+    url_secret: SecretPlan | None = None
+    bearer_token_file: str | None = None
+    bearer_token_secret: SecretPlan | None = None
 
 
 @dataclass(frozen=True)
@@ -249,9 +263,22 @@ class AlertingPlan:
     receivers: tuple[tuple[str, ReceiverPlan], ...]
     routes: tuple[tuple[str, tuple[str, ...]], ...]  # critical / warning / info / rollback -> receivers
     grafana_url: str | None
+    operator: bool = False  # also an AlertmanagerConfig for the Prometheus Operator
 
     def route(self, key: str) -> tuple[str, ...]:
         return dict(self.routes).get(key, ())
+
+    @property
+    def key(self) -> str:
+        """What names this set of receivers and routes: rollouts with the same share one subtree of the fleet's
+        Alertmanager configuration (the ``rollout_route`` label of their alerts)."""
+        import hashlib
+        import json
+        from dataclasses import asdict
+
+        data = {"receivers": [[name, asdict(r)] for name, r in self.receivers], "routes": self.routes}
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"))
+        return "route-" + hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from compiler.ir.plan import (
     PagerDutyPlan,
     Plan,
     ReceiverPlan,
+    SecretPlan,
     ServerPlan,
     SlackPlan,
     Source,
@@ -236,13 +237,20 @@ def _metrics(spec: model.RolloutSpec, stable: VariantPlan, canary: VariantPlan, 
     return MetricsPlan(m.source, m.min_requests, m.expected_rps, m.window, queries["stable"], queries["canary"])
 
 
+def _secret(ref: model.SecretRef | None) -> SecretPlan | None:
+    return SecretPlan(ref.name, ref.key) if ref else None
+
+
 def _receiver(r: model.Receiver) -> ReceiverPlan:
-    e = r.email
+    e, w = r.email, r.webhook
     return ReceiverPlan(
-        pagerduty=PagerDutyPlan(r.pagerduty.routing_key_file) if r.pagerduty else None,
-        slack=SlackPlan(r.slack.channel, r.slack.api_url_file) if r.slack else None,
-        email=EmailPlan(e.to, e.from_, e.smarthost, e.auth_username, e.auth_password_file) if e else None,
-        webhook=WebhookPlan(r.webhook.url, r.webhook.url_file) if r.webhook else None,
+        pagerduty=PagerDutyPlan(r.pagerduty.routing_key_file, _secret(r.pagerduty.routing_key_secret))
+        if r.pagerduty else None,
+        slack=SlackPlan(r.slack.channel, r.slack.api_url_file, _secret(r.slack.api_url_secret)) if r.slack else None,
+        email=EmailPlan(e.to, e.from_, e.smarthost, e.auth_username, e.auth_password_file,
+                        _secret(e.auth_password_secret)) if e else None,
+        webhook=WebhookPlan(w.url, w.url_file, _secret(w.url_secret), w.bearer_token_file,
+                            _secret(w.bearer_token_secret)) if w else None,
     )
 
 
@@ -286,6 +294,7 @@ def build(spec: model.RolloutSpec, source: Source, environment: str | None = Non
             routes=(("critical", tuple(r.critical)), ("warning", tuple(r.warning)), ("info", tuple(r.info)),
                     ("rollback", tuple(r.rollback))),
             grafana_url=spec.alerting.grafana_url,
+            operator=spec.alerting.operator,
         )
     sticky = spec.traffic.sticky
     return Plan(

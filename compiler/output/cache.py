@@ -34,7 +34,7 @@ def folder() -> Path | None:
     return Path(base) / "rollout"
 
 
-def stat_of(path: Path) -> Stat | None:
+def stat_of(path: Path | str) -> Stat | None:
     try:
         s = os.stat(path, follow_symlinks=False)
     except OSError:
@@ -47,6 +47,8 @@ class Cache:
 
     def __init__(self, location: Path | None = None):
         self.db: sqlite3.Connection | None = None
+        self.loaded: dict[str, tuple[tuple[int, int, int, int], str, str]] = {}
+        self.prefixes: set[str] = set()
         self.pending: list[tuple[str, int, int, int, int, str, str]] = []
         where = location if location is not None else folder()
         if where is None:
@@ -69,24 +71,42 @@ class Cache:
         self.db = None
         self.pending = []
 
-    def lookup(self, path: Path, stat: Stat) -> str | None:
-        if self.db is None:
-            return None
+    def preload(self, folder: Path) -> None:
+        """Read every row under ``folder`` at once (one query instead of one per file)."""
+        prefix = str(folder.resolve()) + os.sep
+        if self.db is None or prefix in self.prefixes:
+            return
+        self.prefixes.add(prefix)
         try:
-            row = self.db.execute("SELECT size, mtime, ctime, ino, sha256, checksum FROM files WHERE path = ?",
-                                  (str(path),)).fetchone()
+            rows = self.db.execute("SELECT path, size, mtime, ctime, ino, sha256, checksum FROM files "
+                                   "WHERE path >= ? AND path < ?", (prefix, prefix[:-1] + chr(ord(os.sep) + 1)))
+            for path, size, mtime, ctime, ino, sha, checksum in rows:
+                self.loaded[path] = ((size, mtime, ctime, ino), sha, checksum)
         except sqlite3.Error:
             self._off()
-            return None
-        if row is None or tuple(row[:4]) != stat or not isinstance(row[4], str):
-            return None
-        return str(row[4]) if row[5] == _check(str(path), stat, row[4]) else None
 
-    def remember(self, path: Path, stat: Stat, sha: str) -> None:
+    def lookup(self, path: Path | str, stat: Stat) -> str | None:
+        if self.db is None:
+            return None
+        key = str(path)
+        found = self.loaded.get(key)
+        if found is None and not any(key.startswith(p) for p in self.prefixes):
+            try:
+                row = self.db.execute("SELECT size, mtime, ctime, ino, sha256, checksum FROM files WHERE path = ?",
+                                      (key,)).fetchone()
+            except sqlite3.Error:
+                self._off()
+                return None
+            found = (tuple(row[:4]), row[4], row[5]) if row is not None else None  # type: ignore[assignment]
+        if found is None or found[0] != stat or not isinstance(found[1], str):
+            return None
+        return found[1] if found[2] == _check(key, stat, found[1]) else None
+
+    def remember(self, path: Path | str, stat: Stat, sha: str) -> None:
         if self.db is not None:
             self.pending.append((str(path), *stat, sha, _check(str(path), stat, sha)))
 
-    def sha256(self, path: Path) -> str | None:
+    def sha256(self, path: Path | str) -> str | None:
         """The file's sha256 (from the cache when its stat is unchanged); None when it cannot be read."""
         stat = stat_of(path)
         if stat is None:
@@ -95,7 +115,7 @@ class Cache:
         if found is not None:
             return found
         try:
-            sha = file_sha256(path)
+            sha = file_sha256(Path(path))
         except OSError:
             return None
         after = stat_of(path)

@@ -498,8 +498,28 @@ def _no_inline_secrets(**secrets: str):
     return model_validator(mode="before")(classmethod(lambda cls, value: check(value)))
 
 
+def _check_secret_key(value: str) -> str:
+    import re
+
+    if not re.match(r"^[-._a-zA-Z0-9]{1,253}$", value):
+        raise ValueError(f"'{value}' is not a Secret key: letters, digits, '-', '_' and '.'")
+    return value
+
+
+SecretKey = _checked(_check_secret_key, {"pattern": r"^[-._a-zA-Z0-9]+$", "maxLength": 253})
+
+
+class SecretRef(Model):
+    """A key of a Kubernetes Secret in the rollout's namespace (read by the Prometheus Operator)."""
+
+    name: DNSLabel
+    key: SecretKey
+
+
 class PagerDuty(Model):
     routing_key_file: SecretFile
+    routing_key_secret: SecretRef | None = Field(
+        None, description="The same key in a Secret, for the AlertmanagerConfig (alerting.operator).")
 
     _secrets = _no_inline_secrets(routing_key="routing_key_file", service_key="routing_key_file")
 
@@ -507,6 +527,8 @@ class PagerDuty(Model):
 class Slack(Model):
     channel: SlackChannel
     api_url_file: SecretFile
+    api_url_secret: SecretRef | None = Field(
+        None, description="The same URL in a Secret, for the AlertmanagerConfig (alerting.operator).")
 
     _secrets = _no_inline_secrets(api_url="api_url_file")
 
@@ -517,6 +539,8 @@ class EmailReceiver(Model):
     smarthost: HostPort | None = None
     auth_username: Text | None = None
     auth_password_file: SecretFile | None = None
+    auth_password_secret: SecretRef | None = Field(
+        None, description="The same password in a Secret, for the AlertmanagerConfig (alerting.operator).")
 
     _secrets = _no_inline_secrets(auth_password="auth_password_file", auth_secret="auth_password_file")
 
@@ -524,6 +548,12 @@ class EmailReceiver(Model):
 class Webhook(Model):
     url: Url | None = None
     url_file: SecretFile | None = None
+    url_secret: SecretRef | None = Field(
+        None, description="The URL in a Secret, for the AlertmanagerConfig (alerting.operator).")
+    bearer_token_file: SecretFile | None = Field(
+        None, description="A bearer token Alertmanager sends (http_config.authorization.credentials_file).")
+    bearer_token_secret: SecretRef | None = Field(
+        None, description="The same token in a Secret, for the AlertmanagerConfig (alerting.operator).")
 
     @model_validator(mode="after")
     def _one(self) -> Webhook:
@@ -556,6 +586,8 @@ class Alerting(Model):
     receivers: dict[ReceiverName, Receiver] = Field(min_length=1)
     routes: Routes
     grafana_url: Url | None = Field(None, description="Base URL of Grafana, for dashboard links in alerts.")
+    operator: bool = Field(False, description="Also write an AlertmanagerConfig (Prometheus Operator) in the rollout's "
+                                              "namespace; receivers then need their `*_secret` references.")
 
 
 # --------------------------------------------------------------------------- rollback and gitops
