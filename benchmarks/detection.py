@@ -107,7 +107,9 @@ def run(plan: Plan, inputs: Inputs, checks: list[dict], folder: Path) -> str:
 
 
 def alerts(plan: Plan, **labels: str) -> str:
-    matchers = [("alertstate", "=", "firing")] + conventions.identity_matchers(plan) + [(k, "=", v) for k, v in labels.items()]
+    matchers = (
+        [("alertstate", "=", "firing")] + conventions.identity_matchers(plan) + [(k, "=", v) for k, v in labels.items()]
+    )
     return "ALERTS" + matchers_text(matchers)
 
 
@@ -238,9 +240,11 @@ def _why(d: Detection, plan: Plan) -> str | None:
                 f"min_requests ({plan.metrics.min_requests}), so the gate does not judge; the hold alert says the "
                 "canary is starved instead")
     if any(t is None for t in d.seconds):
-        return (f"{d.breach} at {d.rps:g} request/s: in {n:.0f} requests a {d.breach} error ratio is often within "
-                f"what {THRESHOLD:.0%} and noise give at {statistics.CONFIDENCE} confidence; it takes more requests per "
-                "window (a longer window or more traffic) to tell them apart every time")
+        return (
+            f"{d.breach} at {d.rps:g} request/s: in {n:.0f} requests a {d.breach} error ratio is often within "
+            f"what {THRESHOLD:.0%} and noise give at {statistics.CONFIDENCE} confidence; it takes more requests per "
+            "window (a longer window or more traffic) to tell them apart every time"
+        )
     caught = [t for t in d.seconds if t is not None]
     if d.breach == "10x" and d.rps >= 1 and max(caught) > TARGET:
         expected = statistics.Z * (plan.metrics.window * d.rps * THRESHOLD * (1 - THRESHOLD)) ** 0.5 \
@@ -300,7 +304,9 @@ def write(body: str, misses: list[str]) -> None:
     verdict = "Every target is met." if not misses else "Missed:\n\n" + "\n".join(f"- {m}" for m in misses)
     text = f"{BEGIN}\n{body}\n\n{verdict}\n{END}\n"
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("# Detection benchmark\n\nWritten by `make bench` (`python -m benchmarks detection`).\n\n" + text)
+    RESULTS.write_text(
+        "# Detection benchmark\n\nWritten by `make bench` (`python -m benchmarks detection`).\n\n" + text
+    )
     for doc in DOCS:
         content = doc.read_text() if doc.exists() else ""
         if BEGIN in content and END in content:

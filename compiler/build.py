@@ -30,7 +30,7 @@ from compiler.diagnostics import Diagnostic, has_errors
 from compiler.ir.fleet import FleetEntry
 from compiler.ir.plan import Plan
 from compiler.output import ledger as ledgers
-from compiler.output.cache import Cache
+from compiler.output.cache import Cache, stat_of
 from compiler.output.digest import inputs_digest, sha256
 from compiler.output.ledger import FLEET_DIR, Ledger
 from compiler.output.transaction import OutputError, Transaction, acquire, describe, interrupted, release, write_staged
@@ -295,23 +295,31 @@ def build(paths: Sequence[str | Path], output: Path, jobs: int = 1, prune: bool 
             _compile(tx, found, paths, root, output, jobs, prune, force, report, progress)
             if report.ok:
                 tx.commit()
+                _remember(output, report)
     except OutputError as exc:
         report.diagnostics.append(_error(exc.path, exc.message))
     return report
 
 
-def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path], root: Path, output: Path, jobs: int,
-             prune: bool, force: bool, report: Report, progress: Progress | None) -> None:
-    existing = ledgers.scan(output)
-    legacy = legacy_entries(output)
+@dataclass
+class _Survey:
+    """What the output folder holds, which specs are current, and the work left."""
+
+    existing: dict[str, Ledger]
+    legacy: set[str]
+    kept: dict[str, Ledger] = field(default_factory=dict)
+    work: list[Job] = field(default_factory=list)
+
+
+def _survey(found: list[SpecPath], root: Path, output: Path, staging: Path | None, force: bool,
+            report: Report) -> _Survey:
+    survey = _Survey(ledgers.scan(output), legacy_entries(output))
     by_spec: dict[str, list[Ledger]] = {}
-    for ledger in existing.values():
+    for ledger in survey.existing.values():
         if ledger.spec is not None:
             by_spec.setdefault(ledger.spec, []).append(ledger)
     cache = Cache()
     cache.preload(output)
-    kept: dict[str, Ledger] = {}
-    work: list[Job] = []
     for spec in found:
         raw = _read_spec(spec)
         if isinstance(raw, Diagnostic):
@@ -321,58 +329,103 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
         digest = inputs_digest(source, raw)
         mine = by_spec.get(source, [])
         if not force and current(output, mine, digest, cache):
-            kept.update((ledger.out, ledger) for ledger in mine)
+            survey.kept.update((ledger.out, ledger) for ledger in mine)
             report.skipped += len(mine)
             continue
-        work.append(Job(spec, raw, digest, root, output, tx.staging, frozenset(legacy)))
-    done = len(found) - len(work)
+        survey.work.append(Job(spec, raw, digest, root, output, staging, frozenset(survey.legacy)))
+    cache.close()
+    return survey
+
+
+def _render_work(survey: _Survey, jobs: int, report: Report, progress: Progress | None,
+                 total: int) -> list[RolloutOutcome]:
+    """Render the specs that are not current; the rollouts rendered."""
+    done = total - len(survey.work)
     outcomes: list[SpecOutcome] = []
-    for outcome in _run(work, jobs):
+    for outcome in _run(survey.work, jobs):
         outcomes.append(outcome)
         done += 1
         if progress is not None:
-            progress(done, len(found))
+            progress(done, total)
     report.outcomes = outcomes
     for outcome in outcomes:
         report.diagnostics.extend(outcome.diagnostics)
     fresh = [r for o in outcomes for r in o.rollouts]
     report.rendered = len(fresh)
-    report.rollouts = len(fresh) + len(kept)
-    report.diagnostics.extend(duplicates(_claims(outcomes, kept)))
+    report.rollouts = len(fresh) + len(survey.kept)
+    report.diagnostics.extend(duplicates(_claims(outcomes, survey.kept)))
+    return fresh
+
+
+def _orphans(survey: _Survey, fresh: list[RolloutOutcome], found: list[SpecPath], paths: Sequence[str | Path],
+             root: Path, prune: bool) -> tuple[list[Ledger], list[Ledger], list[FleetEntry]]:
+    """(rollouts whose spec is gone and that go with it, rollouts of specs not compiled now that stay, the
+    fleet entries of every rollout that stays)."""
+    produced = {r.out for r in fresh} | set(survey.kept)
+    named = {source_path(s.path, root) for s in found if s.named}
+    whole = _compiled_whole(paths, root)
+    entries: list[FleetEntry] = [r.entry for r in fresh if r.entry is not None]
+    entries += [ledger.fleet for ledger in survey.kept.values() if ledger.fleet is not None]
+    gone: list[Ledger] = []
+    left: list[Ledger] = []
+    for out, ledger in sorted(survey.existing.items()):
+        if out == FLEET_DIR or out in produced:
+            continue
+        recorded = ledger.spec or ""
+        if prune or recorded in named or _inside(recorded, whole):
+            gone.append(ledger)
+        else:
+            left.append(ledger)
+            if ledger.fleet is not None:
+                entries.append(ledger.fleet)
+    return gone, left, entries
+
+
+def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path], root: Path, output: Path, jobs: int,
+             prune: bool, force: bool, report: Report, progress: Progress | None) -> None:
+    survey = _survey(found, root, output, tx.staging, force, report)
+    fresh = _render_work(survey, jobs, report, progress, len(found))
     for rollout in fresh:
         for relative, why in rollout.blocked:
             report.diagnostics.append(_error(output / relative, f"{why}: nothing written", "emit"))
     if not report.ok:
-        cache.close()
         return
-    produced = {r.out for r in fresh} | set(kept)
-    named = {source_path(s.path, root) for s in found if s.named}
-    whole = _compiled_whole(paths, root)
-    entries: list[FleetEntry] = [r.entry for r in fresh if r.entry is not None]
-    entries += [ledger.fleet for ledger in kept.values() if ledger.fleet is not None]
-    for out, ledger in sorted(existing.items()):
-        if out == FLEET_DIR or out in produced:
-            continue
-        spec = ledger.spec or ""
-        if prune or spec in named or _inside(spec, whole):
-            report.removed_rollouts.append(out)
-            for relative in _removable(output, ledger):
-                tx.remove(relative)
-                report.removed.append(relative)
-        else:
-            report.left_alone += 1
-            if ledger.fleet is not None:
-                entries.append(ledger.fleet)
+    gone, left, entries = _orphans(survey, fresh, found, paths, root, prune)
+    report.left_alone = len(left)
+    for ledger in gone:
+        report.removed_rollouts.append(ledger.out)
+        for relative in _removable(output, ledger):
+            tx.remove(relative)
+            report.removed.append(relative)
     for rollout in fresh:
         for relative, name in rollout.staged:
             tx.stage(relative, name)
             report.written.append(relative)
         for relative in rollout.stale:
-            if _still_ours(output, relative, existing.get(rollout.out)):
+            if _still_ours(output, relative, survey.existing.get(rollout.out)):
                 tx.remove(relative)
                 report.removed.append(relative)
-    fleet_texts, fleet_ledger = _fleet(entries)
-    old_fleet = existing.get(FLEET_DIR)
+    fleet_texts = _write_fleet(tx, output, entries, survey, report)
+    if survey.legacy and (prune or _compiled_whole(paths, root)):
+        owned_now = {f"{r.out}/{p}" for r in fresh for p in r.files} | {f"{FLEET_DIR}/{p}" for p in fleet_texts}
+        owned_now |= {f"{out}/{p}" for out, ledger in survey.existing.items() for p in ledger.files}
+        for relative in sorted(survey.legacy - owned_now):
+            if _still_ours(output, relative, None, legacy=True):
+                tx.remove(relative)
+                report.removed.append(relative)
+        tx.remove(LEGACY_MANIFEST)
+    report.files = (sum(len(r.files) for r in fresh) + sum(len(ledger.files) for ledger in survey.kept.values())
+                    + len(fleet_texts))
+
+
+def _write_fleet(tx: Transaction, output: Path, entries: list[FleetEntry], survey: _Survey,
+                 report: Report) -> dict[str, bytes]:
+    """Stage the fleet files that change; the fleet files."""
+    fleet_texts, _ = _fleet(entries)
+    old_fleet = survey.existing.get(FLEET_DIR)
+    owned = survey.legacy | (
+        {f"{FLEET_DIR}/{p}" for p in old_fleet.files} | {f"{FLEET_DIR}/{ledgers.NAME}"} if old_fleet else set()
+    )
     for path, data in sorted(fleet_texts.items()):
         relative = f"{FLEET_DIR}/{path}"
         obstacle = _obstacle(output, relative)
@@ -382,7 +435,6 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
             continue
         if current_bytes == data:
             continue
-        owned = legacy | ({f"{FLEET_DIR}/{p}" for p in old_fleet.files} | {f"{FLEET_DIR}/{ledgers.NAME}"} if old_fleet else set())
         if current_bytes is not None and not _ours(current_bytes, relative, owned):
             report.diagnostics.append(_error(output / relative, "a file rollout did not generate is in the way: "
                                              "nothing written", "emit"))
@@ -395,15 +447,21 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
             if path not in fleet_texts and _still_ours(output, f"{FLEET_DIR}/{path}", old_fleet):
                 tx.remove(f"{FLEET_DIR}/{path}")
                 report.removed.append(f"{FLEET_DIR}/{path}")
-    if legacy and (prune or whole):
-        owned_now = {f"{r.out}/{p}" for r in fresh for p in r.files} | {f"{FLEET_DIR}/{p}" for p in fleet_texts}
-        owned_now |= {f"{out}/{p}" for out, ledger in existing.items() for p in ledger.files}
-        for relative in sorted(legacy - owned_now):
-            if _still_ours(output, relative, None, legacy=True):
-                tx.remove(relative)
-                report.removed.append(relative)
-        tx.remove(LEGACY_MANIFEST)
-    report.files = sum(len(r.files) for r in fresh) + sum(len(ledger.files) for ledger in kept.values()) + len(fleet_texts)
+    return fleet_texts
+
+
+def _remember(output: Path, report: Report) -> None:
+    """The hashes of the files just written, so that the next check need not read them (while the lock is
+    held, so no other compile writes them meanwhile)."""
+    cache = Cache()
+    base = str(output.resolve())
+    for outcome in report.outcomes:
+        for rollout in outcome.rollouts:
+            for relative in rollout.changed:
+                path = f"{base}/{relative}"
+                stat = stat_of(path)
+                if stat is not None:
+                    cache.remember(path, stat, rollout.files[relative[len(rollout.out) + 1:]])
     cache.close()
 
 
@@ -484,38 +542,8 @@ def verify(paths: Sequence[str | Path], output: Path, jobs: int = 1, lock_timeou
 
 def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jobs: int, report: Report) -> None:
     root = output.resolve().parent
-    existing = ledgers.scan(output)
-    legacy = legacy_entries(output)
-    by_spec: dict[str, list[Ledger]] = {}
-    for ledger in existing.values():
-        if ledger.spec is not None:
-            by_spec.setdefault(ledger.spec, []).append(ledger)
-    cache = Cache()
-    cache.preload(output)
-    kept: dict[str, Ledger] = {}
-    work: list[Job] = []
-    for spec in found:
-        raw = _read_spec(spec)
-        if isinstance(raw, Diagnostic):
-            report.diagnostics.append(raw)
-            continue
-        source = source_path(spec.path, root)
-        digest = inputs_digest(source, raw)
-        mine = by_spec.get(source, [])
-        if current(output, mine, digest, cache):
-            kept.update((ledger.out, ledger) for ledger in mine)
-            report.skipped += len(mine)
-            continue
-        work.append(Job(spec, raw, digest, root, output, None, frozenset(legacy)))
-    cache.close()
-    outcomes = list(_run(work, jobs))
-    report.outcomes = outcomes
-    for outcome in outcomes:
-        report.diagnostics.extend(outcome.diagnostics)
-    fresh = [r for o in outcomes for r in o.rollouts]
-    report.rendered = len(fresh)
-    report.rollouts = len(fresh) + len(kept)
-    report.diagnostics.extend(duplicates(_claims(outcomes, kept)))
+    survey = _survey(found, root, output, None, False, report)
+    fresh = _render_work(survey, jobs, report, None, len(found))
     if not report.ok:
         return
     for rollout in fresh:
@@ -525,23 +553,14 @@ def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jo
             report.diffs.append((relative, unified(_read(output / relative), new, relative)))
         for relative in rollout.stale:
             report.diffs.append((relative, unified(_read(output / relative), None, relative)))
-    produced = {r.out for r in fresh} | set(kept)
-    named = {source_path(s.path, root) for s in found if s.named}
-    whole = _compiled_whole(paths, root)
-    entries: list[FleetEntry] = [r.entry for r in fresh if r.entry is not None]
-    entries += [ledger.fleet for ledger in kept.values() if ledger.fleet is not None]
-    for out, ledger in sorted(existing.items()):
-        if out == FLEET_DIR or out in produced:
-            continue
-        if _inside(ledger.spec or "", whole) or (ledger.spec or "") in named:
-            report.removed_rollouts.append(out)
-            for relative in _removable(output, ledger):
-                report.diffs.append((relative, unified(_read(output / relative), None, relative)))
-        elif ledger.fleet is not None:
-            report.left_alone += 1
-            entries.append(ledger.fleet)
+    gone, left, entries = _orphans(survey, fresh, found, paths, root, prune=False)
+    for ledger in gone:
+        report.removed_rollouts.append(ledger.out)
+        for relative in _removable(output, ledger):
+            report.diffs.append((relative, unified(_read(output / relative), None, relative)))
+    report.left_alone = len(left)
     fleet_texts, _ = _fleet(entries)
-    old_fleet = existing.get(FLEET_DIR)
+    old_fleet = survey.existing.get(FLEET_DIR)
     for path, data in sorted(fleet_texts.items()):
         relative = f"{FLEET_DIR}/{path}"
         before = _read(output / relative)
@@ -553,7 +572,8 @@ def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jo
             if path not in fleet_texts and (output / FLEET_DIR / path).is_file():
                 report.diffs.append((f"{FLEET_DIR}/{path}", unified(_read(output / FLEET_DIR / path), None,
                                                                     f"{FLEET_DIR}/{path}")))
-    report.files = sum(len(r.files) for r in fresh) + sum(len(ledger.files) for ledger in kept.values()) + len(fleet_texts)
+    report.files = (sum(len(r.files) for r in fresh) + sum(len(ledger.files) for ledger in survey.kept.values())
+                    + len(fleet_texts))
 
 
 def drift(report: Report, output: Path) -> list[Diagnostic]:
@@ -566,7 +586,9 @@ def drift(report: Report, output: Path) -> list[Diagnostic]:
             paths = rollout.changed + rollout.stale
             if not paths:
                 continue
-            names = ", ".join(p[len(rollout.out) + 1:] for p in paths[:listed]) + (" ..." if len(paths) > listed else "")
+            names = ", ".join(p[len(rollout.out) + 1 :] for p in paths[:listed]) + (
+                " ..." if len(paths) > listed else ""
+            )
             out.append(Diagnostic(shown, *rollout.at, "error",
                                   f"{output}/{rollout.out} is not what `rollout compile` writes from this spec: "
                                   f"{len(paths)} file(s) differ ({names}); run it and commit the result", "drift"))

@@ -24,13 +24,30 @@ if TYPE_CHECKING:
     from compiler.ir.plan import Plan
 
 #: Commands defined in other modules, loaded when used: a small command does not pay for every library.
+#: Each with the first sentence of its help, shown by ``rollout --help`` without importing it (a test
+#: keeps the two the same).
 LAZY = {
-    "promote": "compiler.ops.workflow:promote",
-    "rollback": "compiler.ops.workflow:rollback",
-    "set-stage": "compiler.ops.workflow:set_stage",
-    "diff": "compiler.ops.workflow:diff",
-    "gate": "compiler.ops.gate:gate",
-    "serve": "compiler.ops.serve:serve",
+    "promote": (
+        "compiler.ops.workflow:promote",
+        "Move SPEC's `current` to the next stage (one line of the spec changes).",
+    ),
+    "rollback": (
+        "compiler.ops.workflow:rollback",
+        "Set SPEC's `current` to rollback: every route on stable once compiled.",
+    ),
+    "set-stage": ("compiler.ops.workflow:set_stage", "Set SPEC's `current` to the stage NAME (or rollback)."),
+    "diff": (
+        "compiler.ops.workflow:diff",
+        "Show what `rollout compile` would change in OUTPUT: one line per rollout that changes, then a unified diff.",
+    ),
+    "gate": (
+        "compiler.ops.gate:gate",
+        "Ask Prometheus whether SPEC's stage in effect may advance: promote, hold or rollback.",
+    ),
+    "serve": (
+        "compiler.ops.serve:serve",
+        "Serve Alertmanager's webhook: a firing rollback alert sets its spec to rollback and recompiles.",
+    ),
 }
 
 
@@ -42,10 +59,27 @@ class Commands(click.Group):
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in LAZY and name not in self.commands:
-            module, attr = LAZY[name].split(":")
+            module, attr = LAZY[name][0].split(":")
             command = getattr(importlib.import_module(module), attr)
             self.add_command(command, name)
         return super().get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        """The command list, with the lazy commands' help from :data:`LAZY` (nothing imported)."""
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(n) for n in names)
+        rows = []
+        for name in names:
+            if name in LAZY and name not in self.commands:
+                rows.append((name, click.Command(name, help=LAZY[name][1]).get_short_help_str(limit)))
+            else:
+                command = self.get_command(ctx, name)
+                if command is not None and not command.hidden:
+                    rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
 
 FORMAT = click.option(
     "--format", "fmt", type=click.Choice(diag.FORMATS), default="text", show_default=True,
@@ -230,7 +264,9 @@ def _fail_on_diagnostics(diagnostics: list[Diagnostic], fmt: str) -> None:
 
 
 @main.command()
-@click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout.")
+@click.option(
+    "-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write to a file instead of stdout."
+)
 def schema(output: Path | None) -> None:
     """Print the JSON Schema of the spec language (for editors and CI)."""
     from compiler.spec import model
@@ -284,7 +320,9 @@ def explain(spec: Path, env: str | None) -> None:
             "; ".join(stage.gate_text(g) for g in stage.gates) or "-",
             f"{stage.on_breach} ({stage.severity})" if stage.gates else "-",
         ])
-    title = f"{plan.out}: {plan.stable.version} -> {plan.canary.version} ({plan.strategy}), current: {plan.current.name}"
+    title = (
+        f"{plan.out}: {plan.stable.version} -> {plan.canary.version} ({plan.strategy}), current: {plan.current.name}"
+    )
     click.echo(title)
     click.echo(_table(rows), nl=False)
     if plan.is_rollback:

@@ -26,7 +26,11 @@ class Diagnostic:
         # Workflow commands: properties escape % \r \n : , ; the message escapes % \r \n.
         def prop(value: str) -> str:
             return (
-                value.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A").replace(":", "%3A").replace(",", "%2C")
+                value.replace("%", "%25")
+                .replace("\r", "%0D")
+                .replace("\n", "%0A")
+                .replace(":", "%3A")
+                .replace(",", "%2C")
             )
 
         message = self.message.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")

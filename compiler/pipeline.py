@@ -23,7 +23,7 @@ from compiler.diagnostics import Diagnostic, SpecError, has_errors
 from compiler.ir.fleet import FleetEntry
 from compiler.sources import Claim, SpecPath, collect, duplicates, source_path
 from compiler.spec.load import Document, load_bytes, load_file
-from compiler.ir.plan import ROLLBACK, Plan, StagePlan
+from compiler.ir.plan import ROLLBACK, Plan, Source, StagePlan
 from compiler.targets.base import CONTROLLER, OTHER, Files, Rendered
 from compiler.targets import fleets
 from compiler.targets.registry import REGISTRY, SUMMARIES
@@ -80,7 +80,9 @@ def analyse_file(path: Path, named: bool = True, root: Path | None = None) -> tu
     return _analyse(doc, path, named, root)
 
 
-def analyse_bytes(raw: bytes, shown: str, named: bool, root: Path | None, path: Path) -> tuple[list[Unit], list[Diagnostic]]:
+def analyse_bytes(
+    raw: bytes, shown: str, named: bool, root: Path | None, path: Path
+) -> tuple[list[Unit], list[Diagnostic]]:
     """:func:`analyse_file` of bytes already read (``shown``: the path as the user sees it)."""
     try:
         doc = load_bytes(raw, shown)
@@ -105,7 +107,7 @@ def _analyse(doc: Document, path: Path, named: bool, root: Path | None) -> tuple
         diagnostics.extend(found)
         if has_errors(found):
             continue
-        source = planner.Source(source_path(path, root), doc.sha256)
+        source = Source(source_path(path, root), doc.sha256)
         plan = planner.build(variant.spec, source, variant.environment)
         unit = Unit(variant, plan)
         lint = lint_targets(unit)
@@ -120,7 +122,7 @@ def _in_env(d: Diagnostic, env: str) -> Diagnostic:
 
 
 def _unique(items: list[Diagnostic]) -> list[Diagnostic]:
-    seen: dict[tuple, Diagnostic] = {}
+    seen: dict[tuple[object, ...], Diagnostic] = {}
     for item in items:
         seen.setdefault((item.path, item.line, item.col, item.severity, item.message), item)
     return sorted(seen.values())

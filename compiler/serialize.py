@@ -31,7 +31,9 @@ _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 # boolean, null, number or timestamp.  These are the plain scalars it leaves
 # unquoted that another reader would not take for strings: YAML 1.2 numbers,
 # and the one-letter booleans of Go's yaml.v2.
-_YAML12_ONLY = re.compile(r"^([yYnN]|0o[0-7]+|[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$")
+_YAML12_ONLY = re.compile(
+    r"^([yYnN]|0o[0-7]+|[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$"
+)
 
 
 _STR = "tag:yaml.org,2002:str"
@@ -57,29 +59,34 @@ def _float_text(data: float) -> str:
     return value.replace("e", ".0e", 1) if "." not in value and "e" in value else value
 
 
+def node(data: Any) -> Node:
+    """The YAML node of plain data (dict, list, tuple, str, int, float, bool, None); nodes pass through, so a
+    part written into two files is represented once."""
+    kind = type(data)
+    if kind is str:
+        return _str_node(data)
+    if kind is dict:
+        return MappingNode(_MAP, [(node(k), node(v)) for k, v in data.items()], flow_style=False)
+    if kind is list or kind is tuple:
+        return SequenceNode(_SEQ, [node(item) for item in data], flow_style=False)
+    if kind is bool:
+        return ScalarNode("tag:yaml.org,2002:bool", "true" if data else "false")
+    if kind is int:
+        return ScalarNode("tag:yaml.org,2002:int", str(data))
+    if kind is float:
+        return ScalarNode("tag:yaml.org,2002:float", _float_text(data))
+    if data is None:
+        return ScalarNode("tag:yaml.org,2002:null", "null")
+    if isinstance(data, Node):
+        return data
+    raise TypeError(f"cannot write {kind.__name__} as YAML")
+
+
 class _OutputDumper(_Dumper):  # type: ignore[misc, valid-type]  # libyaml's dumper when present, else PyYAML's
     """Block style, keys in the order the target built them, no line wrapping; nodes built without aliases."""
 
     def represent(self, data: Any) -> None:
-        self.serialize(self.node(data))
-
-    def node(self, data: Any) -> Node:
-        kind = type(data)
-        if kind is str:
-            return _str_node(data)
-        if kind is dict:
-            return MappingNode(_MAP, [(self.node(k), self.node(v)) for k, v in data.items()], flow_style=False)
-        if kind is list or kind is tuple:
-            return SequenceNode(_SEQ, [self.node(item) for item in data], flow_style=False)
-        if kind is bool:
-            return ScalarNode("tag:yaml.org,2002:bool", "true" if data else "false")
-        if kind is int:
-            return ScalarNode("tag:yaml.org,2002:int", str(data))
-        if kind is float:
-            return ScalarNode("tag:yaml.org,2002:float", _float_text(data))
-        if data is None:
-            return ScalarNode("tag:yaml.org,2002:null", "null")
-        raise TypeError(f"cannot write {kind.__name__} as YAML")
+        self.serialize(node(data))
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
         if kind is not ScalarNode:
@@ -95,12 +102,8 @@ class _OutputDumper(_Dumper):  # type: ignore[misc, valid-type]  # libyaml's dum
 
 def yaml_text(documents: Any | list[Any], header: str | None = None, multi: bool = False) -> str:
     """One document (or several, when ``multi``) as YAML, preceded by ``header`` as comments."""
-    options = dict(Dumper=_OutputDumper, sort_keys=False, default_flow_style=False, allow_unicode=True,
-                   width=1 << 30, indent=2)
-    if multi:
-        body = yaml.dump_all(list(documents), explicit_start=True, **options)
-    else:
-        body = yaml.dump(documents, **options)
+    body: str = yaml.dump_all(list(documents) if multi else [documents], None, _OutputDumper, explicit_start=multi,
+                              sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 30, indent=2)
     return (comment(header, "#") if header else "") + body
 
 

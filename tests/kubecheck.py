@@ -129,7 +129,9 @@ def crd_schema_path(api_version: str, kind: str) -> Path | None:
 
 def is_core_group(group: str) -> bool:
     """Groups served by Kubernetes itself (``v1``, ``apps/v1``, ``networking.k8s.io/v1`` ...)."""
-    return "." not in group or (group.endswith(".k8s.io") and group not in ("gateway.networking.k8s.io", KUSTOMIZE_GROUP))
+    return "." not in group or (
+        group.endswith(".k8s.io") and group not in ("gateway.networking.k8s.io", KUSTOMIZE_GROUP)
+    )
 
 
 @cache
@@ -319,7 +321,9 @@ def metadata_errors(m: Manifest, namespace: str | None) -> list[str]:
     for key, value in labels.items():
         out.extend(qualified_key_errors(key, "label"))
         if not isinstance(value, str) or len(value) > 63 or not LABEL_VALUE.match(value):
-            out.append(f"label '{key}': value {value!r} is not a valid label value (a string of at most 63 [-A-Za-z0-9_.])")
+            out.append(
+                f"label '{key}': value {value!r} is not a valid label value (a string of at most 63 [-A-Za-z0-9_.])"
+            )
     annotations = meta.get("annotations") or {}
     if not isinstance(annotations, dict):
         return out + ["metadata.annotations is not a mapping"]
@@ -364,7 +368,9 @@ def problems(m: Manifest, files: dict[str, str], namespace: str | None) -> list[
     return [f"{m.where}: {p}" for p in out]
 
 
-def check_files(files: dict[str, str], namespace_of: Callable[[Manifest], str | None]) -> tuple[list[Manifest], list[str]]:
+def check_files(
+    files: dict[str, str], namespace_of: Callable[[Manifest], str | None]
+) -> tuple[list[Manifest], list[str]]:
     """All manifests of ``files`` and every problem found; identical documents are checked once."""
     found, issues = manifests(files)
     seen: set[str] = set()

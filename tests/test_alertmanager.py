@@ -49,7 +49,9 @@ def amtool(*args: str) -> subprocess.CompletedProcess:
 def run_cases(folder: Path) -> list[str]:
     """Run every line of routes.test.txt; the failing lines."""
     failed = []
-    lines = [line for line in (folder / "routes.test.txt").read_text().splitlines() if line and not line.startswith("#")]
+    lines = [
+        line for line in (folder / "routes.test.txt").read_text().splitlines() if line and not line.startswith("#")
+    ]
     assert lines
     for line in lines:
         result = amtool("config", "routes", "test", f"--config.file={folder / 'alertmanager.yaml'}", *shlex.split(line))
@@ -162,14 +164,20 @@ def test_email_needs_no_global_settings(tmp_path):
     emails = {r["name"]: r["email_configs"][0] for r in config["receivers"] if "email_configs" in r}
     key = plan.alerting.key
     local, relay = emails[f"{key}.mail"], emails[f"{key}.relay"]
-    assert (local["smarthost"], local["from"], local["require_tls"]) == ("localhost:25", "alertmanager@localhost", False)
+    assert (local["smarthost"], local["from"], local["require_tls"]) == (
+        "localhost:25",
+        "alertmanager@localhost",
+        False,
+    )
     assert (relay["smarthost"], relay["require_tls"], relay["auth_password_file"]) == (
         "smtp.example.com:587", True, "/etc/alertmanager/secrets/smtp")
     assert amtool("check-config", str(folder / "alertmanager.yaml")).returncode == 0
     assert run_cases(folder) == []
     # info has no receiver: such alerts stop at the root, which sends nothing
-    assert f"--verify.receivers={alertmanager.UNROUTED} rollout=web namespace=shop rollout_route={key} severity=info" in (
-        folder / "routes.test.txt").read_text()
+    assert (
+        f"--verify.receivers={alertmanager.UNROUTED} rollout=web namespace=shop rollout_route={key} severity=info"
+        in (folder / "routes.test.txt").read_text()
+    )
 
 
 def test_webhook_url_file_is_refused_for_alertmanager_0_25(tmp_path):
@@ -246,11 +254,17 @@ def test_a_rollback_alert_inhibits_the_warnings_of_its_rollout(tmp_path):
         process.wait(timeout=10)
 
 
-OPERATOR = ALERTING.replace("routing_key_file: /etc/alertmanager/secrets/pd}",
-                            "routing_key_file: /etc/alertmanager/secrets/pd, routing_key_secret: {name: pd, key: key}}") \
-    .replace("auth_password_file: /etc/alertmanager/secrets/smtp}",
-             "auth_password_file: /etc/alertmanager/secrets/smtp, auth_password_secret: {name: smtp, key: password}}") \
+OPERATOR = (
+    ALERTING.replace(
+        "routing_key_file: /etc/alertmanager/secrets/pd}",
+        "routing_key_file: /etc/alertmanager/secrets/pd, routing_key_secret: {name: pd, key: key}}",
+    )
+    .replace(
+        "auth_password_file: /etc/alertmanager/secrets/smtp}",
+        "auth_password_file: /etc/alertmanager/secrets/smtp, auth_password_secret: {name: smtp, key: password}}",
+    )
     .replace("  routes: {critical:", "  operator: true\n  routes: {critical:")
+)
 
 
 def test_the_operator_gets_one_alertmanagerconfig_per_rollout_in_its_namespace(tmp_path):
@@ -258,7 +272,9 @@ def test_the_operator_gets_one_alertmanagerconfig_per_rollout_in_its_namespace(t
 
     plan = plan_of(spec(tmp_path, ("current: canary", OPERATOR)))
     files = alertmanager.render(plan)
-    found, problems = kubecheck.check_files({alertmanager.OPERATOR: files[alertmanager.OPERATOR]}, lambda m: plan.namespace)
+    found, problems = kubecheck.check_files(
+        {alertmanager.OPERATOR: files[alertmanager.OPERATOR]}, lambda m: plan.namespace
+    )
     assert problems == []
     (config,) = [m.doc for m in found]
     assert config["kind"] == "AlertmanagerConfig" and config["metadata"]["namespace"] == plan.namespace
@@ -271,7 +287,10 @@ def test_the_operator_gets_one_alertmanagerconfig_per_rollout_in_its_namespace(t
 
 
 def test_the_operator_needs_a_secret_for_each_secret(tmp_path):
-    path = spec(tmp_path, ("current: canary", ALERTING.replace("  routes: {critical:", "  operator: true\n  routes: {critical:")))
+    path = spec(
+        tmp_path,
+        ("current: canary", ALERTING.replace("  routes: {critical:", "  operator: true\n  routes: {critical:")),
+    )
     problems = [d.message for d in pipeline.analyse([path]).diagnostics if d.severity == "error"]
     assert any("receiver 'pager'" in p and "pagerduty.routing_key_secret" in p for p in problems), problems
     assert any("receiver 'relay'" in p and "email.auth_password_secret" in p for p in problems), problems

@@ -95,3 +95,26 @@ def test_the_docs_matrix_is_the_capability_table():
 def test_routers_that_cannot_mirror_are_exactly_those_the_table_says():
     assert set(routers.MIRRORING) == {n for n, c in routers.ROUTERS.items() if c.mirror != "none"}
     assert "haproxy" not in routers.MIRRORING
+
+
+def test_help_lists_lazy_commands_without_importing_them_and_with_their_own_words():
+    probe = ("import sys; from compiler import cli\n"
+             "try:\n    cli.main(['--help'])\nexcept SystemExit:\n    pass\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('compiler.ops', 'compiler.pipeline', 'pydantic'))))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
+    from compiler import cli
+
+    for name, (where, words) in cli.LAZY.items():
+        module, attr = where.split(":")
+        command = getattr(__import__(module, fromlist=[attr]), attr)
+        assert (command.help or "").split("\n\n")[0].replace("\n", " ").strip() == words, name
+
+
+def test_every_package_is_installed():
+    """A wheel holds every package of the compiler (pyproject lists them; a missing one breaks a real install)."""
+    import tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {"compiler"} | {m.name for m in pkgutil.walk_packages(compiler.__path__, "compiler.") if m.ispkg}
+    assert found <= listed, sorted(found - listed)

@@ -75,7 +75,10 @@ def test_the_active_service_switches_colour_at_the_switch_and_back_on_rollback(p
         switched = switched or name == "switch"
         colour = bg.new_color if switched and name != ROLLBACK else bg.old_color
         assert by_name[plan.names.active_service]["spec"]["selector"] == {**dict(bg.selector), bg.color_label: colour}
-        assert by_name[plan.names.preview_service]["spec"]["selector"] == {**dict(bg.selector), bg.color_label: bg.new_color}
+        assert by_name[plan.names.preview_service]["spec"]["selector"] == {
+            **dict(bg.selector),
+            bg.color_label: bg.new_color,
+        }
         for service in by_name.values():
             assert service["spec"]["ports"] == [
                 {"name": "http", "protocol": "TCP", "port": plan.port, "targetPort": plan.target_port}]
@@ -103,7 +106,16 @@ def test_users_and_testers_reach_the_new_version_as_each_stage_says(plan: Plan):
 
 def test_ai_orchestra_production_walks_preview_steps_and_switch():
     plan = plan_of(SPECS / "ai-orchestra.yaml", "production")
-    assert stages(plan) == ["preview", "canary-5", "canary-10", "canary-25", "canary-50", "canary-75", "switch", ROLLBACK]
+    assert stages(plan) == [
+        "preview",
+        "canary-5",
+        "canary-10",
+        "canary-25",
+        "canary-50",
+        "canary-75",
+        "switch",
+        ROLLBACK,
+    ]
     assert plan.target_port == 8000 and plan.port == 80
     assert plan.names.active_service == "ai-orchestra" and plan.names.preview_service == "ai-orchestra-preview"
 

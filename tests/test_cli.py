@@ -47,7 +47,9 @@ def test_missing_path_is_a_located_error(tmp_path):
 def test_github_and_json_formats():
     result = run("lint", "--format", "github", BAD)
     assert result.exit_code == 1
-    assert result.stdout.startswith("::error file=tests/validate/bad/unknown-current.yaml,line=14,col=10,title=rollout current::")
+    assert result.stdout.startswith(
+        "::error file=tests/validate/bad/unknown-current.yaml,line=14,col=10,title=rollout current::"
+    )
     result = run("lint", "--format", "json", BAD)
     assert result.exit_code == 1
     (item,) = json.loads(result.stdout)
@@ -68,7 +70,9 @@ def test_github_format_escapes_message_newlines_and_percent():
 def test_strict_turns_warnings_into_failure(tmp_path):
     text = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text()
     spec = tmp_path / "warn.yaml"
-    spec.write_text(text.replace("  - {name: full, weight: 100%}", "  - {name: half, weight: 50%}\n  - {name: full, weight: 100%}"))
+    spec.write_text(
+        text.replace("  - {name: full, weight: 100%}", "  - {name: half, weight: 50%}\n  - {name: full, weight: 100%}")
+    )
     assert run("lint", spec).exit_code == 0
     result = run("lint", "--strict", spec)
     assert result.exit_code == 1 and "warning: stage 'half' has no `hold`" in result.stderr

@@ -59,7 +59,11 @@ def test_environment_current_is_replaced_or_added():
 def test_adding_to_a_block_mapping_adds_one_line_at_its_indentation():
     text = "a: 1\nenvironments:\n  prod:\n      # the production overrides\n      metadata: {namespace: p}\n"
     change = edit.set_current(text, "ramp", "prod", "x.yaml")
-    assert change.text == "a: 1\nenvironments:\n  prod:\n      current: ramp\n      # the production overrides\n      metadata: {namespace: p}\n"
+    assert (
+        change.text
+        == "a: 1\nenvironments:\n  prod:\n      current: ramp\n      # the production overrides\n"
+        "      metadata: {namespace: p}\n"
+    )
     assert line_diff(text, change.text) == ([], [3])
 
 
@@ -98,9 +102,15 @@ def test_a_reason_is_recorded_on_the_changed_line_and_cleared_on_resume():
 def test_a_reason_keeps_the_comment_already_on_the_line():
     text = "kind: Rollout\ncurrent: canary   # started by @alice, OPS-12\nflags: {}\n"
     rolled = edit.set_current(text, ROLLBACK, None, "x.yaml", reason="p95 spike")
-    assert rolled.text == "kind: Rollout\ncurrent: rollback   # started by @alice, OPS-12  # rolled back: p95 spike\nflags: {}\n"
+    assert (
+        rolled.text
+        == "kind: Rollout\ncurrent: rollback   # started by @alice, OPS-12  # rolled back: p95 spike\nflags: {}\n"
+    )
     again = edit.set_current(rolled.text, ROLLBACK, None, "x.yaml", reason="still failing")
-    assert again.text == "kind: Rollout\ncurrent: rollback   # started by @alice, OPS-12  # rolled back: still failing\nflags: {}\n"
+    assert (
+        again.text
+        == "kind: Rollout\ncurrent: rollback   # started by @alice, OPS-12  # rolled back: still failing\nflags: {}\n"
+    )
     resumed = edit.set_current(again.text, "canary", None, "x.yaml")
     assert resumed.text == text
     assert edit.set_current(text, "ramp", None, "x.yaml").text == text.replace("canary", "ramp")

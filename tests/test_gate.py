@@ -62,8 +62,10 @@ def openmetrics(start: int) -> str:
     for i, phase in enumerate(PHASES):
         for t in range(start + i * PHASE + (SCRAPE if i else 0), start + (i + 1) * PHASE + 1, SCRAPE):
             step = 0 if t == start else SCRAPE
-            for version, rps, errors, latency in ((STABLE, 5.0, 0.005, FAST),
-                                                  (CANARY, phase.canary_rps, phase.canary_errors, phase.canary_latency)):
+            for version, rps, errors, latency in (
+                (STABLE, 5.0, 0.005, FAST),
+                (CANARY, phase.canary_rps, phase.canary_errors, phase.canary_latency),
+            ):
                 common = f'service="checkout",version="{version}"'
                 add("http_requests_total", f'code="200",{common}', t, rps * (1 - errors) * step)
                 add("http_requests_total", f'code="500",{common}', t, rps * errors * step)
@@ -127,7 +129,9 @@ def test_a_healthy_canary_may_be_promoted(prometheus):
     assert error_rate["requests"] == pytest.approx(600, rel=0.01)  # 2 requests/s over 5m
     assert error_rate["measured"] == pytest.approx(0.005, rel=0.01)
     assert 0 <= error_rate["judged"] < 0.005  # the lower confidence bound, below the measurement
-    assert data["traffic"] == [{"window": "5m", "requests": error_rate["requests"], "min_requests": 200, "starved": False}]
+    assert data["traffic"] == [
+        {"window": "5m", "requests": error_rate["requests"], "min_requests": 200, "starved": False}
+    ]
     assert data["command"] == "rollout promote tests/golden/in-checkout.yaml"
 
 
@@ -166,10 +170,24 @@ def test_the_table_names_each_gate_the_decision_and_the_command(prometheus):
     lines = result.stdout.splitlines()
     assert lines[0] == f"shop/checkout at stage canary (1%), {moment}"
     assert lines[1].split() == ["GATE", "WINDOW", "REQUESTS", "MEASURED", "JUDGED", "THRESHOLD", "VERDICT"]
-    assert lines[2].split() == ["error_rate", "5m", "600", "10%", "6.24%", "(bound)", "max", "1%", "breached:", "rollback"]
+    assert lines[2].split() == [
+        "error_rate",
+        "5m",
+        "600",
+        "10%",
+        "6.24%",
+        "(bound)",
+        "max",
+        "1%",
+        "breached:",
+        "rollback",
+    ]
     assert lines[4].split() == ["min_requests", "5m", "600", "-", "-", "min", "200", "pass"]
     assert "decision: rollback" in lines
-    assert lines[-1] == "run: rollout rollback tests/golden/in-checkout.yaml --reason 'gate error_rate breached at stage canary'"
+    assert (
+        lines[-1]
+        == "run: rollout rollback tests/golden/in-checkout.yaml --reason 'gate error_rate breached at stage canary'"
+    )
 
 
 def test_the_hold_is_checked_with_since(prometheus):

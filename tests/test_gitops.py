@@ -74,7 +74,9 @@ def test_without_a_gitops_section_nothing_is_written():
 
 
 def test_manual_sync_has_no_sync_policy(tmp_path):
-    text = ARGO_SPEC.read_text().replace("    target_revision: main\n", "    target_revision: main\n    automated: false\n")
+    text = ARGO_SPEC.read_text().replace(
+        "    target_revision: main\n", "    target_revision: main\n    automated: false\n"
+    )
     spec = tmp_path / "manual.yaml"
     spec.write_text(text)
     doc = gitops.argocd_application(plan_of(spec))

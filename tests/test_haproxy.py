@@ -335,8 +335,17 @@ NOT_SECONDS = [1.5, "abc", "30", True, None, 0, -1, 2_000_001]
 NOT_A_COUNT = [1.5, "3", True, None, 0, 1001]
 
 
-@pytest.mark.parametrize("field,values", [("port", NOT_A_PORT), ("interval", NOT_SECONDS), ("timeout", NOT_SECONDS),
-                                          ("fall", NOT_A_COUNT), ("rise", NOT_A_COUNT), ("expect_status", [99, 600, "200"])])
+@pytest.mark.parametrize(
+    "field,values",
+    [
+        ("port", NOT_A_PORT),
+        ("interval", NOT_SECONDS),
+        ("timeout", NOT_SECONDS),
+        ("fall", NOT_A_COUNT),
+        ("rise", NOT_A_COUNT),
+        ("expect_status", [99, 600, "200"]),
+    ],
+)
 def test_every_number_written_is_checked(field: str, values: list):
     plan = plan_of(GOLDEN / "in-tiny-canary.yaml")
     for value in values:
@@ -363,7 +372,9 @@ def test_haproxy_c_alone_would_accept_fractional_and_textual_numbers(tmp_path: P
             server s 127.0.0.1:1 weight {weight}
         """)
     for weight in ("1.5", "abc"):
-        result = run_check([tool("haproxy"), "-c", "-f", str(_write(tmp_path / "w.cfg", base.format(weight=weight, port=free_port())))])
+        result = run_check(
+            [tool("haproxy"), "-c", "-f", str(_write(tmp_path / "w.cfg", base.format(weight=weight, port=free_port())))]
+        )
         assert result.returncode == 0, result.stdout + result.stderr
     for weight in ("1.5", "abc", True, 257, -1):
         with pytest.raises(escaping.Unrepresentable):

@@ -95,8 +95,12 @@ def test_subsets_select_the_version_the_metrics_source_queries():
     assert stable_rule["spec"]["subsets"] == [{"name": "stable", "labels": {"version": "v1.9.0"}}]
     assert canary_rule["spec"]["host"] == "verdict-moe-v2-1"
     assert canary_rule["spec"]["subsets"] == [{"name": "canary", "labels": {"version": "v2.1.0"}}]
-    assert 'destination_service_name="verdict-moe-v2-1",destination_version="v2.1.0"' in str(plan.metrics.canary.requests(300))
-    assert 'destination_service_name="verdict-v1-9",destination_version="v1.9.0"' in str(plan.metrics.stable.requests(300))
+    assert 'destination_service_name="verdict-moe-v2-1",destination_version="v2.1.0"' in str(
+        plan.metrics.canary.requests(300)
+    )
+    assert 'destination_service_name="verdict-v1-9",destination_version="v1.9.0"' in str(
+        plan.metrics.stable.requests(300)
+    )
 
 
 def test_shadow_mirrors_every_request_and_serves_nothing():
@@ -136,7 +140,9 @@ def test_stickiness_is_a_consistent_hash_on_the_header_or_cookie():
     expected = {"loadBalancer": {"consistentHash": {"httpHeaderName": "x-user-id"}}}
     assert stable_rule["spec"]["trafficPolicy"] == canary_rule["spec"]["trafficPolicy"] == expected
     _, stable_rule, _ = objects(plan_of(GOLDEN / "in-ramp.yaml"))
-    assert stable_rule["spec"]["trafficPolicy"] == {"loadBalancer": {"consistentHash": {"httpCookie": {"name": "session_id"}}}}
+    assert stable_rule["spec"]["trafficPolicy"] == {
+        "loadBalancer": {"consistentHash": {"httpCookie": {"name": "session_id"}}}
+    }
     _, stable_rule, _ = objects(plan_of(GOLDEN / "in-full.yaml"))
     assert "trafficPolicy" not in stable_rule["spec"]
 

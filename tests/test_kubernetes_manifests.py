@@ -222,7 +222,9 @@ def test_hostile_strings_are_located_errors_or_land_inert(tmp_path, place, value
     errors = [d for d in result.diagnostics if d.severity == "error"]
     if routers == "gateway-api and istio":  # they hold any safe value verbatim, and header names
         # that are HTTP tokens, except that Istio's webhook matches only letters, digits, '-', '_'
-        rule = {"tester value": names.SAFE_VALUE, "tester header": kubecheck.ISTIO_HEADER_KEY}.get(place, names.HEADER_TOKEN)
+        rule = {"tester value": names.SAFE_VALUE, "tester header": kubecheck.ISTIO_HEADER_KEY}.get(
+            place, names.HEADER_TOKEN
+        )
         assert bool(errors) == (rule.match(value) is None), [d.text() for d in errors]
     if errors:
         assert any(d.line == line_number for d in errors), [d.text() for d in errors]

@@ -54,8 +54,9 @@ def documents(path: str, text: str) -> list | None:
 
 
 def is_manifest(docs: list | None) -> bool:
-    return bool(docs) and all(isinstance(d, dict) and "apiVersion" in d and "kind" in d and isinstance(d.get("metadata"), dict)
-                              for d in docs)
+    return bool(docs) and all(
+        isinstance(d, dict) and "apiVersion" in d and "kind" in d and isinstance(d.get("metadata"), dict) for d in docs
+    )
 
 
 def is_promtool_test(docs: list | None) -> bool:
@@ -75,7 +76,9 @@ def objects_of(files: dict[str, str]) -> list[dict]:
 
 def expected_objects(files: dict[str, str]) -> set[tuple]:
     """Every object of the folder but GitOps controller objects (they point at the folder)."""
-    return {identity(d) for d in objects_of(files) if (d["apiVersion"].split("/")[0], d["kind"]) not in CONTROLLER_KINDS}
+    return {
+        identity(d) for d in objects_of(files) if (d["apiVersion"].split("/")[0], d["kind"]) not in CONTROLLER_KINDS
+    }
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +201,9 @@ def test_the_kustomization_does_not_change_with_the_stage():
 
 def test_environments_sharing_a_namespace_build_on_their_own(tmp_path):
     """Staging and production of one service in the same namespace: each environment builds alone."""
-    text = (SPECS / "ultra-fast-analyzer.yaml").read_text() + "environments:\n  staging: {current: ramp}\n  production: {}\n"
+    text = (
+        SPECS / "ultra-fast-analyzer.yaml"
+    ).read_text() + "environments:\n  staging: {current: ramp}\n  production: {}\n"
     spec = tmp_path / "analyzer.yaml"
     spec.write_text(text)
     files = compile_files(spec)

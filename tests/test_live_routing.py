@@ -45,8 +45,10 @@ from routers import (Backend, Backends, Client, Response, Router, acceptance_int
                      sample_size, wait_until, write_nginx, xxh32)
 
 # (stage, share, n): n from the relative precision r of each share, as in the table above
-STAGES = [(stage, share, sample_size(share, r))
-          for stage, share, r in (("tiny", 0.001, 0.8), ("canary", 0.01, 0.5), ("ramp", 0.10, 0.25), ("half", 0.50, 0.1))]
+STAGES = [
+    (stage, share, sample_size(share, r))
+    for stage, share, r in (("tiny", 0.001, 0.8), ("canary", 0.01, 0.5), ("ramp", 0.10, 0.25), ("half", 0.50, 0.1))
+]
 HALF_N = sample_size(0.5, 0.1)
 TESTER_VALUES = ["internal-testing", "beta-users"]
 
@@ -148,12 +150,13 @@ class Routers:
         return self.running[key]
 
     def _haproxy(self, plan: Plan, folder: Path) -> Running:
+        binary = tool("haproxy")
         folder.mkdir()
         metrics = free_port()
         socket_path = self.sockets / f"{folder.name}.sock"
         runtime = haproxy.Runtime("127.0.0.1", metrics, str(socket_path))
         (folder / "haproxy.cfg").write_text(haproxy.config(plan, runtime))
-        self.stack.enter_context(Router([tool("haproxy"), "-db", "-f", str(folder / "haproxy.cfg")],
+        self.stack.enter_context(Router([binary, "-db", "-f", str(folder / "haproxy.cfg")],
                                         [plan.port, metrics], folder / "haproxy.log"))
         wait_until(lambda: server_status(socket_path, "live-stable", "live-stable-2") == "DOWN", 15,
                    "HAProxy's health check to mark the broken stable server down")
@@ -393,6 +396,8 @@ def test_haproxy_exports_backend_metrics_under_the_backend_names(routers: Router
         metrics = reply.read().decode()
     for backend in ("live-stable", "live-canary"):
         assert f'haproxy_backend_http_requests_total{{proxy="{backend}"}}' in metrics
-    line = next(l for l in metrics.splitlines() if l.startswith('haproxy_backend_http_requests_total{proxy="live-stable"}'))
+    line = next(
+        l for l in metrics.splitlines() if l.startswith('haproxy_backend_http_requests_total{proxy="live-stable"}')
+    )
     assert float(line.split()[-1]) > 0
 

@@ -96,8 +96,10 @@ def test_upstreams_carry_the_servers_backups_and_passive_health():
 def test_the_file_states_the_share_it_realises_and_its_error():
     text = nginx.config(plan_of(GOLDEN / "in-tiny-canary.yaml"))
     assert "    0.10% rollout_shop__ledger_canary;\n    * rollout_shop__ledger_stable;\n" in text
-    assert ("# Canary: split_clients 0.10% (canary share 0.1%: 10/10000 = 0.1% (exact)); over the 2^32 MurmurHash2 "
-            "values 4294967/4294967296 = 0.0999999931% (error -0.0000000069 percentage points against the spec).") in text
+    assert (
+        "# Canary: split_clients 0.10% (canary share 0.1%: 10/10000 = 0.1% (exact)); over the 2^32 MurmurHash2 "
+        "values 4294967/4294967296 = 0.0999999931% (error -0.0000000069 percentage points against the spec)."
+    ) in text
 
 
 def test_a_key_less_request_gets_its_own_bucket():
@@ -180,12 +182,19 @@ def spec_with(tmp_path: Path, old: str, new: str) -> Path:
     return path
 
 
-@pytest.mark.parametrize("old,new,message", [
-    ("sticky: {cookie: analyzer_session}", "sticky: {cookie: analyzer-session}", "reads cookie 'analyzer-session' as a $cookie_NAME"),
-    ("sticky: {cookie: analyzer_session}", "sticky: {header: X_User}", "reads header 'X_User' as $http_x_user"),
-    ("sticky: {cookie: analyzer_session}", "sticky: {header: \"X-User!ID\"}", "reads header 'X-User!ID'"),
-    ("header: X-Analyzer-Canary", "header: \"X-Analyzer$Canary\"", "reads header 'X-Analyzer$Canary'"),
-])
+@pytest.mark.parametrize(
+    "old,new,message",
+    [
+        (
+            "sticky: {cookie: analyzer_session}",
+            "sticky: {cookie: analyzer-session}",
+            "reads cookie 'analyzer-session' as a $cookie_NAME",
+        ),
+        ("sticky: {cookie: analyzer_session}", "sticky: {header: X_User}", "reads header 'X_User' as $http_x_user"),
+        ("sticky: {cookie: analyzer_session}", 'sticky: {header: "X-User!ID"}', "reads header 'X-User!ID'"),
+        ("header: X-Analyzer-Canary", 'header: "X-Analyzer$Canary"', "reads header 'X-Analyzer$Canary'"),
+    ],
+)
 def test_names_nginx_cannot_read_are_located_lint_errors(tmp_path: Path, old: str, new: str, message: str):
     path = spec_with(tmp_path, old, new)
     result = pipeline.analyse([path])
@@ -220,7 +229,9 @@ def test_hostile_strings_are_rejected_before_rendering(tmp_path: Path, old: str,
 def test_server_host_names_are_a_warning_for_nginx(tmp_path: Path):
     path = spec_with(tmp_path, '"10.30.1.12:3000"', '"canary-b.analytics.svc:3000"')
     result = pipeline.analyse([path])
-    warnings = [d for d in result.diagnostics if "nginx resolves the upstream host 'canary-b.analytics.svc'" in d.message]
+    warnings = [
+        d for d in result.diagnostics if "nginx resolves the upstream host 'canary-b.analytics.svc'" in d.message
+    ]
     assert len(warnings) == 1 and warnings[0].severity == "warning"
     assert '"canary-b.analytics.svc:3000"' in path.read_text().splitlines()[warnings[0].line - 1]
 
@@ -266,7 +277,9 @@ def test_hostile_tester_values_land_inert_in_a_running_nginx(tmp_path: Path):
         text = nginx.config(plan, nginx.Listen("127.0.0.1"))
         prefix = tmp_path / "nginx"
         nginx_check(text, prefix)
-        with Router([tool("nginx"), "-c", str(prefix / "main.conf"), "-p", str(prefix)], [port], tmp_path / "nginx.log"):
+        with Router(
+            [tool("nginx"), "-c", str(prefix / "main.conf"), "-p", str(prefix)], [port], tmp_path / "nginx.log"
+        ):
             client = Client(port, plan.host)
             for value in HOSTILE_VALUES:
                 assert client.get({"X-Canary": value, "X-User-ID": "user-1"}).served_by == "canary", value

@@ -37,7 +37,9 @@ def tree(folder: Path) -> dict[str, bytes | str]:
         key = str(path.relative_to(folder))
         if key == transaction.STATE or key.startswith(transaction.STATE + "/"):
             continue
-        out[key] = ("link:" + os.readlink(path)) if path.is_symlink() else path.read_bytes() if path.is_file() else "dir"
+        out[key] = (
+            ("link:" + os.readlink(path)) if path.is_symlink() else path.read_bytes() if path.is_file() else "dir"
+        )
     return out
 
 

@@ -22,7 +22,8 @@ def spec_with(tmp_path: Path, old: str, new: str, name: str = "spec.yaml") -> Pa
     return path
 
 
-STAGES = 'stages:\n  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}\n  - {name: full, weight: 100%}\ncurrent: canary'
+STAGES = ('stages:\n  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}\n'
+          '  - {name: full, weight: 100%}\ncurrent: canary')
 
 
 @pytest.mark.parametrize(
@@ -43,7 +44,9 @@ def test_presets_expand_into_stages(tmp_path, strategy, current, weights, hold):
 
 
 def test_preset_gates_apply_to_every_stage_and_final_on_breach(tmp_path):
-    strategy = 'strategy: {preset: fast, shadow: 1d, gates: {p95_latency: "< 500ms"}, final_on_breach: alert}\ncurrent: shadow'
+    strategy = (
+        'strategy: {preset: fast, shadow: 1d, gates: {p95_latency: "< 500ms"}, final_on_breach: alert}\ncurrent: shadow'
+    )
     plan = plan_of(spec_with(tmp_path, STAGES, strategy))
     assert [s.name for s in plan.stages] == ["shadow", "canary-25", "canary-50", "full"]
     assert plan.stages[0].mirror == 1 and plan.stages[0].weight == 0 and plan.stages[0].hold == 86400
@@ -57,7 +60,12 @@ def test_explicit_stages_keep_exact_weights_and_gate_defaults():
     canary = plan.stage("canary")
     assert canary.weight == Fraction(1, 1000) and canary.route_weight == canary.weight
     error_rate = canary.gates[0]
-    assert (error_rate.name, error_rate.threshold, error_rate.window, error_rate.for_) == ("error_rate", Fraction(1, 100), 300, 0)
+    assert (error_rate.name, error_rate.threshold, error_rate.window, error_rate.for_) == (
+        "error_rate",
+        Fraction(1, 100),
+        300,
+        0,
+    )
     full = plan.stage("full")
     assert full.gates[0].for_ == 3600 and full.action == "notify" and full.severity == "warning"
     assert plan.stage("shadow").kind == "shadow"
@@ -91,7 +99,13 @@ def test_rollback_state_sends_everything_to_stable():
 def test_flags_follow_the_stage():
     plan = plan_of(GOLDEN / "in-checkout.yaml")
     flag = next(f for f in plan.flags if f.name == "new_pricing")
-    assert dict(flag.shares) == {"shadow": 0, "canary": Fraction(1, 100), "ramp": Fraction(1, 10), "full": 1, ROLLBACK: 0}
+    assert dict(flag.shares) == {
+        "shadow": 0,
+        "canary": Fraction(1, 100),
+        "ramp": Fraction(1, 10),
+        "full": 1,
+        ROLLBACK: 0,
+    }
     fixed = next(f for f in plan.flags if f.name == "pricing_v2")
     assert set(dict(fixed.shares).values()) == {1}
     kill = next(f for f in plan.flags if f.name == "emergency_shutdown")

@@ -100,7 +100,9 @@ def test_latency_gates_judge_a_lower_quantile_the_fewer_the_requests():
     assert levels == sorted(levels) and levels[0] < 0.96 and 0.988 < levels[-1] < 0.99
 
 
-_ATOMS = st.sampled_from(["a", "b", "c"]) | st.floats(min_value=-50, max_value=50, allow_nan=False).filter(lambda x: x != 0)
+_ATOMS = st.sampled_from(["a", "b", "c"]) | st.floats(min_value=-50, max_value=50, allow_nan=False).filter(
+    lambda x: x != 0
+)
 
 
 def _trees(depth: int = 3):
@@ -201,8 +203,12 @@ def test_one_alert_per_gate_thresholds_and_for_from_the_spec():
 def test_custom_gate_queries_are_for_the_canary():
     plan = plan_of(SPECS / "moe-intelligence.yaml").at("full")
     records = [r for r in rules_of(plan) if r.get("record") == conventions.CUSTOM_RECORD]
-    assert {r["labels"]["gate"] for r in records} == {"expert_accuracy", "false_positive_rate", "orchestration_overhead",
-                                                       "throughput"}
+    assert {r["labels"]["gate"] for r in records} == {
+        "expert_accuracy",
+        "false_positive_rate",
+        "orchestration_overhead",
+        "throughput",
+    }
     for record in records:
         assert 'version="v2.1.0"' in record["expr"] and "$" not in record["expr"]
         assert record["labels"]["variant"] == "canary"
@@ -221,7 +227,9 @@ def test_the_full_stage_gets_multiwindow_burn_rate_alerts():
     windows = sorted((r["labels"]["window"], r["labels"]["severity"]) for r in burns)
     assert windows == [("1h", "critical"), ("3d", "warning"), ("6h", "critical")]
     fast = next(r for r in burns if r["labels"]["window"] == "1h")
-    assert "ratio_rate1h" in fast["expr"] and "ratio_rate5m" in fast["expr"] and "> 0.0144" in fast["expr"]  # raw ratios
+    assert (
+        "ratio_rate1h" in fast["expr"] and "ratio_rate5m" in fast["expr"] and "> 0.0144" in fast["expr"]
+    )  # raw ratios
     assert not [r for r in rules_of(plan_of(GOLDEN / "in-ramp.yaml")) if r.get("alert", "").endswith("Burn")]
 
 
@@ -294,19 +302,33 @@ def test_lint_window_too_short_for_a_rate(tmp_path):
 
 
 def test_lint_canary_that_cannot_reach_min_requests(tmp_path):
-    path = spec(tmp_path, ("traffic: {targets: [gateway-api], gateway: {name: public}}",
-                           "traffic: {targets: [gateway-api], gateway: {name: public}}\nmetrics: {expected_rps: 10, min_requests: 200}"))
+    path = spec(
+        tmp_path,
+        (
+            "traffic: {targets: [gateway-api], gateway: {name: public}}",
+            "traffic: {targets: [gateway-api], gateway: {name: public}}\n"
+            "metrics: {expected_rps: 10, min_requests: 200}",
+        ),
+    )
     problems = findings(path)
     # 5% of 10 requests/s over 5m is 150 requests
     assert any(":13:5: error: stage 'canary' cannot reach metrics.min_requests" in p and "about 150" in p
                for p in problems), problems
-    fine = spec(tmp_path, ("traffic: {targets: [gateway-api], gateway: {name: public}}",
-                           "traffic: {targets: [gateway-api], gateway: {name: public}}\nmetrics: {expected_rps: 20, min_requests: 200}"))
+    fine = spec(
+        tmp_path,
+        (
+            "traffic: {targets: [gateway-api], gateway: {name: public}}",
+            "traffic: {targets: [gateway-api], gateway: {name: public}}\n"
+            "metrics: {expected_rps: 20, min_requests: 200}",
+        ),
+    )
     assert not any("min_requests" in p for p in findings(fine))
 
 
 def test_lint_burn_rate_page_that_can_never_fire(tmp_path):
-    path = spec(tmp_path, ("- {name: full, weight: 100%}", '- {name: full, weight: 100%, gates: {error_rate: "< 10%"}}'))
+    path = spec(
+        tmp_path, ("- {name: full, weight: 100%}", '- {name: full, weight: 100%, gates: {error_rate: "< 10%"}}')
+    )
     problems = findings(path)
     assert any("warning: the 90% objective of stage 'full' leaves no room for the 14.4x burn-rate alert" in p
                for p in problems), problems

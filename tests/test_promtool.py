@@ -77,7 +77,9 @@ def run_tests(files: list[Path], workers: int = 2) -> list[tuple[int, str]]:
 
 
 def failures(text: str) -> str:
-    return "\n".join(line for line in text.splitlines() if "FAILED" in line or "name:" in line or "alertname" in line)[:4000]
+    return "\n".join(line for line in text.splitlines() if "FAILED" in line or "name:" in line or "alertname" in line)[
+        :4000
+    ]
 
 
 def test_promtool_accepts_every_rule_file(folders):
@@ -100,7 +102,11 @@ def test_the_tests_refer_to_the_rule_file_beside_them(folders, tmp_path):
 
 
 def test_every_alert_has_a_breach_a_healthy_run_and_zero_traffic():
-    for plan in (plan_of(GOLDEN / "in-ramp.yaml"), plan_of(GOLDEN / "in-full.yaml"), plan_of(GOLDEN / "in-presets.yaml")):
+    for plan in (
+        plan_of(GOLDEN / "in-ramp.yaml"),
+        plan_of(GOLDEN / "in-full.yaml"),
+        plan_of(GOLDEN / "in-presets.yaml"),
+    ):
         tests = prometheus.test_file(plan)["tests"]
         names = [t["name"] for t in tests]
         assert names[0].startswith("healthy:") and "Poisson" in names[0]
@@ -143,7 +149,9 @@ def test_each_burn_rate_page_is_shown_to_fire_and_clear(tmp_path, factor):
     test = next(t for t in prometheus.test_file(plan)["tests"] if t["name"].startswith("ProfileErrorBudgetBurn"))
     assert re.search(r"fires at \S+, 2 of 3 clear by \S+", test["name"]), test["name"]
     window = {14.4: "1h", 6.0: "6h"}[factor]
-    states = [any(a["exp_labels"]["window"] == window for a in check["exp_alerts"]) for check in test["alert_rule_test"]]
+    states = [
+        any(a["exp_labels"]["window"] == window for a in check["exp_alerts"]) for check in test["alert_rule_test"]
+    ]
     assert True in states and states[states.index(True):].count(False) > 0  # fires, then clears
 
 
@@ -185,9 +193,13 @@ stages:
 
 
 UNREADABLE = CUSTOM_SOURCE.replace(
-    "requests: 'sum(rate(app_requests_total{app=\"web\",track=\"$variant\"}[$window]))'",
-    "requests: 'sum(rate(app_ok_total{track=\"$variant\"}[$window])) + sum(rate(app_failures_total{track=\"$variant\"}[$window]))'",
-).replace("latency: 'histogram_quantile", "latency: 'max(app_seconds{quantile=\"$quantile\", track=\"$variant\"}) or histogram_quantile")
+    'requests: \'sum(rate(app_requests_total{app="web",track="$variant"}[$window]))\'',
+    'requests: \'sum(rate(app_ok_total{track="$variant"}[$window]))'
+    ' + sum(rate(app_failures_total{track="$variant"}[$window]))\'',
+).replace(
+    "latency: 'histogram_quantile",
+    'latency: \'max(app_seconds{quantile="$quantile", track="$variant"}) or histogram_quantile',
+)
 
 
 @pytest.mark.parametrize("source", [CUSTOM_SOURCE, UNREADABLE], ids=["histogram", "quantile-label"])
@@ -205,9 +217,14 @@ def test_a_custom_metrics_source_is_tested_through_the_series_it_records(tmp_pat
 
 def test_a_custom_gate_whose_query_needs_no_input_warns_and_its_tests_still_pass(tmp_path):
     """`... or vector(0)` records a value even without series: the tests cannot feed it, and say so."""
-    text = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text().replace(
-        'gates: {error_rate: "< 1%"}',
-        'gates: {error_rate: "< 1%", custom: {queue: {query: "sum(queue_depth{version=\\"$version\\"}) or vector(0)", max: 10}}}',
+    text = (
+        (ROOT / "tests" / "validate" / "good" / "minimal.yaml")
+        .read_text()
+        .replace(
+            'gates: {error_rate: "< 1%"}',
+            'gates: {error_rate: "< 1%", custom: {queue: {query: '
+            '"sum(queue_depth{version=\\"$version\\"}) or vector(0)", max: 10}}}',
+        )
     )
     spec = tmp_path / "queue.yaml"
     spec.write_text(text)

@@ -68,9 +68,15 @@ def alert(rollout: str, name: str, severity: str = "critical", action: str = "ro
           gate: str = "error_rate") -> dict:
     labels = {"alertname": name, "rollout": rollout, "namespace": "shop", "stage": "canary", "gate": gate,
               "severity": severity, "action": action}
-    return {"status": status, "labels": labels,
-            "annotations": {"summary": f"shop/{rollout}: gate {gate} breached at stage canary"},
-            "startsAt": "2024-05-01T10:00:00Z", "endsAt": "0001-01-01T00:00:00Z", "generatorURL": "", "fingerprint": "1"}
+    return {
+        "status": status,
+        "labels": labels,
+        "annotations": {"summary": f"shop/{rollout}: gate {gate} breached at stage canary"},
+        "startsAt": "2024-05-01T10:00:00Z",
+        "endsAt": "0001-01-01T00:00:00Z",
+        "generatorURL": "",
+        "fingerprint": "1",
+    }
 
 
 def payload(*alerts: dict) -> bytes:
@@ -112,9 +118,21 @@ def test_a_firing_rollback_alert_becomes_one_rollback_commit(served):
     spec = repo / "specs" / "checkout.yaml"
     before, count = spec.read_text(), commits(repo)
 
-    status, body = call(port, "POST", "/alerts", payload(alert("checkout", "CheckoutErrorRateBreached"),
-                                                         alert("checkout", "CheckoutP99LatencyBreached", gate="p99_latency")))
-    assert (status, body["rolled_back"], body["unchanged"], body["failed"]) == (200, ["shop/checkout"], ["shop/checkout"], [])
+    status, body = call(
+        port,
+        "POST",
+        "/alerts",
+        payload(
+            alert("checkout", "CheckoutErrorRateBreached"),
+            alert("checkout", "CheckoutP99LatencyBreached", gate="p99_latency"),
+        ),
+    )
+    assert (status, body["rolled_back"], body["unchanged"], body["failed"]) == (
+        200,
+        ["shop/checkout"],
+        ["shop/checkout"],
+        [],
+    )
     changed = [(a, b) for a, b in zip(before.splitlines(), spec.read_text().splitlines()) if a != b]
     assert changed == [("current: canary", "current: rollback  # rolled back: CheckoutErrorRateBreached (error_rate): "
                                            "shop/checkout: gate error_rate breached at stage canary")]
@@ -122,13 +140,19 @@ def test_a_firing_rollback_alert_becomes_one_rollback_commit(served):
     assert check.exit_code == 0, check.output
     assert "**rollback** (all on stable)" in (repo / "generated/shop/checkout/PLAN.md").read_text()
     assert commits(repo) == count + 1
-    assert git(repo, "log", "-1", "--format=%s").strip() == "rollback shop/checkout: CheckoutErrorRateBreached (error_rate)"
+    assert (
+        git(repo, "log", "-1", "--format=%s").strip()
+        == "rollback shop/checkout: CheckoutErrorRateBreached (error_rate)"
+    )
     assert body["alerts"][0]["commit"] == git(repo, "rev-parse", "HEAD").strip()
     assert git(repo, "status", "--porcelain") == ""  # the spec and every generated file are in the commit
 
     # the same alert again (Alertmanager repeats it) and its resolution change nothing
     after = spec.read_text()
-    for again in (alert("checkout", "CheckoutErrorRateBreached"), alert("checkout", "CheckoutErrorRateBreached", status="resolved")):
+    for again in (
+        alert("checkout", "CheckoutErrorRateBreached"),
+        alert("checkout", "CheckoutErrorRateBreached", status="resolved"),
+    ):
         status, body = call(port, "POST", "/alerts", payload(again))
         assert status == 200 and body["rolled_back"] == []
     assert body["ignored"] == 1
@@ -199,7 +223,9 @@ def test_a_real_alertmanager_delivers_the_rollback(served, tmp_path):
         process.terminate()
         process.wait(timeout=10)
     assert git(repo, "log", "-1", "--format=%s").strip() == "rollback shop/cart: CartErrorRateBreached (error_rate)"
-    assert "current: rollback  # rolled back: CartErrorRateBreached (error_rate)" in (repo / "specs/cart.yaml").read_text()
+    assert (
+        "current: rollback  # rolled back: CartErrorRateBreached (error_rate)" in (repo / "specs/cart.yaml").read_text()
+    )
 
 
 def test_alerts_find_their_rollout_by_rollout_namespace_and_environment():
@@ -209,7 +235,10 @@ def test_alerts_find_their_rollout_by_rollout_namespace_and_environment():
         unit = serve.find_unit(units, labels)
         return unit.plan.out if unit else None
 
-    assert found(rollout="ai-orchestra", namespace="production", environment="production") == "production/production/ai-orchestra"
+    assert (
+        found(rollout="ai-orchestra", namespace="production", environment="production")
+        == "production/production/ai-orchestra"
+    )
     assert found(rollout="ai-orchestra", namespace="staging", environment="staging") == "staging/staging/ai-orchestra"
     assert found(rollout="ai-orchestra", namespace="staging", environment="production") is None
     assert found(rollout="ai-orchestra", namespace="production") is None  # which environment?
@@ -231,7 +260,12 @@ def test_an_environment_alert_rolls_back_that_environment_only(tmp_path):
     changed = [(a, b) for a, b in zip(before.splitlines(), spec.read_text().splitlines()) if a != b]
     (row,) = changed
     assert row[0] == "  production: {}"
-    assert row[1].startswith("  production: {current: rollback}  # rolled back: AiOrchestraErrorRateBreached (error_rate)")
+    assert row[1].startswith(
+        "  production: {current: rollback}  # rolled back: AiOrchestraErrorRateBreached (error_rate)"
+    )
     plans = {p.environment: p for p in plans_of(spec)}
     assert plans["production"].is_rollback and plans["staging"].current.name == "switch"
-    assert "**rollback** (all on stable)" in (tmp_path / "generated/production/production/ai-orchestra/PLAN.md").read_text()
+    assert (
+        "**rollback** (all on stable)"
+        in (tmp_path / "generated/production/production/ai-orchestra/PLAN.md").read_text()
+    )

@@ -39,6 +39,7 @@ from compiler.gates.algebra import (
     render,
     substitute,
     walk,
+    window,
 )
 from compiler.gates.presets import VariantLabels, substitute as fill, yields_a_number
 from compiler.gates.statistics import quantile_level, wilson_lower, wilson_upper
@@ -122,7 +123,7 @@ def latency_lower_expr(plan: Plan, q: Fraction, seconds: int) -> Expr:
 def custom_query(plan: Plan, gate: GatePlan) -> Expr:
     assert gate.query is not None
     v = plan.canary
-    return text(fill(gate.query, VariantLabels(v.role, v.version, v.backend, v.port), window=c.window(gate.window)))
+    return text(fill(gate.query, VariantLabels(v.role, v.version, v.backend, v.port), window=window(gate.window)))
 
 
 def sourceless(gate: GatePlan) -> bool:
@@ -262,7 +263,7 @@ def alert_rules(plan: Plan) -> list[AlertRule]:
                              _alert_labels(plan, gate.name, gate.severity, gate.action), gate=gate))
     for seconds in c.judged_windows(stage):
         out.append(AlertRule(f"{prefix}CanaryStarved", "starved", starved_expr(plan, seconds), seconds,
-                             _alert_labels(plan, "min_requests", "info", "hold", window=c.window(seconds)),
+                             _alert_labels(plan, "min_requests", "info", "hold", window=window(seconds)),
                              window=seconds))
     objective = c.error_gate(stage)
     for burn in c.burn_rates(plan):
@@ -270,11 +271,11 @@ def alert_rules(plan: Plan) -> list[AlertRule]:
         page = burn.severity == "critical"
         out.append(AlertRule(f"{prefix}ErrorBudgetBurn", "burn", burn_expr(plan, burn, objective.threshold), 0,
                              _alert_labels(plan, "error_budget", burn.severity, stage.action if page else "notify",
-                                           window=c.window(burn.long)), burn=burn))
+                                           window=window(burn.long)), burn=burn))
     return out
 
 
-# --------------------------------------------------------------------------- the same conditions without recording rules
+# ------------------------------------------------------------- the same conditions without recording rules
 
 
 def inline(plan: Plan, expr: Expr) -> Expr:

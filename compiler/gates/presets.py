@@ -129,7 +129,9 @@ class VariantMetrics:
             return text(substitute(self.templates.latency, window=window(seconds)), {"$quantile": quantile})
         h = self.histogram
         assert h is not None
-        value: Expr = Call("histogram_quantile", (quantile, total(rate(Selector(h.metric, h.labels), seconds), ("le",))))
+        value: Expr = Call(
+            "histogram_quantile", (quantile, total(rate(Selector(h.metric, h.labels), seconds), ("le",)))
+        )
         return value / h.unit if h.unit != 1 else value
 
     def latency_takes_a_level(self) -> bool:
@@ -158,7 +160,9 @@ def preset(source: str, name: str, namespace: str, main_ingress: str, variant: V
         canary = f"{namespace}-{variant.backend}-{variant.port}" if variant.role == "canary" else ""
         labels = [(namespace_label, "=", namespace), ("ingress", "=", main_ingress), ("canary", "=", canary)]
         return VariantMetrics(
-            Counters("nginx_ingress_controller_requests", tuple(labels), ErrorLabel("status", STATUS_5XX, "500", "200")),
+            Counters(
+                "nginx_ingress_controller_requests", tuple(labels), ErrorLabel("status", STATUS_5XX, "500", "200")
+            ),
             _histogram("nginx_ingress_controller_request_duration_seconds_bucket", labels),
         )
     if source == "istio":

@@ -19,17 +19,21 @@ by the detection benchmark:
 
 from __future__ import annotations
 
+import itertools
 import math
+import operator
 import random
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from fractions import Fraction
-from typing import Union
+from typing import Any, Union
 
 from compiler.gates import alerts, conventions as c
 from compiler.gates.algebra import (
     COMPARISONS,
+    selectors,
     Aggregate,
     Binary,
     Call,
@@ -126,23 +130,33 @@ def _exact(value: float) -> Fraction:
     return Fraction(value).limit_denominator(10**6)
 
 
-NORMAL_ABOVE = 1000.0
-
-
 def poisson(rng: random.Random, mean: float) -> int:
-    """A Poisson draw: inversion in chunks of mean <= 20, the normal approximation above 1000."""
-    if mean > NORMAL_ABOVE:
-        return max(0, round(rng.gauss(mean, math.sqrt(mean))))
-    total = 0
-    while mean > 0:
-        chunk = min(mean, 20.0)
-        mean -= chunk
-        limit, k, p = math.exp(-chunk), 0, rng.random()
+    """An exact Poisson draw: multiplication of uniforms below a mean of 10, else Hörmann's transformed
+    rejection (PTRS, 1993), which takes about two uniforms whatever the mean."""
+    if mean <= 0:
+        return 0
+    if mean < 10:
+        limit, k, p = math.exp(-mean), 0, rng.random()
         while p > limit:
             p *= rng.random()
             k += 1
-        total += k
-    return total
+        return k
+    slam, loglam = math.sqrt(mean), math.log(mean)
+    b = 0.931 + 2.53 * slam
+    a = -0.059 + 0.02483 * b
+    invalpha = 1.1239 + 1.1328 / (b - 3.4)
+    vr = 0.9277 - 3.6224 / (b - 2)
+    while True:
+        u = rng.random() - 0.5
+        v = rng.random()
+        us = 0.5 - abs(u)
+        k = math.floor((2 * a / us + b) * u + mean + 0.43)
+        if us >= 0.07 and v <= vr:
+            return k
+        if k < 0 or (us < 0.013 and v > us):
+            continue
+        if math.log(v) + math.log(invalpha) - math.log(a / (us * us) + b) <= -mean + k * loglam - math.lgamma(k + 1):
+            return k
 
 
 def binomial(rng: random.Random, n: int, p: float) -> int:
@@ -163,11 +177,7 @@ def binomial(rng: random.Random, n: int, p: float) -> int:
 
 
 def cumulative(increments: Sequence[int]) -> list[float]:
-    out, total = [], 0
-    for value in increments:
-        total += value
-        out.append(float(total))
-    return out
+    return [float(x) for x in itertools.accumulate(increments)]
 
 
 # --------------------------------------------------------------------------- input series
@@ -184,7 +194,7 @@ class Inputs:
     flows: dict[str, Flow | None]
     custom: dict[str, list[float]] = field(default_factory=dict)  # gate name -> value per scrape
     buckets: tuple[float, float] = (0.1, 1.0)  # seconds: fast requests <= [0], slow ones <= [1]
-    _series: dict[int, list[InputSeries]] = field(default_factory=dict, repr=False, compare=False)
+    _series: dict[object, list[InputSeries]] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -288,48 +298,106 @@ def custom_series(plan: Plan, inputs: Inputs) -> list[InputSeries]:
     return out
 
 
-def fed_records(plan: Plan, inputs: Inputs) -> list[InputSeries]:
+@dataclass(frozen=True)
+class Needs:
+    """What some rules read: input series (by selector) and recorded series (by name and labels)."""
+
+    raw: tuple[Selector, ...]
+    records: frozenset[tuple[str, Labels]]
+
+    @property
+    def key(self) -> tuple[frozenset[str], frozenset[tuple[str, Labels]]]:
+        return frozenset(str(s) for s in self.raw), self.records
+
+    def selects(self, series: InputSeries) -> bool:
+        return (series.name, series.labels) in self.records or any(
+            _selects(s, series.name, series.labels) for s in self.raw)
+
+
+def needs(rules: Sequence[alerts.AlertRule], records: Sequence[alerts.Record]) -> Needs:
+    """Every series ``rules`` read, directly or through the recording rules they select."""
+    by_name: dict[str, list[tuple[alerts.Record, Labels]]] = {}
+    for record in records:
+        by_name.setdefault(record.name, []).append((record, _labels(list(record.labels))))
+    raw: dict[str, Selector] = {}
+    read: set[tuple[str, Labels]] = set()
+    todo: list[Expr] = [rule.expr for rule in rules]
+    while todo:
+        for selector in selectors(todo.pop()):
+            matched = [
+                (r, labels) for r, labels in by_name.get(selector.metric, []) if _selects(selector, r.name, labels)
+            ]
+            if not matched:
+                raw.setdefault(str(selector), selector)
+            for record, labels in matched:
+                key = (record.name, labels)
+                if key not in read:
+                    read.add(key)
+                    if not isinstance(record.expr, Text):
+                        todo.append(record.expr)
+    return Needs(tuple(raw[k] for k in sorted(raw)), frozenset(read))
+
+
+def fed_records(plan: Plan, inputs: Inputs, only: Needs | None = None,
+                records: Sequence[alerts.Record] | None = None) -> list[InputSeries]:
     """The series recorded by rules whose expression is the user's PromQL, as the same rules compute them
-    over stand-in counters."""
+    over stand-in counters (those ``only`` needs, or all)."""
     measured = measured_plan(plan)
     scrapes = [i * STEP for i in range(inputs.steps)]
     world = World(measured, exporter_series(measured, inputs), scrapes)
     out = []
-    for record in alerts.records(plan):
+    for record in records if records is not None else alerts.records(plan):
         labels = dict(record.labels)
-        if not isinstance(record.expr, Text) or record.name == c.CUSTOM_RECORD or inputs.flows.get(labels["variant"]) is None:
+        if (
+            not isinstance(record.expr, Text)
+            or record.name == c.CUSTOM_RECORD
+            or inputs.flows.get(labels["variant"]) is None
+        ):
+            continue
+        if only is not None and (record.name, _labels(list(record.labels))) not in only.records:
             continue
         vector = world.record(record.name, record.labels)
         values = next(iter(vector.values())) if vector else [None] * len(scrapes)
-        sampled = tuple(None if v is None or math.isnan(v) else v for v in values)  # NaN: no sample, as promtool reads "_"
+        sampled = tuple(
+            None if v is None or math.isnan(v) else v for v in values
+        )  # NaN: no sample, as promtool reads "_"
         out.append(InputSeries(record.name, _labels(list(record.labels)), sampled))
     return out
 
 
-def series_of(plan: Plan, inputs: Inputs) -> list[InputSeries]:
-    """Every series a test group feeds: the source's exporter series (or the recorded series of the user's
-    queries) and the custom gates' values."""
-    key = id(plan)
+def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
+              records: Sequence[alerts.Record] | None = None) -> list[InputSeries]:
+    """The series a test group feeds: the source's exporter series (or the recorded series of the user's
+    queries) and the custom gates' values; with ``only``, those that some rules read."""
+    key = (id(plan), only.key if only is not None else None)
     if key not in inputs._series:
-        base = fed_records(plan, inputs) if uses_templates(plan) else exporter_series(plan, inputs)
-        inputs._series[key] = base + custom_series(plan, inputs)
+        if uses_templates(plan):
+            base = fed_records(plan, inputs, only, records)
+        else:
+            base = [s for s in exporter_series(plan, inputs) if only is None or only.selects(s)]
+        custom = [s for s in custom_series(plan, inputs) if only is None or only.selects(s)]
+        inputs._series[key] = base + custom
     return inputs._series[key]
 
 
-def input_series(plan: Plan, inputs: Inputs) -> list[dict[str, str]]:
+def input_series(plan: Plan, inputs: Inputs, only: Needs | None = None,
+                 records: Sequence[alerts.Record] | None = None) -> list[dict[str, str]]:
     """promtool ``input_series`` for one test group."""
-    return [s.promtool() for s in series_of(plan, inputs)]
+    return [s.promtool() for s in series_of(plan, inputs, only, records)]
 
 
 def expanding(values: Sequence[float]) -> str:
     """promtool's expanding notation: runs of a constant step as ``a+bxn``."""
+    n = len(values)
+    if all(type(v) is float and v.is_integer() and -_EXACT < v < _EXACT for v in values):
+        return _expanding_whole([int(v) for v in values])
     parts, i = [], 0
-    while i < len(values):
+    while i < n:
         j = i
-        if i + 1 < len(values):
+        if i + 1 < n:
             step = values[i + 1] - values[i]
             exact = all(float(v).is_integer() for v in values[i:i + 2]) or step == 0
-            while exact and j + 1 < len(values) and values[j + 1] - values[j] == step:
+            while exact and j + 1 < n and values[j + 1] - values[j] == step:
                 j += 1
         if j > i:
             step = values[i + 1] - values[i]
@@ -339,6 +407,25 @@ def expanding(values: Sequence[float]) -> str:
         else:
             parts.append(_num(values[i]))
             i += 1
+    return " ".join(parts)
+
+
+_EXACT = float(2**53)
+
+
+def _expanding_whole(values: list[int]) -> str:
+    """:func:`expanding` of whole numbers: every pair of samples starts a run."""
+    n = len(values)
+    steps = [b - a for a, b in zip(values, values[1:])]
+    parts, i = [], 0
+    while i + 1 < n:
+        step, j = steps[i], i + 1
+        while j < n - 1 and steps[j] == step:
+            j += 1
+        parts.append(f"{values[i]}+{step}x{j - i}" if step >= 0 else f"{values[i]}-{-step}x{j - i}")
+        i = j + 1
+    if i < n:
+        parts.append(str(values[i]))
     return " ".join(parts)
 
 
@@ -433,22 +520,31 @@ Scalar = list[float]
 
 
 def _matches(op: str, pattern: str, value: str) -> bool:
-    import re
-
     if op == "=":
         return value == pattern
     if op == "!=":
         return value != pattern
-    hit = re.fullmatch(pattern, value) is not None
+    hit = _regex(pattern).fullmatch(value) is not None
     return hit if op == "=~" else not hit
+
+
+@lru_cache(maxsize=512)
+def _regex(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _selects(node: Selector, name: str, labels: Labels) -> bool:
     if node.metric != name:
         return False
     found = dict(labels)
-    found["__name__"] = name
-    return all(_matches(op, pattern, found.get(label, "")) for label, op, pattern in node.matchers)
+    for label, op, pattern in node.matchers:
+        value = name if label == "__name__" else found.get(label, "")
+        if op == "=":
+            if value != pattern:
+                return False
+        elif not _matches(op, pattern, value):
+            return False
+    return True
 
 
 def _without_name(labels: Labels) -> Labels:
@@ -462,11 +558,10 @@ def _key(labels: Labels, on: bool | None, names: tuple[str, ...]) -> Labels:
 
 
 _ARITHMETIC: dict[str, Callable[[float, float], float]] = {
-    "+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b, "/": divide,
+    "+": operator.add, "-": operator.sub, "*": operator.mul, "/": divide,
 }
 _COMPARE: dict[str, Callable[[float, float], bool]] = {
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b, ">": lambda a, b: a > b, "<": lambda a, b: a < b,
-    ">=": lambda a, b: a >= b, "<=": lambda a, b: a <= b,
+    "==": operator.eq, "!=": operator.ne, ">": operator.gt, "<": operator.lt, ">=": operator.ge, "<=": operator.le,
 }
 
 
@@ -481,6 +576,12 @@ class World:
         self.scrape_times = [i * STEP for i in range(steps)]
         self.raw = raw
         self.rules = records if records is not None else alerts.records(plan)
+        self.raw_by_name: dict[str, list[InputSeries]] = {}
+        for series in raw:
+            self.raw_by_name.setdefault(series.name, []).append(series)
+        self.rules_by_name: dict[str, list[tuple[int, Labels]]] = {}
+        for index, rule in enumerate(self.rules):
+            self.rules_by_name.setdefault(rule.name, []).append((index, _labels(list(rule.labels))))
         self._selected: dict[tuple[str, tuple[Matcher, ...]], Vector] = {}
         self._records: dict[int, Vector] = {}
         self._memo: dict[int, object] = {}
@@ -512,14 +613,13 @@ class World:
 
     def _select(self, node: Selector) -> Vector:
         out: Vector = {}
-        for series in self.raw:
+        for series in self.raw_by_name.get(node.metric, ()):
             labels = series.labels
             if _selects(node, series.name, labels):
                 out[tuple(sorted(labels + (("__name__", series.name),)))] = self._instant(series)
-        for index, rule in enumerate(self.rules):
-            if not _selects(node, rule.name, _labels(list(rule.labels))):
-                continue
-            if isinstance(rule.expr, Text):
+        for index, rule_labels in self.rules_by_name.get(node.metric, ()):
+            rule = self.rules[index]
+            if isinstance(rule.expr, Text) or not _selects(node, rule.name, rule_labels):
                 continue  # the user's query reads series nobody feeds; its value, if any, is an input series
             for labels, values in self._rule(index).items():
                 if _selects(node, rule.name, _without_name(labels)):
@@ -529,8 +629,8 @@ class World:
     def record(self, name: str, labels: Sequence[tuple[str, str]]) -> Vector:
         """The series a recording rule of this name and these labels records."""
         want = _labels(list(labels))
-        for index, rule in enumerate(self.rules):
-            if rule.name == name and _labels(list(rule.labels)) == want and not isinstance(rule.expr, Text):
+        for index, rule_labels in self.rules_by_name.get(name, ()):
+            if rule_labels == want and not isinstance(self.rules[index].expr, Text):
                 return self._rule(index)
         return {}
 
@@ -601,8 +701,8 @@ class World:
             v = self.vector(args[0])
             out: Scalar = []
             for i in range(len(self.times)):
-                present = [vals[i] for vals in v.values() if vals[i] is not None]
-                out.append(present[0] if len(present) == 1 else math.nan)  # type: ignore[list-item]
+                present = [x for vals in v.values() if (x := vals[i]) is not None]
+                out.append(present[0] if len(present) == 1 else math.nan)
             return out
         if f == "absent":
             arg = args[0]
@@ -627,12 +727,12 @@ class World:
 
     def _quantile(self, q: Scalar, v: Vector) -> Vector:
         groups: dict[Labels, list[tuple[float, Values]]] = {}
-        for labels, values in v.items():
+        for labels, series in v.items():
             le = dict(labels).get("le")
             if le is None:
                 continue
             rest = tuple(p for p in labels if p[0] not in ("le", "__name__"))
-            groups.setdefault(rest, []).append((float(le), values))
+            groups.setdefault(rest, []).append((float(le), series))
         out: Vector = {}
         for labels, buckets in groups.items():
             values: Values = []
@@ -667,33 +767,36 @@ class World:
             return self._set(node)
         lhs, rhs = self.evaluate(node.lhs), self.evaluate(node.rhs)
         op = node.op
+        compare = op in COMPARISONS
+        f = _COMPARE[op] if compare else _ARITHMETIC[op]
         if not isinstance(lhs, dict) and not isinstance(rhs, dict):
-            if op in COMPARISONS:
-                return [float(_COMPARE[op](a, b)) for a, b in zip(lhs, rhs)]
-            return [_ARITHMETIC[op](a, b) for a, b in zip(lhs, rhs)]
-        if isinstance(lhs, dict) and isinstance(rhs, dict):
-            pairs = self._match(node, lhs, rhs)
-        elif isinstance(lhs, dict):
-            pairs = [(k, vals, [float(x) for x in rhs], vals) for k, vals in lhs.items()]  # type: ignore[misc]
-        else:
-            assert isinstance(rhs, dict)
-            pairs = [(k, [float(x) for x in lhs], vals, vals) for k, vals in rhs.items()]  # type: ignore[misc]
+            if compare:
+                return [float(f(a, b)) for a, b in zip(lhs, rhs)]
+            return [f(a, b) for a, b in zip(lhs, rhs)]
         out: Vector = {}
-        for labels, a_vals, b_vals, kept in pairs:
-            values: Values = []
-            for a, b, keep in zip(a_vals, b_vals, kept):
-                if a is None or b is None:
-                    values.append(None)
-                elif op in COMPARISONS:
-                    hit = _COMPARE[op](a, b)
-                    values.append(float(hit) if node.bool_ else (keep if hit else None))
-                else:
-                    values.append(_ARITHMETIC[op](a, b))
-            drop = op not in COMPARISONS or node.bool_
-            out[_without_name(labels) if drop else labels] = values
+        drop = not compare or node.bool_
+        if isinstance(lhs, dict) and isinstance(rhs, dict):
+            for labels, a_vals, b_vals in self._match(node, lhs, rhs):
+                out[_without_name(labels) if drop else labels] = _combine(f, compare, node.bool_, a_vals, b_vals, True)
+            return out
+        vector_left = isinstance(lhs, dict)
+        vector = lhs if vector_left else rhs
+        scalar = rhs if vector_left else lhs
+        assert isinstance(vector, dict) and isinstance(scalar, list)
+        constant = scalar[0] if scalar and all(x == scalar[0] for x in scalar) else None
+        for labels, vals in vector.items():
+            key = _without_name(labels) if drop else labels
+            if constant is not None and not compare:
+                b = constant
+                out[key] = ([None if a is None else f(a, b) for a in vals] if vector_left
+                            else [None if a is None else f(b, a) for a in vals])
+            elif vector_left:
+                out[key] = _combine(f, compare, node.bool_, vals, scalar, True)
+            else:
+                out[key] = _combine(f, compare, node.bool_, scalar, vals, False)
         return out
 
-    def _match(self, node: Binary, lhs: Vector, rhs: Vector) -> list[tuple[Labels, Values, Values, Values]]:
+    def _match(self, node: Binary, lhs: Vector, rhs: Vector) -> list[tuple[Labels, Values, Values]]:
         m = node.matching
         on, names = (m.on, m.labels) if m is not None else (None, ())
         right = {_key(k, on, names): vals for k, vals in rhs.items()}
@@ -701,7 +804,7 @@ class World:
         for labels, vals in lhs.items():
             other = right.get(_key(labels, on, names))
             if other is not None:
-                out.append((labels, vals, other, vals))
+                out.append((labels, vals, other))
         return out
 
     def _set(self, node: Binary) -> Vector:
@@ -733,6 +836,18 @@ class World:
         return out
 
 
+def _combine(f: Callable[[float, float], Any], compare: bool, as_bool: bool, a_vals: Sequence[float | None],
+             b_vals: Sequence[float | None], keep_left: bool) -> Values:
+    """An operator applied sample by sample; a comparison keeps the vector's sample (or 0/1 with ``bool``)."""
+    if not compare:
+        return [None if a is None or b is None else f(a, b) for a, b in zip(a_vals, b_vals)]
+    if as_bool:
+        return [None if a is None or b is None else float(f(a, b)) for a, b in zip(a_vals, b_vals)]
+    if keep_left:
+        return [a if a is not None and b is not None and f(a, b) else None for a, b in zip(a_vals, b_vals)]
+    return [b if a is not None and b is not None and f(a, b) else None for a, b in zip(a_vals, b_vals)]
+
+
 # --------------------------------------------------------------------------- alerts over time
 
 
@@ -752,16 +867,19 @@ class Timeline:
         return next((i for i in range(start, len(self.firing)) if self.firing[i] is None), None)
 
 
-def simulate(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs,
-             every: int = c.EVALUATION_INTERVAL) -> list[Timeline]:
-    """When each rule fires, evaluated every ``every`` seconds from 0 (pending for its ``for``).
+def simulate(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs, every: int = c.EVALUATION_INTERVAL,
+             records: Sequence[alerts.Record] | None = None) -> list[Timeline]:
+    """When each rule fires, evaluated every ``every`` seconds from 0 (pending for its ``for``), fed what the
+    rules read.
 
     A rule that yields no series at any evaluation gets one timeline of its own that never fires.
     """
     if every % STEP:
         raise ValueError(f"evaluations every {every}s do not line up with scrapes every {STEP}s")
     evaluations = ((inputs.steps - 1) * STEP) // every + 1
-    world = World(plan, series_of(plan, inputs), [k * every for k in range(evaluations)])
+    records = list(records) if records is not None else alerts.records(plan)
+    fed = series_of(plan, inputs, needs(rules, records), records)
+    world = World(plan, fed, [k * every for k in range(evaluations)], records)
     out = []
     for rule in rules:
         result = world.vector(rule.expr)

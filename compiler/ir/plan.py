@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass, replace
+from functools import cached_property
 from fractions import Fraction
 from typing import Any
 
@@ -268,7 +269,7 @@ class AlertingPlan:
     def route(self, key: str) -> tuple[str, ...]:
         return dict(self.routes).get(key, ())
 
-    @property
+    @cached_property
     def key(self) -> str:
         """What names this set of receivers and routes: rollouts with the same share one subtree of the fleet's
         Alertmanager configuration (the ``rollout_route`` label of their alerts)."""

@@ -66,29 +66,31 @@ def _gate_plans(gates: model.Gates | None, loc: Loc, spec: model.RolloutSpec, on
         return {"window": g.window or window, "for_": g.for_ or default_for,
                 "severity": g.severity or SEVERITIES[breach], "on_breach": breach, "action": ACTIONS[breach]}
 
-    if gates.error_rate is not None:
-        g = gates.error_rate
-        out.append(GatePlan("error_rate", "error_rate", g.max, "max", None, query=None,
-                            description=f"error rate < {format_percent(g.max)}", loc=loc + ("error_rate",), **common(g)))
+    error = gates.error_rate
+    if error is not None:
+        out.append(GatePlan("error_rate", "error_rate", error.max, "max", None, query=None,
+                            description=f"error rate < {format_percent(error.max)}", loc=loc + ("error_rate",),
+                            **common(error)))
     for key, quantile in (("p95_latency", Fraction(95, 100)), ("p99_latency", Fraction(99, 100))):
-        g = getattr(gates, key)
-        if g is not None:
-            out.append(GatePlan(key, "latency", g.max, "max", quantile, query=None,
-                                description=f"p{int(quantile * 100)} latency < {format_latency(g.max)}",
-                                loc=loc + (key,), **common(g)))
-    if gates.error_rate_vs_stable is not None:
-        g = gates.error_rate_vs_stable
-        out.append(GatePlan("error_rate_vs_stable", "ratio", g.max, "max", None, query=None,
-                            description=f"canary error rate <= {format_decimal(g.max)}x stable",
-                            loc=loc + ("error_rate_vs_stable",), **common(g)))
+        latency: model.LatencyGate | None = getattr(gates, key)
+        if latency is not None:
+            out.append(GatePlan(key, "latency", latency.max, "max", quantile, query=None,
+                                description=f"p{int(quantile * 100)} latency < {format_latency(latency.max)}",
+                                loc=loc + (key,), **common(latency)))
+    ratio = gates.error_rate_vs_stable
+    if ratio is not None:
+        out.append(GatePlan("error_rate_vs_stable", "ratio", ratio.max, "max", None, query=None,
+                            description=f"canary error rate <= {format_decimal(ratio.max)}x stable",
+                            loc=loc + ("error_rate_vs_stable",), **common(ratio)))
     for name in sorted(gates.custom):
-        g = gates.custom[name]
-        bound = "max" if g.max is not None else "min"
-        threshold = g.max if g.max is not None else g.min
+        custom = gates.custom[name]
+        bound = "max" if custom.max is not None else "min"
+        threshold = custom.max if custom.max is not None else custom.min
+        assert threshold is not None  # the model requires exactly one of them
         sign = "<=" if bound == "max" else ">="
-        out.append(GatePlan(name, "custom", threshold, bound, None, query=g.query,
-                            description=g.description or f"{name} {sign} {format_decimal(threshold)}",
-                            loc=loc + ("custom", name), **common(g)))
+        out.append(GatePlan(name, "custom", threshold, bound, None, query=custom.query,
+                            description=custom.description or f"{name} {sign} {format_decimal(threshold)}",
+                            loc=loc + ("custom", name), **common(custom)))
     return tuple(out)
 
 
@@ -129,10 +131,13 @@ def _stages(spec: model.RolloutSpec, testers: bool) -> tuple[StagePlan, ...]:
             mirror = s.mirror or Fraction(0)
             loc = ("stages", i)
             gates = _gate_plans(s.gates, loc + ("gates",), spec, s.on_breach)
-            stages.append(_stage(i, s.name, _kind(weight, mirror), weight, mirror, s.hold, gates, s.on_breach, testers, loc))
+            stages.append(
+                _stage(i, s.name, _kind(weight, mirror), weight, mirror, s.hold, gates, s.on_breach, testers, loc)
+            )
         return tuple(stages)
     strategy = spec.strategy
     if isinstance(strategy, model.PresetStrategy):
+        steps: list[tuple[Fraction, int, Loc]]
         if strategy.preset == "custom":
             hold = strategy.hold or 300
             steps = [(s.weight, s.hold or hold, ("strategy", "steps", i)) for i, s in enumerate(strategy.steps or [])]
@@ -141,14 +146,26 @@ def _stages(spec: model.RolloutSpec, testers: bool) -> tuple[StagePlan, ...]:
             hold = strategy.hold or default_hold
             steps = [(Fraction(w, 100), hold, ("strategy", "preset")) for w in weights]
         if strategy.shadow:
-            loc = ("strategy", "shadow")
-            stages.append(_stage(0, "shadow", "shadow", Fraction(0), Fraction(1), strategy.shadow, (), strategy.on_breach, testers, loc))
-        for i, (weight, step_hold, loc) in enumerate(steps):
+            stages.append(
+                _stage(
+                    0,
+                    "shadow",
+                    "shadow",
+                    Fraction(0),
+                    Fraction(1),
+                    strategy.shadow,
+                    (),
+                    strategy.on_breach,
+                    testers,
+                    ("strategy", "shadow"),
+                )
+            )
+        for i, (weight, step_hold, step_loc) in enumerate(steps):
             last = i == len(steps) - 1
             on_breach = (strategy.final_on_breach or strategy.on_breach) if last else strategy.on_breach
             gates = _gate_plans(strategy.gates, ("strategy", "gates"), spec, on_breach)
             stages.append(_stage(len(stages), step_name(weight), _kind(weight, Fraction(0)), weight, Fraction(0),
-                                 step_hold, gates, on_breach, testers, loc))
+                                 step_hold, gates, on_breach, testers, step_loc))
         return tuple(stages)
     bg = strategy.blue_green  # type: ignore[union-attr]
     old, new = bg.active, ("green" if bg.active == "blue" else "blue")
@@ -176,7 +193,9 @@ def _flags(spec: model.RolloutSpec, stages: tuple[StagePlan, ...], rollback: Sta
         flag = spec.flags[name]
         all_stages = stages + (rollback,)
         if flag.kill_switch:
-            engaged = tuple((s.name, flag.engaged or (s.kind == "rollback" and flag.engage_on_rollback)) for s in all_stages)
+            engaged = tuple(
+                (s.name, flag.engaged or (s.kind == "rollback" and flag.engage_on_rollback)) for s in all_stages
+            )
             shares = tuple((s.name, Fraction(int(e))) for s, (_, e) in zip(all_stages, engaged))
             kills = tuple(sorted(flag.kills if flag.kills is not None else ordinary))
         else:
@@ -264,7 +283,9 @@ def _gitops(g: model.GitOps | None) -> GitOpsPlan | None:
     a, f = g.argocd, g.flux
     return GitOpsPlan(
         g.path,
-        ArgoCDPlan(a.repo_url, a.target_revision, a.project, a.namespace, a.destination_server, a.automated) if a else None,
+        ArgoCDPlan(a.repo_url, a.target_revision, a.project, a.namespace, a.destination_server, a.automated)
+        if a
+        else None,
         FluxPlan(f.source, f.source_namespace, f.namespace, f.interval, f.prune) if f else None,
     )
 

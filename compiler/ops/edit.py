@@ -133,7 +133,7 @@ def _insert(lines: list[str], root: CommentedMap, node: CommentedMap, environmen
                             "its line with no comment after it; leave out --reason")
         end = rest[len(body):]
         lines[line_no] = line[:col + 1] + f"{KEY}: {token}" + sep + (body.rstrip() + comment if comment else body) + end
-        return line_no + 1
+        return int(line_no) + 1
     if not node:
         raise EditError(path, line_no + 1, col + 1, f"cannot add `{KEY}` to environment '{environment}' in place")
     key_line, _ = envs.lc.key(environment)
@@ -141,7 +141,7 @@ def _insert(lines: list[str], root: CommentedMap, node: CommentedMap, environmen
     _, indent = node.lc.key(first)
     newline = "\n"
     lines.insert(key_line + 1, " " * indent + f"{KEY}: {token}{comment}{newline}")
-    return key_line + 2
+    return int(key_line) + 2
 
 
 def one_line(text: str) -> str:

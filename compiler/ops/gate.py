@@ -24,6 +24,7 @@ import urllib.request
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -50,7 +51,7 @@ class Prometheus:
     url: str  # base URL, e.g. http://prometheus:9090 (a path prefix is kept)
     timeout: float = 10.0
 
-    def _call(self, endpoint: str, params: dict[str, str]) -> dict:
+    def _call(self, endpoint: str, params: dict[str, str]) -> dict[str, Any]:
         body = urllib.parse.urlencode(params).encode()
         request = urllib.request.Request(
             f"{self.url.rstrip('/')}/api/v1/{endpoint}", data=body, method="POST",
@@ -96,7 +97,7 @@ class Prometheus:
         return any(len(item.get("values", [])) >= needed for item in data.get("result", []))
 
 
-def _answer(raw: bytes) -> dict:
+def _answer(raw: bytes) -> dict[str, Any]:
     try:
         answer = json.loads(raw)
     except ValueError:
@@ -104,7 +105,8 @@ def _answer(raw: bytes) -> dict:
     if not isinstance(answer, dict) or answer.get("status") != "success" or not isinstance(answer.get("data"), dict):
         detail = answer.get("error") if isinstance(answer, dict) else None
         raise PrometheusError(f"Prometheus refused a query: {detail or 'unexpected answer'}")
-    return answer["data"]
+    data: dict[str, Any] = answer["data"]
+    return data
 
 
 def _number(text: object) -> float:
@@ -299,7 +301,9 @@ def render_text(plan: Plan, report: Report) -> str:
     rows = [["GATE", "WINDOW", "REQUESTS", "MEASURED", "JUDGED", "THRESHOLD", "VERDICT"]]
     for g in report.gates:
         kind = kinds[g.gate]
-        judged = _value(g.judged, kind) + (" (bound)" if kind in ("error_rate", "latency", "ratio") and g.judged is not None else "")
+        judged = _value(g.judged, kind) + (
+            " (bound)" if kind in ("error_rate", "latency", "ratio") and g.judged is not None else ""
+        )
         verdict = f"{g.verdict}: {g.action}" if g.verdict == "breached" else g.verdict
         rows.append([g.gate, g.window, f"{g.requests:.0f}", _value(g.measured, kind), judged, g.threshold, verdict])
     for t in report.traffic:
@@ -353,10 +357,10 @@ def pick_plan(spec: Path, env: str | None) -> Plan:
     return units[0].plan
 
 
-class _Time(click.ParamType):
+class _Time(click.ParamType[float, "str | float"]):
     name = "TIME"
 
-    def convert(self, value, param, ctx):  # type: ignore[no-untyped-def]
+    def convert(self, value: str | float, param: click.Parameter | None, ctx: click.Context | None) -> float:
         if isinstance(value, float):
             return value
         try:

@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass
 from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -64,10 +65,11 @@ class Outcome:
 def alerts_of(payload: object) -> list[object]:
     if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
         raise PayloadError("expected an Alertmanager webhook payload: an object with a list `alerts`")
-    return payload["alerts"]
+    alerts: list[object] = payload["alerts"]
+    return alerts
 
 
-def _labels(alert: dict, key: str) -> dict[str, str]:
+def _labels(alert: dict[str, Any], key: str) -> dict[str, str]:
     value = alert.get(key)
     if not isinstance(value, dict):
         return {}
@@ -115,7 +117,10 @@ class Rollbacks:
             return Outcome("-", None, "ignored", "not an alert object")
         labels = _labels(alert, "labels")
         name = labels.get("alertname", "-")
-        named = "/".join(v for v in (labels.get("environment"), labels.get("namespace"), labels.get("rollout")) if v) or None
+        named = (
+            "/".join(v for v in (labels.get("environment"), labels.get("namespace"), labels.get("rollout")) if v)
+            or None
+        )
         if alert.get("status") != "firing":
             return Outcome(name, named, "ignored", f"status {alert.get('status')!r}, not firing")
         if labels.get("action") != ROLLBACK:
@@ -243,7 +248,7 @@ class Handler(BaseHTTPRequestHandler):
         failed = [o for o in outcomes if o.result == "failed"]
         self._reply(500 if failed else 200, summary(outcomes))
 
-    def _reply(self, status: int, body: dict) -> None:
+    def _reply(self, status: int, body: dict[str, Any]) -> None:
         data = (json.dumps(body, sort_keys=True) + "\n").encode()
         self.send_response(status)
         self.send_header("Content-Type", "application/json")
@@ -255,7 +260,7 @@ class Handler(BaseHTTPRequestHandler):
         pass  # one line per action is logged by the handling itself
 
 
-def summary(outcomes: list[Outcome]) -> dict:
+def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     def rollouts(result: str) -> list[str]:
         return sorted({o.rollout for o in outcomes if o.result == result and o.rollout})
 
@@ -328,7 +333,7 @@ def serve(specs: Path, output: Path, listen: tuple[str, int], commit: bool) -> N
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}") from None
     signal.signal(signal.SIGTERM, _stop)
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), server.server_address[1]
     log(f"listening on http://{host}:{port}/alerts (specs {specs}, output {output}, "
         f"{'commit' if commit else 'no commit'})")
     try:

@@ -19,7 +19,8 @@ import os
 import stat
 import tempfile
 from pathlib import Path
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import click
 
@@ -28,7 +29,8 @@ from compiler.ops import edit
 from compiler import build
 from compiler import pipeline
 from compiler.diagnostics import Diagnostic, SpecError
-from compiler.spec.load import display_path, load_file
+from compiler.sources import display_path
+from compiler.spec.load import load_file
 from compiler.ir.plan import ROLLBACK
 
 SPEC = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
@@ -59,9 +61,10 @@ def _analyse(path: Path) -> list[pipeline.Unit]:
     return units
 
 
-def _doc_data(path: Path) -> dict:
+def _doc_data(path: Path) -> dict[str, Any]:
     try:
-        return load_file(path).data
+        data: dict[str, Any] = load_file(path).data
+        return data
     except SpecError as exc:
         raise WorkflowError(exc.diagnostics) from None
 
@@ -70,17 +73,19 @@ def _error(path: Path, message: str, line: int = 1, col: int = 1) -> WorkflowErr
     return WorkflowError([Diagnostic(display_path(path), line, col, "error", message, "workflow")])
 
 
-def _where(path: Path, data: dict, env: str | None) -> str | None:
+def _where(path: Path, data: dict[str, Any], env: str | None) -> str | None:
     """The environment whose ``current`` is edited: ``env``, or None for the top-level key."""
+    if env is None:
+        return None
     environments = data.get("environments")
-    if env is not None and not isinstance(environments, dict):
+    if not isinstance(environments, dict):
         raise _error(path, f"--env {env}: the spec has no `environments`")
-    if env is not None and env not in environments:
+    if env not in environments:
         raise _error(path, f"no environment '{env}' in `environments` ({', '.join(map(str, environments))})")
     return env
 
 
-def _inheriting(units: list[pipeline.Unit], data: dict, env: str | None) -> list[pipeline.Unit]:
+def _inheriting(units: list[pipeline.Unit], data: dict[str, Any], env: str | None) -> list[pipeline.Unit]:
     """The plans whose stage in effect the edit moves."""
     if env is not None:
         return [u for u in units if u.plan.environment == env]
@@ -111,8 +116,11 @@ def next_stage_name(path: Path, env: str | None) -> str:
                          line, col)
         names.add(following.name)
     if len(names) > 1:
-        raise _error(path, f"the environments that share `current` have different next stages ({', '.join(sorted(names))}): "
-                           "choose one with --env")
+        raise _error(
+            path,
+            f"the environments that share `current` have different next stages ({', '.join(sorted(names))}): "
+            "choose one with --env",
+        )
     return names.pop()
 
 
@@ -176,7 +184,7 @@ def _report(path: Path, change: edit.Edit | None, value: str, env: str | None) -
     click.echo("next: `rollout compile` and commit the spec with the generated files", err=True)
 
 
-def _run(action) -> None:
+def _run(action: Callable[[], object]) -> None:
     try:
         action()
     except WorkflowError as exc:

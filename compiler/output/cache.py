@@ -97,7 +97,7 @@ class Cache:
             except sqlite3.Error:
                 self._off()
                 return None
-            found = (tuple(row[:4]), row[4], row[5]) if row is not None else None  # type: ignore[assignment]
+            found = ((row[0], row[1], row[2], row[3]), row[4], row[5]) if row is not None else None
         if found is None or found[0] != stat or not isinstance(found[1], str):
             return None
         return found[1] if found[2] == _check(key, stat, found[1]) else None

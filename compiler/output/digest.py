@@ -44,13 +44,15 @@ def compiler_digest() -> str:
     package = Path(compiler.__file__).resolve().parent
     from compiler import templating
 
-    sources = sorted(package.rglob("*.py")) + sorted(p for d in templating.template_dirs() for p in Path(d).glob("*.j2"))
+    sources = sorted(package.rglob("*.py")) + sorted(
+        p for d in templating.template_dirs() for p in Path(d).glob("*.j2")
+    )
     for path in sources:
         name = path.relative_to(package.parent) if path.is_relative_to(package.parent) else Path(path.name)
         h.update(name.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
     versions = installed()
-    for name in LIBRARIES:
-        h.update(f"{name}={versions.get(name, '-')}\0".encode())
+    for library in LIBRARIES:
+        h.update(f"{library}={versions.get(library, '-')}\0".encode())
     h.update(f"libyaml={getattr(yaml, '__with_libyaml__', False)}".encode())
     return h.hexdigest()
 

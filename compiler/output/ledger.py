@@ -47,7 +47,9 @@ class Ledger:
             data.update(spec=self.spec, spec_sha256=self.spec_sha256, inputs=self.inputs,
                         siblings=sorted(self.siblings), fleet=self.fleet.to_json() if self.fleet else None)
         data.update(self.extra)
-        return orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE).decode()
+        return orjson.dumps(
+            data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+        ).decode()
 
 
 def parse(out: str, data: bytes) -> Ledger | None:

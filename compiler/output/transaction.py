@@ -103,8 +103,11 @@ def acquire(out: Path, timeout: float, shared: bool = False) -> int | None:
             except BlockingIOError:
                 if time.monotonic() >= deadline:
                     os.close(fd)
-                    raise OutputError(out, f"{_holder(path)} has been compiling into this folder for longer than the "
-                                           f"{timeout:g}s this compile waits (--lock-timeout): nothing written") from None
+                    raise OutputError(
+                        out,
+                        f"{_holder(path)} has been compiling into this folder for longer than the "
+                        f"{timeout:g}s this compile waits (--lock-timeout): nothing written",
+                    ) from None
                 time.sleep(POLL)
         try:
             same = os.fstat(fd).st_ino == os.stat(path).st_ino
@@ -361,7 +364,9 @@ class Transaction:
             _write_journal(state, self.ops)
         except OSError as exc:
             (state / f"{JOURNAL}.new").unlink(missing_ok=True)
-            raise OutputError(self.out, f"cannot write the compile's journal: {describe(exc)}; nothing written") from None
+            raise OutputError(
+                self.out, f"cannot write the compile's journal: {describe(exc)}; nothing written"
+            ) from None
         self._committed = True
         try:
             _apply(self.out, self.ops)

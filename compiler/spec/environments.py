@@ -7,8 +7,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
+from pydantic_core import ErrorDetails
 
-from compiler.spec import model
+from compiler.spec import model, names
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.spec.load import Document, Loc
 
@@ -53,7 +54,7 @@ def _model_at(loc: Loc) -> type[model.Model] | None:
             return None
         skip_key = _is_container(field.annotation)
         current = _unwrap(field.annotation)
-    return current
+    return current if isinstance(current, type) and issubclass(current, model.Model) else None
 
 
 def _walk_types(annotation: Any) -> list[Any]:
@@ -91,7 +92,7 @@ def _unwrap(annotation: Any) -> Any:
     return found[0] if len(set(found)) == 1 else None
 
 
-def _message(error: dict[str, Any], doc: Document) -> tuple[Loc, str, bool]:
+def _message(error: ErrorDetails, doc: Document) -> tuple[Loc, str, bool]:
     """A pydantic error -> (data location, message, point at the key rather than the value)."""
     loc: Loc = tuple(error["loc"])
     kind = error["type"]
@@ -195,20 +196,24 @@ class _Merger:
             return result
         if _named_list(base) and _named_list(over):
             self._position(out, src)
-            result = list(base)
+            merged = list(base)
             index = {item["name"]: i for i, item in enumerate(base)}
             for j, item in enumerate(over):
                 if item["name"] in index:
                     i = index[item["name"]]
-                    result[i] = self.merge(base[i], item, out + (i,), src + (j,))
+                    merged[i] = self.merge(base[i], item, out + (i,), src + (j,))
                 else:
-                    result.append(self.take(item, out + (len(result),), src + (j,)))
-            return result
+                    merged.append(self.take(item, out + (len(merged),), src + (j,)))
+            return merged
         return self.take(over, out, src)
 
 
 def _named_list(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in value)
+    return (
+        isinstance(value, list)
+        and bool(value)
+        and all(isinstance(i, dict) and isinstance(i.get("name"), str) for i in value)
+    )
 
 
 def expand(doc: Document) -> list[Variant]:
@@ -219,13 +224,17 @@ def expand(doc: Document) -> list[Variant]:
         return [Variant(None, validate_data(doc, data), doc)]
     base = {k: v for k, v in data.items() if k != "environments"}
     if not isinstance(environments, dict) or not environments:
-        raise SpecError([doc.error(("environments",), "environments is a mapping of environment name to overrides", "schema")])
+        raise SpecError(
+            [doc.error(("environments",), "environments is a mapping of environment name to overrides", "schema")]
+        )
     # Validate the shape of the environments map itself (names, mappings) through the model.
     problems: list[Diagnostic] = []
     variants: list[Variant] = []
     for env, overrides in environments.items():
         if not isinstance(overrides, dict):
-            problems.append(doc.error(("environments", env), f"environment '{env}' must be a mapping of overrides", "schema"))
+            problems.append(
+                doc.error(("environments", env), f"environment '{env}' must be a mapping of overrides", "schema")
+            )
             continue
         if "environments" in overrides:
             problems.append(doc.error(("environments", env, "environments"), "environments cannot nest", "schema"))
@@ -234,7 +243,7 @@ def expand(doc: Document) -> list[Variant]:
         merged = merger.merge(base, overrides, (), ())
         env_doc = Document(path=doc.path, data=merged, sha256=doc.sha256, keys=merger.keys, values=merger.values)
         try:
-            model.names.check_dns1123_label(env, "environment name")
+            names.check_dns1123_label(env, "environment name")
         except ValueError as exc:
             problems.append(doc.error(("environments", env), str(exc), "schema"))
             continue
@@ -251,7 +260,7 @@ def expand(doc: Document) -> list[Variant]:
 
 
 def _unique(items: list[Diagnostic]) -> list[Diagnostic]:
-    seen: dict[tuple, Diagnostic] = {}
+    seen: dict[tuple[int, int, str], Diagnostic] = {}
     for item in items:
         seen.setdefault((item.line, item.col, item.message), item)
     return list(seen.values())

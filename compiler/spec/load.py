@@ -22,6 +22,7 @@ from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.sources import display_path
+from compiler.spec import fastload
 
 MAX_BYTES = 256 << 10  # a spec of hundreds of lines is a few kilobytes
 MAX_NODES = 50_000  # after alias expansion
@@ -98,7 +99,9 @@ def decode(raw: bytes, path: str) -> str:
         text = text[1:]
     index = _first_non_text(text)  # decoded UTF-8 holds no surrogate: this is a control character
     if index is not None:
-        raise _at(path, *_offset_position(text, index), f"control character U+{ord(text[index]):04X} is not allowed in a spec")
+        raise _at(
+            path, *_offset_position(text, index), f"control character U+{ord(text[index]):04X} is not allowed in a spec"
+        )
     return text
 
 
@@ -249,13 +252,29 @@ def parse_text(text: str, path: str) -> tuple[Any, dict[Loc, tuple[int, int]], d
     return data, converter.keys, converter.values
 
 
+def read(text: str, path: str) -> tuple[Any, dict[Loc, tuple[int, int]], dict[Loc, tuple[int, int]]]:
+    """Data and positions: libyaml's fast path for plain documents, the full loader for everything else."""
+    try:
+        return fastload.load(text, MAX_WRITTEN_NODES, MAX_DEPTH)
+    except fastload.Decline:
+        return parse_text(text, path)
+
+
 def load_bytes(raw: bytes, path: str) -> Document:
     text = decode(raw, path)
     if not text.strip() or all(line.lstrip().startswith("#") or not line.strip() for line in text.splitlines()):
-        raise _at(path, 1, 1, "file is empty: expected a Rollout spec (apiVersion: rollout-compiler/v1, kind: Rollout)", "spec")
-    data, keys, values = parse_text(text, path)
+        raise _at(
+            path,
+            1,
+            1,
+            "file is empty: expected a Rollout spec (apiVersion: rollout-compiler/v1, kind: Rollout)",
+            "spec",
+        )
+    data, keys, values = read(text, path)
     if not isinstance(data, dict):
-        raise _at(path, 1, 1, f"a spec is a mapping (apiVersion, kind, metadata, ...), not a {type(data).__name__}", "spec")
+        raise _at(
+            path, 1, 1, f"a spec is a mapping (apiVersion, kind, metadata, ...), not a {type(data).__name__}", "spec"
+        )
     return Document(path=path, data=data, sha256=hashlib.sha256(raw).hexdigest(), keys=keys, values=values)
 
 

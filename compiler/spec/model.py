@@ -9,6 +9,7 @@ exported from these classes (``rollout schema``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from fractions import Fraction
 from typing import Annotated, Any, Literal, Union
 
@@ -35,25 +36,25 @@ class Model(BaseModel):
                               strict=True)  # a boolean is no port, "yes" no boolean: wrong types are errors
 
 
-def _checked(check, schema: dict[str, Any]):
-    """A string type validated by one of ``compiler.names``' checks."""
+def _checked(check: Callable[[str], str]) -> PlainValidator:
+    """A string validated by one of :mod:`compiler.spec.names`' checks."""
 
     def validate(value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError(f"expected a string, got {_kind(value)}")
         return check(value)
 
-    return Annotated[str, PlainValidator(validate), WithJsonSchema({"type": "string", **schema})]
+    return PlainValidator(validate)
+
+
+def _string(**schema: Any) -> WithJsonSchema:
+    return WithJsonSchema({"type": "string", **schema})
 
 
 def _kind(value: Any) -> str:
     return {dict: "a mapping", list: "a list", bool: "a boolean", type(None): "nothing"}.get(
         type(value), type(value).__name__
     )
-
-
-def _quantity(parse, schema: dict[str, Any]):
-    return Annotated[Fraction, PlainValidator(parse), WithJsonSchema(schema)]
 
 
 _PERCENT_SCHEMA = {
@@ -63,55 +64,67 @@ _PERCENT_SCHEMA = {
     ],
     "description": "A percentage: '1%', '0.1%', '100%' (a bare number is read as percent).",
 }
-Percent = _quantity(units.parse_percent, _PERCENT_SCHEMA)
-Latency = _quantity(
-    units.parse_latency,
-    {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s)\s*$", "description": "A latency: '200ms', '1.5s'."},
-)
-Ratio = _quantity(
-    units.parse_ratio,
-    {"anyOf": [{"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*x?\s*$"}, {"type": "number", "exclusiveMinimum": 0}],
-     "description": "A factor: '2x' or 2."},
-)
-Number = _quantity(units.parse_number, {"anyOf": [{"type": "number"}, {"type": "string"}]})
+Percent = Annotated[Fraction, PlainValidator(units.parse_percent), WithJsonSchema(_PERCENT_SCHEMA)]
+Latency = Annotated[Fraction, PlainValidator(units.parse_latency), WithJsonSchema(
+    {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*(ms|s)\s*$", "description": "A latency: '200ms', '1.5s'."})]
+Ratio = Annotated[
+    Fraction,
+    PlainValidator(units.parse_ratio),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "string", "pattern": r"^\s*[0-9]+(\.[0-9]+)?\s*x?\s*$"},
+                {"type": "number", "exclusiveMinimum": 0},
+            ],
+            "description": "A factor: '2x' or 2.",
+        }
+    ),
+]
+Number = Annotated[
+    Fraction, PlainValidator(units.parse_number), WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string"}]})
+]
 Duration = Annotated[
     int,
     PlainValidator(units.parse_duration),
-    WithJsonSchema({"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w))+$", "description": "A duration: '30s', '5m', '2h', '7d'."}),
+    WithJsonSchema(
+        {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w))+$", "description": "A duration: '30s', '5m', '2h', '7d'."}
+    ),
 ]
 
-def _duration_at_most(limit: int):
-    def parse(value: Any) -> int:
-        seconds = units.parse_duration(value)
-        if seconds > limit:
-            raise ValueError(f"'{value}' is longer than {units.format_duration(limit)}, the most this field takes")
-        return seconds
-
-    return Annotated[
-        int, PlainValidator(parse),
-        WithJsonSchema({"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w))+$", "description": f"A duration of at most {units.format_duration(limit)}."}),
-    ]
+def _window(value: Any) -> int:
+    seconds = units.parse_duration(value)
+    if seconds > MAX_WINDOW:
+        raise ValueError(f"'{value}' is longer than {units.format_duration(MAX_WINDOW)}, the most this field takes")
+    return seconds
 
 
-WindowDuration = _duration_at_most(86400)
+MAX_WINDOW = 86400
+WindowDuration = Annotated[int, PlainValidator(_window), _string(
+    pattern=r"^(\d+(ms|s|m|h|d|w))+$", description=f"A duration of at most {units.format_duration(MAX_WINDOW)}.")]
 
-DNSLabel = _checked(names.check_dns1123_label, {"pattern": names.DNS1123_LABEL.pattern, "maxLength": 63})
-ServiceName = _checked(names.check_dns1035_label, {"pattern": names.DNS1035_LABEL.pattern, "maxLength": 63})
-RolloutName = _checked(
-    names.check_rollout_name, {"pattern": names.DNS1035_LABEL.pattern, "maxLength": names.MAX_ROLLOUT_NAME}
-)
-LabelValue = _checked(names.check_label_value, {"pattern": names.LABEL_VALUE.pattern, "maxLength": 63})
-LabelKey = _checked(names.check_label_key, {})
-HeaderName = _checked(names.check_header_name, {"pattern": names.HEADER_TOKEN.pattern})
-SafeValue = _checked(names.check_safe_value, {"pattern": names.SAFE_VALUE.pattern, "maxLength": 128})
-Hostname = _checked(names.check_service_host, {"maxLength": 253})
-UrlPath = _checked(names.check_url_path, {"pattern": names.URL_PATH.pattern})
-EnvVar = _checked(names.check_env_var, {"pattern": names.ENV_VAR.pattern})
-FlagKey = _checked(names.check_flag_key, {"pattern": names.FLAG_KEY.pattern})
-StageName = _checked(names.check_stage_name, {"pattern": names.STAGE_NAME.pattern, "maxLength": 40})
-ReceiverName = _checked(
-    lambda v: names.check_dns1123_label(v, "receiver name"), {"pattern": names.DNS1123_LABEL.pattern}
-)
+DNSLabel = Annotated[
+    str, _checked(names.check_dns1123_label), _string(pattern=names.DNS1123_LABEL.pattern, maxLength=63)
+]
+ServiceName = Annotated[
+    str, _checked(names.check_dns1035_label), _string(pattern=names.DNS1035_LABEL.pattern, maxLength=63)
+]
+RolloutName = Annotated[
+    str,
+    _checked(names.check_rollout_name),
+    _string(pattern=names.DNS1035_LABEL.pattern, maxLength=names.MAX_ROLLOUT_NAME),
+]
+LabelValue = Annotated[str, _checked(names.check_label_value), _string(pattern=names.LABEL_VALUE.pattern, maxLength=63)]
+LabelKey = Annotated[str, _checked(names.check_label_key), _string()]
+HeaderName = Annotated[str, _checked(names.check_header_name), _string(pattern=names.HEADER_TOKEN.pattern)]
+SafeValue = Annotated[str, _checked(names.check_safe_value), _string(pattern=names.SAFE_VALUE.pattern, maxLength=128)]
+Hostname = Annotated[str, _checked(names.check_service_host), _string(maxLength=253)]
+UrlPath = Annotated[str, _checked(names.check_url_path), _string(pattern=names.URL_PATH.pattern)]
+EnvVar = Annotated[str, _checked(names.check_env_var), _string(pattern=names.ENV_VAR.pattern)]
+FlagKey = Annotated[str, _checked(names.check_flag_key), _string(pattern=names.FLAG_KEY.pattern)]
+StageName = Annotated[str, _checked(names.check_stage_name), _string(pattern=names.STAGE_NAME.pattern, maxLength=40)]
+ReceiverName = Annotated[
+    str, _checked(lambda v: names.check_dns1123_label(v, "receiver name")), _string(pattern=names.DNS1123_LABEL.pattern)
+]
 
 
 def _check_url(value: str) -> str:
@@ -122,7 +135,7 @@ def _check_url(value: str) -> str:
     return value
 
 
-Url = _checked(_check_url, {"format": "uri", "pattern": "^https?://"})
+Url = Annotated[str, _checked(_check_url), _string(format="uri", pattern="^https?://")]
 
 
 def _check_abs_path(value: str) -> str:
@@ -133,7 +146,7 @@ def _check_abs_path(value: str) -> str:
     return value
 
 
-SecretFile = _checked(_check_abs_path, {"pattern": "^/"})
+SecretFile = Annotated[str, _checked(_check_abs_path), _string(pattern="^/")]
 
 
 def _check_text(value: str) -> str:
@@ -142,7 +155,7 @@ def _check_text(value: str) -> str:
     return value
 
 
-Text = _checked(_check_text, {"maxLength": 200})
+Text = Annotated[str, _checked(_check_text), _string(maxLength=200)]
 
 
 def _check_email(value: str) -> str:
@@ -153,7 +166,7 @@ def _check_email(value: str) -> str:
     return value
 
 
-Email = _checked(_check_email, {"format": "email"})
+Email = Annotated[str, _checked(_check_email), _string(format="email")]
 
 
 def _check_host_port(value: str) -> str:
@@ -161,7 +174,7 @@ def _check_host_port(value: str) -> str:
     return value
 
 
-HostPort = _checked(_check_host_port, {"pattern": r"^[^:]+:\d+$"})
+HostPort = Annotated[str, _checked(_check_host_port), _string(pattern=r"^[^:]+:\d+$")]
 
 
 def _check_slack_channel(value: str) -> str:
@@ -172,7 +185,7 @@ def _check_slack_channel(value: str) -> str:
     return value
 
 
-SlackChannel = _checked(_check_slack_channel, {"pattern": "^[#@]"})
+SlackChannel = Annotated[str, _checked(_check_slack_channel), _string(pattern="^[#@]")]
 
 
 def _check_promql(value: str) -> str:
@@ -205,7 +218,12 @@ def _server(value: Any) -> Any:
 
 ServerEntry = Annotated[
     Server,
-    BeforeValidator(_server, json_schema_input_type=Union[Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^[^:]+:\d+$"})], Server]),
+    BeforeValidator(
+        _server,
+        json_schema_input_type=Union[
+            Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^[^:]+:\d+$"})], Server
+        ],
+    ),
 ]
 
 
@@ -213,7 +231,9 @@ class Variant(Model):
     version: LabelValue = Field(description="The version this variant runs; the `version` label of its metrics.")
     backend: ServiceName = Field(description="The Kubernetes Service (or HAProxy/nginx backend) of this variant.")
     port: int | None = Field(None, ge=1, le=65535, description="Defaults to service.port.")
-    servers: list[ServerEntry] = Field(default_factory=list, description="HOST:PORT of each instance, for haproxy and nginx.")
+    servers: list[ServerEntry] = Field(
+        default_factory=list, description="HOST:PORT of each instance, for haproxy and nginx."
+    )
 
 
 class Health(Model):
@@ -229,7 +249,9 @@ class Service(Model):
     host: Hostname
     path: UrlPath = "/"
     port: int = Field(ge=1, le=65535, description="The port clients and routers use.")
-    target_port: int | None = Field(None, ge=1, le=65535, description="The pods' port (default: port), for generated Services.")
+    target_port: int | None = Field(
+        None, ge=1, le=65535, description="The pods' port (default: port), for generated Services."
+    )
     stable: Variant
     canary: Variant
     health: Health | None = None
@@ -270,7 +292,9 @@ class Traffic(Model):
         default_factory=list,
         description="Routers to compile for. Empty: the stages are realised by flags that follow the stage.",
     )
-    sticky: Annotated[Sticky | None, BeforeValidator(_none_word, json_schema_input_type=Union[Literal["none"], Sticky, None])] = None
+    sticky: Annotated[
+        Sticky | None, BeforeValidator(_none_word, json_schema_input_type=Union[Literal["none"], Sticky, None])
+    ] = None
     testers: Testers | None = None
     gateway: GatewayRef | None = Field(None, description="The Gateway an HTTPRoute attaches to (gateway-api).")
     ingress_class: DNSLabel = Field("nginx", description="spec.ingressClassName of generated Ingresses.")
@@ -356,21 +380,26 @@ class CustomGate(_Gate):
         return self
 
 
-_SHORTHAND = Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^\s*<=?\s*\S+", "description": "'< THRESHOLD'"})]
+_SHORTHAND = Annotated[
+    str, WithJsonSchema({"type": "string", "pattern": r"^\s*<=?\s*\S+", "description": "'< THRESHOLD'"})
+]
 
 
-def _gate(cls):
-    return Annotated[cls, BeforeValidator(_shorthand, json_schema_input_type=Union[_SHORTHAND, cls])]
+def _shorthand_of(cls: type[Model]) -> BeforeValidator:
+    """A gate written as ``"< THRESHOLD"`` or as its mapping."""
+    return BeforeValidator(_shorthand, json_schema_input_type=Union[_SHORTHAND, cls])
 
 
-GateKey = _checked(lambda v: names.check_flag_key(v, "gate name"), {"pattern": names.FLAG_KEY.pattern})
+GateKey = Annotated[
+    str, _checked(lambda v: names.check_flag_key(v, "gate name")), _string(pattern=names.FLAG_KEY.pattern)
+]
 
 
 class Gates(Model):
-    error_rate: _gate(ErrorRateGate) | None = None
-    p95_latency: _gate(LatencyGate) | None = None
-    p99_latency: _gate(LatencyGate) | None = None
-    error_rate_vs_stable: _gate(RatioGate) | None = None
+    error_rate: Annotated[ErrorRateGate, _shorthand_of(ErrorRateGate)] | None = None
+    p95_latency: Annotated[LatencyGate, _shorthand_of(LatencyGate)] | None = None
+    p99_latency: Annotated[LatencyGate, _shorthand_of(LatencyGate)] | None = None
+    error_rate_vs_stable: Annotated[RatioGate, _shorthand_of(RatioGate)] | None = None
     custom: dict[GateKey, CustomGate] = Field(default_factory=dict)
 
 
@@ -442,7 +471,11 @@ def _strategy_kind(value: Any) -> str | None:
 STRATEGY_TAGS = {"<preset>": PresetStrategy, "<blue-green>": BlueGreenStrategy}
 Strategy = Annotated[
     Annotated[PresetStrategy, Tag("<preset>")] | Annotated[BlueGreenStrategy, Tag("<blue-green>")],
-    Discriminator(_strategy_kind, custom_error_type="strategy", custom_error_message="strategy must be {preset: ...} or {blue-green: ...}"),
+    Discriminator(
+        _strategy_kind,
+        custom_error_type="strategy",
+        custom_error_message="strategy must be {preset: ...} or {blue-green: ...}",
+    ),
 ]
 
 
@@ -451,7 +484,7 @@ Strategy = Annotated[
 
 def _parse_rollout(value: Any) -> Fraction | str:
     if value == "follow-stage":
-        return value
+        return "follow-stage"
     try:
         return units.parse_percent(value)
     except ValueError as exc:
@@ -482,7 +515,7 @@ class Flag(Model):
 # --------------------------------------------------------------------------- alerting
 
 
-def _no_inline_secrets(**secrets: str):
+def _no_inline_secrets(**secrets: str) -> Any:
     """A before-validator that turns a secret written inline into a pointed message."""
 
     def check(value: Any) -> Any:
@@ -495,7 +528,7 @@ def _no_inline_secrets(**secrets: str):
                     )
         return value
 
-    return model_validator(mode="before")(classmethod(lambda cls, value: check(value)))
+    return model_validator(mode="before")(check)
 
 
 def _check_secret_key(value: str) -> str:
@@ -506,7 +539,7 @@ def _check_secret_key(value: str) -> str:
     return value
 
 
-SecretKey = _checked(_check_secret_key, {"pattern": r"^[-._a-zA-Z0-9]+$", "maxLength": 253})
+SecretKey = Annotated[str, _checked(_check_secret_key), _string(pattern=r"^[-._a-zA-Z0-9]+$", maxLength=253)]
 
 
 class SecretRef(Model):
@@ -636,7 +669,8 @@ class Metadata(Model):
     owner: Text
     runbook: Url | None = None
     labels: dict[LabelKey, LabelValue] = Field(
-        default_factory=dict, description="Extra labels on every Kubernetes object (e.g. a PrometheusRule selector's `release`)."
+        default_factory=dict,
+        description="Extra labels on every Kubernetes object (e.g. a PrometheusRule selector's `release`).",
     )
 
 

@@ -64,7 +64,9 @@ def check_dns1123_label(value: str, what: str = "") -> str:
 
 def check_dns1035_label(value: str, what: str = "") -> str:
     if len(value) > MAX_LABEL:
-        raise ValueError(f"{_subject(what, value)} is {len(value)} characters; a Kubernetes Service name has at most 63")
+        raise ValueError(
+            f"{_subject(what, value)} is {len(value)} characters; a Kubernetes Service name has at most 63"
+        )
     if not DNS1035_LABEL.match(value):
         raise ValueError(
             f"{_subject(what, value)} is not a DNS-1035 label (a Kubernetes Service name): lower-case letters, "
@@ -172,13 +174,17 @@ def check_server_address(value: str) -> tuple[str, int]:
 
 def check_env_var(value: str) -> str:
     if not ENV_VAR.match(value) or len(value) > 128:
-        raise ValueError(f"environment variable '{value}' must be upper-case letters, digits and '_', not starting with a digit")
+        raise ValueError(
+            f"environment variable '{value}' must be upper-case letters, digits and '_', not starting with a digit"
+        )
     return value
 
 
 def check_flag_key(value: str, what: str = "") -> str:
     if not FLAG_KEY.match(value) or len(value) > 63:
-        raise ValueError(f"{_subject(what, value)} must be lower-case letters, digits and '_', starting with a letter, at most 63")
+        raise ValueError(
+            f"{_subject(what, value)} must be lower-case letters, digits and '_', starting with a letter, at most 63"
+        )
     return value
 
 

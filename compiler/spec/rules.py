@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from compiler.gates import presets
 from compiler.spec import model, routers
 from compiler.diagnostics import Diagnostic
-from compiler.spec.load import Document
+from compiler.spec.load import Document, Loc
 from compiler.ir.plan import ROLLBACK, StagePlan
 from compiler.ir.planner import stages_of
 from compiler.spec.units import format_percent
@@ -64,13 +64,25 @@ def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]
     for i, stage in enumerate(spec.stages):
         loc = ("stages", i)
         if stage.name in seen:
-            yield doc.error(loc + ("name",), f"stage name '{stage.name}' is used twice (first at stage {seen[stage.name] + 1})", "stages")
+            yield doc.error(
+                loc + ("name",),
+                f"stage name '{stage.name}' is used twice (first at stage {seen[stage.name] + 1})",
+                "stages",
+            )
         seen.setdefault(stage.name, i)
         if stage.mirror is not None:
             if stage.weight is not None:
-                yield doc.error(loc + ("weight",), f"stage '{stage.name}' mirrors traffic: a shadow stage has no weight (its users stay on stable)", "stages")
+                yield doc.error(
+                    loc + ("weight",),
+                    f"stage '{stage.name}' mirrors traffic: a shadow stage has no weight (its users stay on stable)",
+                    "stages",
+                )
             if stage.mirror == 0:
-                yield doc.error(loc + ("mirror",), f"stage '{stage.name}' mirrors 0%: give a share above 0 or remove `mirror`", "stages")
+                yield doc.error(
+                    loc + ("mirror",),
+                    f"stage '{stage.name}' mirrors 0%: give a share above 0 or remove `mirror`",
+                    "stages",
+                )
         elif stage.weight is None:
             yield doc.error(loc, f"stage '{stage.name}' needs a `weight` (or `mirror` for a shadow stage)", "stages")
             continue
@@ -87,7 +99,9 @@ def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]
             yield doc.warning(loc + ("gates",), f"stage '{stage.name}' serves 0% and has no testers: its gates never "
                               "judge, the canary-starved alert fires for the whole stage", "stages")
         if stage.gates is None and stage.on_breach != "rollback":
-            yield doc.warning(loc + ("on_breach",), f"stage '{stage.name}' has no gates: on_breach never applies", "stages")
+            yield doc.warning(
+                loc + ("on_breach",), f"stage '{stage.name}' has no gates: on_breach never applies", "stages"
+            )
     last = spec.stages[-1]
     if last.weight != 1:
         yield doc.error(
@@ -98,25 +112,40 @@ def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]
         )
     for i, stage in enumerate(spec.stages[:-1]):
         if stage.hold is None:
-            yield doc.warning(("stages", i, "name"), f"stage '{stage.name}' has no `hold`: it may be promoted as soon as it starts", "stages")
+            yield doc.warning(
+                ("stages", i, "name"),
+                f"stage '{stage.name}' has no `hold`: it may be promoted as soon as it starts",
+                "stages",
+            )
 
 
-def _steps(doc: Document, entries: list[model.Step], loc: tuple, need_full: bool) -> Iterator[Diagnostic]:
+def _steps(doc: Document, entries: list[model.Step], loc: Loc, need_full: bool) -> Iterator[Diagnostic]:
     steps = [entry.weight for entry in entries]
     if not steps and need_full:
         yield doc.error(loc, "steps is empty: give the canary weights, e.g. [5, 20, 100]", "stages")
         return
     for i in range(1, len(steps)):
         if steps[i] < steps[i - 1]:
-            yield doc.error(loc + (i,), f"step {format_percent(steps[i])} is less than the step before ({format_percent(steps[i - 1])}): steps must not decrease", "stages")
+            yield doc.error(
+                loc + (i,),
+                f"step {format_percent(steps[i])} is less than the step before ({format_percent(steps[i - 1])}): "
+                "steps must not decrease",
+                "stages",
+            )
         elif steps[i] == steps[i - 1]:
             yield doc.error(loc + (i,), f"step {format_percent(steps[i])} appears twice", "stages")
     if need_full and steps and steps[-1] != 1:
-        yield doc.error(loc + (len(steps) - 1,), f"the last step must be 100%, not {format_percent(steps[-1])}", "stages")
+        yield doc.error(
+            loc + (len(steps) - 1,), f"the last step must be 100%, not {format_percent(steps[-1])}", "stages"
+        )
     if not need_full:
         for i, step in enumerate(steps):
             if step >= 1 or step == 0:
-                yield doc.error(loc + (i,), f"a step before the switch must be between 0% and 100%, not {format_percent(step)}", "stages")
+                yield doc.error(
+                    loc + (i,),
+                    f"a step before the switch must be between 0% and 100%, not {format_percent(step)}",
+                    "stages",
+                )
 
 
 @rule
@@ -129,7 +158,11 @@ def strategy_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnost
             else:
                 yield from _steps(doc, strategy.steps, ("strategy", "steps"), True)
         elif strategy.steps is not None:
-            yield doc.error(("strategy", "steps"), f"the {strategy.preset} preset has fixed steps; use `preset: custom` to give your own", "stages")
+            yield doc.error(
+                ("strategy", "steps"),
+                f"the {strategy.preset} preset has fixed steps; use `preset: custom` to give your own",
+                "stages",
+            )
     elif isinstance(strategy, model.BlueGreenStrategy):
         bg = strategy.blue_green
         yield from _steps(doc, bg.steps, ("strategy", "blue-green", "steps"), False)
@@ -145,29 +178,56 @@ def current_stage(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic
         return
     close = difflib.get_close_matches(spec.current, names, n=1)
     hint = f"; did you mean '{close[0]}'?" if close else ""
-    yield doc.error(("current",), f"current stage '{spec.current}' is not a stage of this rollout (stages: {', '.join(names)}; or 'rollback'){hint}", "current", prefer_key=False)
+    yield doc.error(
+        ("current",),
+        f"current stage '{spec.current}' is not a stage of this rollout (stages: {', '.join(names)}; "
+        f"or 'rollback'){hint}",
+        "current",
+        prefer_key=False,
+    )
 
 
 @rule
 def variants(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     s = spec.service
     if s.stable.version == s.canary.version:
-        yield doc.error(("service", "canary", "version"), f"stable and canary both run version '{s.stable.version}': metrics could not tell them apart", "service")
+        yield doc.error(
+            ("service", "canary", "version"),
+            f"stable and canary both run version '{s.stable.version}': metrics could not tell them apart",
+            "service",
+        )
     if s.stable.backend == s.canary.backend:
-        yield doc.error(("service", "canary", "backend"), f"stable and canary share the backend '{s.stable.backend}': routers could not split traffic", "service")
+        yield doc.error(
+            ("service", "canary", "backend"),
+            f"stable and canary share the backend '{s.stable.backend}': routers could not split traffic",
+            "service",
+        )
     needs_servers = [t for t in spec.traffic.targets if t in ("haproxy", "nginx")]
     if needs_servers:
         for role in ("stable", "canary"):
             variant = getattr(s, role)
             if not variant.servers:
-                yield doc.error(("service", role), f"the {' and '.join(needs_servers)} target needs service.{role}.servers (HOST:PORT of each instance)", "service")
+                yield doc.error(
+                    ("service", role),
+                    f"the {' and '.join(needs_servers)} target needs service.{role}.servers "
+                    "(HOST:PORT of each instance)",
+                    "service",
+                )
             elif all(server.backup for server in variant.servers):
-                yield doc.error(("service", role, "servers"), f"service.{role}.servers are all backups: at least one must serve", "service")
+                yield doc.error(
+                    ("service", role, "servers"),
+                    f"service.{role}.servers are all backups: at least one must serve",
+                    "service",
+                )
     addresses: dict[str, str] = {}
     for role in ("stable", "canary"):
         for i, server in enumerate(getattr(s, role).servers):
             if server.address in addresses:
-                yield doc.error(("service", role, "servers", i), f"server {server.address} is listed twice (also in {addresses[server.address]})", "service")
+                yield doc.error(
+                    ("service", role, "servers", i),
+                    f"server {server.address} is listed twice (also in {addresses[server.address]})",
+                    "service",
+                )
             addresses.setdefault(server.address, f"service.{role}.servers")
 
 
@@ -183,18 +243,28 @@ def traffic(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
         values = [v for v in testers.values]
         for i, value in enumerate(values):
             if value in values[:i]:
-                yield doc.error(("traffic", "testers", "values", i), f"tester value '{value}' is listed twice", "traffic")
+                yield doc.error(
+                    ("traffic", "testers", "values", i), f"tester value '{value}' is listed twice", "traffic"
+                )
         sticky = spec.traffic.sticky
         if sticky is not None and sticky.header and sticky.header.lower() == testers.header.lower():
-            yield doc.error(("traffic", "testers", "header"), "the testers header must differ from the sticky header", "traffic")
+            yield doc.error(
+                ("traffic", "testers", "header"), "the testers header must differ from the sticky header", "traffic"
+            )
     if not spec.traffic.targets and not any(f.rollout == "follow-stage" for f in spec.flags.values()):
-        yield doc.error(("traffic", "targets"), "no traffic targets and no flag with `rollout: follow-stage`: nothing would realise the stages", "traffic")
+        yield doc.error(
+            ("traffic", "targets"),
+            "no traffic targets and no flag with `rollout: follow-stage`: nothing would realise the stages",
+            "traffic",
+        )
     mirrors = [t for t in spec.traffic.targets if t in MIRROR_TARGETS]
     if not mirrors and any(s.mirror for s in _planned_stages(spec)):
         yield doc.error(("traffic", "targets"), "a shadow stage mirrors traffic, but none of the targets can mirror "
                         f"(those that can: {', '.join(MIRROR_TARGETS)})", "traffic")
     if isinstance(spec.strategy, model.BlueGreenStrategy) and testers is None:
-        yield doc.error(("traffic",), "a blue-green rollout previews the new colour to testers: give traffic.testers", "traffic")
+        yield doc.error(
+            ("traffic",), "a blue-green rollout previews the new colour to testers: give traffic.testers", "traffic"
+        )
 
 
 MAX_REQUIREMENTS = 16  # flags one flag may require, directly or through others
@@ -210,25 +280,58 @@ def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
             if required not in table:
                 close = difflib.get_close_matches(required, list(table), n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else ""
-                yield doc.error(loc + ("requires", i), f"flag '{name}' requires '{required}', which is not a flag of this spec{hint}", "flags", prefer_key=False)
+                yield doc.error(
+                    loc + ("requires", i),
+                    f"flag '{name}' requires '{required}', which is not a flag of this spec{hint}",
+                    "flags",
+                    prefer_key=False,
+                )
             elif table[required].kill_switch:
-                yield doc.error(loc + ("requires", i), f"flag '{name}' cannot require the kill switch '{required}'", "flags", prefer_key=False)
+                yield doc.error(
+                    loc + ("requires", i),
+                    f"flag '{name}' cannot require the kill switch '{required}'",
+                    "flags",
+                    prefer_key=False,
+                )
         if flag.kill_switch:
             for field in ("rollout", "allow", "requires"):
                 if getattr(flag, field):
-                    yield doc.error(loc + (field,), f"kill switch '{name}' cannot have `{field}`: it is either engaged or not", "flags")
+                    yield doc.error(
+                        loc + (field,),
+                        f"kill switch '{name}' cannot have `{field}`: it is either engaged or not",
+                        "flags",
+                    )
             for i, target in enumerate(flag.kills or []):
                 if target not in table:
-                    yield doc.error(loc + ("kills", i), f"kill switch '{name}' kills '{target}', which is not a flag of this spec", "flags", prefer_key=False)
+                    yield doc.error(
+                        loc + ("kills", i),
+                        f"kill switch '{name}' kills '{target}', which is not a flag of this spec",
+                        "flags",
+                        prefer_key=False,
+                    )
                 elif table[target].kill_switch:
-                    yield doc.error(loc + ("kills", i), f"kill switch '{name}' cannot kill another kill switch ('{target}')", "flags", prefer_key=False)
+                    yield doc.error(
+                        loc + ("kills", i),
+                        f"kill switch '{name}' cannot kill another kill switch ('{target}')",
+                        "flags",
+                        prefer_key=False,
+                    )
         else:
             for field in ("kills", "engaged", "engage_on_rollback"):
                 if getattr(flag, field):
-                    yield doc.error(loc + (field,), f"`{field}` is for kill switches; set `kill_switch: true` on '{name}' or remove it", "flags")
+                    yield doc.error(
+                        loc + (field,),
+                        f"`{field}` is for kill switches; set `kill_switch: true` on '{name}' or remove it",
+                        "flags",
+                    )
         if flag.env:
             if flag.env in envs:
-                yield doc.error(loc + ("env",), f"environment variable {flag.env} already overrides flag '{envs[flag.env]}'", "flags", prefer_key=False)
+                yield doc.error(
+                    loc + ("env",),
+                    f"environment variable {flag.env} already overrides flag '{envs[flag.env]}'",
+                    "flags",
+                    prefer_key=False,
+                )
             envs.setdefault(flag.env, name)
     yield from _cycles(spec, doc)
 
@@ -288,15 +391,22 @@ def alerting(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
             if name not in receivers:
                 close = difflib.get_close_matches(name, list(receivers), n=1)
                 hint = f"; did you mean '{close[0]}'?" if close else f" (receivers: {', '.join(sorted(receivers))})"
-                yield doc.error(("alerting", "routes", severity, i), f"route '{severity}' names receiver '{name}', which is not defined{hint}", "alerting", prefer_key=False)
+                yield doc.error(
+                    ("alerting", "routes", severity, i),
+                    f"route '{severity}' names receiver '{name}', which is not defined{hint}",
+                    "alerting",
+                    prefer_key=False,
+                )
     for name in receivers:
         if name not in used:
             yield doc.warning(("alerting", "receivers", name), f"receiver '{name}' is not used by any route")
     if not spec.alerting.routes.critical:
-        yield doc.warning(("alerting", "routes"), "no receiver for critical alerts: a breach that rolls back pages nobody")
+        yield doc.warning(
+            ("alerting", "routes"), "no receiver for critical alerts: a breach that rolls back pages nobody"
+        )
 
 
-def _gates_with_locs(spec: model.RolloutSpec) -> Iterator[tuple[model.Gates, tuple]]:
+def _gates_with_locs(spec: model.RolloutSpec) -> Iterator[tuple[model.Gates, Loc]]:
     if spec.stages:
         for i, stage in enumerate(spec.stages):
             if stage.gates is not None:
@@ -307,44 +417,78 @@ def _gates_with_locs(spec: model.RolloutSpec) -> Iterator[tuple[model.Gates, tup
         yield spec.strategy.blue_green.gates, ("strategy", "blue-green", "gates")
 
 
+def _template_problems(field: str, template: str) -> Iterator[str]:
+    """What is wrong with one of metrics.custom's templates."""
+    problem = presets.check_template(template)
+    if problem:
+        yield f"metrics.custom.{field} is not valid PromQL: {problem}"
+    if "$window" not in template:
+        yield f"metrics.custom.{field} must use $window as its range (e.g. [$window])"
+    if not any(p in template for p in ("$variant", "$version", "$backend")):
+        yield (f"metrics.custom.{field} must select one variant with $variant, $version or $backend: without it "
+               "stable and canary are the same query")
+    if field == "latency" and "$quantile" not in template:
+        yield "metrics.custom.latency must use $quantile (e.g. histogram_quantile($quantile, ...))"
+
+
 @rule
 def promql(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     m = spec.metrics
     if m.source == "custom":
         if m.custom is None:
-            yield doc.error(("metrics", "source"), "source 'custom' needs metrics.custom with `requests` and `errors` PromQL templates", "metrics")
+            yield doc.error(
+                ("metrics", "source"),
+                "source 'custom' needs metrics.custom with `requests` and `errors` PromQL templates",
+                "metrics",
+            )
         else:
             for field in ("requests", "errors", "latency"):
                 template = getattr(m.custom, field)
-                if template is None:
-                    continue
-                problem = presets.check_template(template)
-                if problem:
-                    yield doc.error(("metrics", "custom", field), f"metrics.custom.{field} is not valid PromQL: {problem}", "promql", prefer_key=False)
-                if "$window" not in template:
-                    yield doc.error(("metrics", "custom", field), f"metrics.custom.{field} must use $window as its range (e.g. [$window])", "promql", prefer_key=False)
-                if not any(p in template for p in ("$variant", "$version", "$backend")):
-                    yield doc.error(("metrics", "custom", field), f"metrics.custom.{field} must select one variant with "
-                                    "$variant, $version or $backend: without it stable and canary are the same query",
-                                    "promql", prefer_key=False)
-                if field == "latency" and "$quantile" not in template:
-                    yield doc.error(("metrics", "custom", field), "metrics.custom.latency must use $quantile (e.g. histogram_quantile($quantile, ...))", "promql", prefer_key=False)
+                for message in _template_problems(field, template) if template is not None else ():
+                    yield doc.error(("metrics", "custom", field), message, "promql", prefer_key=False)
     elif m.custom is not None:
-        yield doc.error(("metrics", "custom"), f"metrics.custom is only used with `source: custom` (source is '{m.source}')", "metrics")
+        yield doc.error(
+            ("metrics", "custom"),
+            f"metrics.custom is only used with `source: custom` (source is '{m.source}')",
+            "metrics",
+        )
     if m.namespace_label != "namespace" and m.source != "ingress-nginx":
-        yield doc.error(("metrics", "namespace_label"), "metrics.namespace_label is only used with `source: ingress-nginx` "
-                        f"(source is '{m.source}')", "metrics")
-    has_latency = m.source != "haproxy" and not (m.source == "custom" and (m.custom is None or m.custom.latency is None))
+        yield doc.error(
+            ("metrics", "namespace_label"),
+            f"metrics.namespace_label is only used with `source: ingress-nginx` (source is '{m.source}')",
+            "metrics",
+        )
+    has_latency = m.source != "haproxy" and not (
+        m.source == "custom" and (m.custom is None or m.custom.latency is None)
+    )
     for gates, loc in _gates_with_locs(spec):
         for key in ("p95_latency", "p99_latency"):
             if getattr(gates, key) is not None and not has_latency:
-                why = "HAProxy's exporter publishes no latency histogram" if m.source == "haproxy" else "metrics.custom has no `latency` template"
-                yield doc.error(loc + (key,), f"gate {key} cannot be measured from the '{m.source}' metrics source: {why}", "metrics")
+                why = (
+                    "HAProxy's exporter publishes no latency histogram"
+                    if m.source == "haproxy"
+                    else "metrics.custom has no `latency` template"
+                )
+                yield doc.error(
+                    loc + (key,),
+                    f"gate {key} cannot be measured from the '{m.source}' metrics source: {why}",
+                    "metrics",
+                )
         for name, gate in gates.custom.items():
             if "$quantile" in gate.query:
-                yield doc.error(loc + ("custom", name, "query"), f"custom gate '{name}' uses $quantile, which only "
-                                "metrics.custom.latency has; write the quantile in the query", "promql", prefer_key=False)
+                yield doc.error(
+                    loc + ("custom", name, "query"),
+                    f"custom gate '{name}' uses $quantile, which only "
+                    "metrics.custom.latency has; write the quantile in the query",
+                    "promql",
+                    prefer_key=False,
+                )
                 continue
             problem = presets.check_template(gate.query)
             if problem:
-                yield doc.error(loc + ("custom", name, "query"), f"custom gate '{name}' is not valid PromQL: {problem}", "promql", prefer_key=False)
+                yield doc.error(
+                    loc + ("custom", name, "query"),
+                    f"custom gate '{name}' is not valid PromQL: {problem}",
+                    "promql",
+                    prefer_key=False,
+                )

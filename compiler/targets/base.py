@@ -23,8 +23,8 @@ from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from compiler.ir.fleet import FleetEntry
-from compiler.ir.plan import Plan, StagePlan
-from compiler.ir.plan import Loc
+from compiler.diagnostics import Severity
+from compiler.ir.plan import Loc, Plan, StagePlan
 
 Files = dict[str, str]
 
@@ -45,7 +45,7 @@ class Finding:
 
     loc: Loc
     message: str
-    severity: str = "error"  # or "warning"
+    severity: Severity = "error"
     code: str = "target"
 
 

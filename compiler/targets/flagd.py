@@ -171,7 +171,9 @@ def _metadata(plan: Plan, flag: FlagPlan) -> dict[str, Any]:
         meta["engaged"] = state.engaged
         meta["kills"] = ",".join(flag.kills)
     else:
-        meta["rollout"] = "follow-stage" if flag.follows_stage else format_percent(dict(flag.shares)[plan.stages[0].name])
+        meta["rollout"] = (
+            "follow-stage" if flag.follows_stage else format_percent(dict(flag.shares)[plan.stages[0].name])
+        )
         meta["share"] = format_percent(state.share)
         if flag.requires:
             meta["requires"] = ",".join(flag.requires)
@@ -286,7 +288,9 @@ def render(plan: Plan) -> dict[str, str]:
     }
     data = {path.rsplit("/", 1)[1]: text for path, text in files.items()}
     configmap = kube.config_map(plan, plan.names.flags_configmap, data, {"app.kubernetes.io/component": "flags"})
-    files[CONFIGMAP] = kube.manifest(plan, configmap, "flagd: mount this ConfigMap and start flagd with --uri file:<mount>/flagd.json")
+    files[CONFIGMAP] = kube.manifest(
+        plan, configmap, "flagd: mount this ConfigMap and start flagd with --uri file:<mount>/flagd.json"
+    )
     return files
 
 

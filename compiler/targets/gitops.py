@@ -40,7 +40,8 @@ def _metadata(plan: Plan, namespace: str) -> dict[str, Any]:
 
 
 def argocd_application(plan: Plan) -> dict[str, Any]:
-    argo = plan.gitops.argocd  # type: ignore[union-attr]
+    assert plan.gitops is not None and plan.gitops.argocd is not None  # the target renders only then
+    argo = plan.gitops.argocd
     spec: dict[str, Any] = {
         "project": argo.project,
         "source": {"repoURL": argo.repo_url, "targetRevision": argo.target_revision, "path": repository_path(plan)},
@@ -53,7 +54,8 @@ def argocd_application(plan: Plan) -> dict[str, Any]:
 
 
 def flux_kustomization(plan: Plan) -> dict[str, Any]:
-    flux = plan.gitops.flux  # type: ignore[union-attr]
+    assert plan.gitops is not None and plan.gitops.flux is not None  # the target renders only then
+    flux = plan.gitops.flux
     return {
         "apiVersion": "kustomize.toolkit.fluxcd.io/v1",
         "kind": "Kustomization",

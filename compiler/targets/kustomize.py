@@ -99,14 +99,20 @@ def render_rollout(rendered: Rendered) -> dict[str, str]:
     if rollback:
         body, _ = folder_kustomization(plan, rollback)
         out[f"{ROLLBACK_DIR}/{KUSTOMIZATION}"] = _text(
-            plan, body, f"The rollback state of {plan.out}: `kubectl apply -k` this folder to put every route on stable.")
+            plan,
+            body,
+            f"The rollback state of {plan.out}: `kubectl apply -k` this folder to put every route on stable.",
+        )
     for folder, paths in sorted(controllers.items()):
         if not folder or folder == ROLLBACK_DIR:
             continue
         body = {"apiVersion": API_VERSION, "kind": "Kustomization",
                 "resources": [posixpath.relpath(p, folder) for p in paths]}
         out[f"{folder}/{KUSTOMIZATION}"] = _text(
-            plan, body, f"The GitOps controller object that points at {plan.out}: apply it once, or from an app of apps.")
+            plan,
+            body,
+            f"The GitOps controller object that points at {plan.out}: apply it once, or from an app of apps.",
+        )
     return out
 
 
@@ -123,7 +129,9 @@ def _relative(from_dir: str, to: str) -> str:
 
 def controller_folder(kinds: Mapping[str, str]) -> str | None:
     """The sub-folder of a rollout that holds its GitOps controller object (it has a kustomization of its own)."""
-    folders = sorted({posixpath.dirname(p) for p, k in kinds.items() if k == CONTROLLER and not p.startswith("rollback/")})
+    folders = sorted(
+        {posixpath.dirname(p) for p, k in kinds.items() if k == CONTROLLER and not p.startswith("rollback/")}
+    )
     return folders[0] if folders else None
 
 

@@ -169,13 +169,18 @@ def base(uid: str, title: str, tags: list[str], panels: list[dict[str, Any]],
 
 def gate_note(gate: GatePlan) -> str:
     """The description of the panel that draws a gate (tests read the gate name from it)."""
-    return (f"Gate {gate.name} ({markdown(gate.description)}) over {format_duration(gate.window)}: the red line is its threshold; "
-            f"the gate judges the canary's {CONFIDENCE} confidence bound, with at least the "
-            "minimum requests in the window.")
+    return (
+        f"Gate {gate.name} ({markdown(gate.description)}) over {format_duration(gate.window)}: "
+        "the red line is its threshold; "
+        f"the gate judges the canary's {CONFIDENCE} confidence bound, with at least the "
+        "minimum requests in the window."
+    )
 
 
 def _gate(plan: Plan, kind: str, quantile: Fraction | None = None) -> GatePlan | None:
-    return next((g for g in plan.current.gates if g.kind == kind and (quantile is None or g.quantile == quantile)), None)
+    return next(
+        (g for g in plan.current.gates if g.kind == kind and (quantile is None or g.quantile == quantile)), None
+    )
 
 
 def _both(plan: Plan, record: str, legend_suffix: str = "") -> list[dict[str, Any]]:
@@ -189,7 +194,9 @@ def _both(plan: Plan, record: str, legend_suffix: str = "") -> list[dict[str, An
 def panels(plan: Plan) -> list[dict[str, Any]]:
     layout = Layout()
     weight = str(conv.selector(plan, conv.STAGE_RECORD))
-    layout.add(stat("Stage", weight, "{{stage}}", "none", "name", "The stage in effect, as loaded in Prometheus."), 6, 4)
+    layout.add(
+        stat("Stage", weight, "{{stage}}", "none", "name", "The stage in effect, as loaded in Prometheus."), 6, 4
+    )
     layout.add(stat("Canary weight", weight, "weight", "percentunit", "value",
                     "Share of live traffic the new version serves at this stage."), 6, 4)
     layout.add(stat("Firing rollout alerts", f"count({conv.firing_alerts(plan)}) or vector(0)", "alerts", "none",
@@ -251,7 +258,8 @@ def _ratio_panel(plan: Plan, gate: GatePlan) -> dict[str, Any]:
 
 def _custom_panel(plan: Plan, gate: GatePlan) -> dict[str, Any]:
     expr = str(conv.selector(plan, conv.CUSTOM_RECORD, "canary", [("gate", "=", gate.name)]))
-    note = f"Gate {gate.name} ({markdown(gate.description)}) over {format_duration(gate.window)}: the red line is its threshold."
+    note = (f"Gate {gate.name} ({markdown(gate.description)}) over {format_duration(gate.window)}: "
+            "the red line is its threshold.")
     return timeseries(f"{gate.name} (canary)", [target(expr, gate.name)], "none", note, float(gate.threshold),
                       gate.bound)
 
@@ -312,7 +320,8 @@ def _render(plan: Plan) -> dict[str, str]:
 
 
 def fleet_dashboard() -> dict[str, Any]:
-    """The overview of every rollout Prometheus knows: it lists no rollout, so no stage and no new rollout changes it."""
+    """The overview of every rollout Prometheus knows: it lists no rollout, so no stage and no new rollout
+    changes it."""
     layout = Layout()
     weights = conv.STAGE_RECORD
     alerts = matchers_text([("alertstate", "=", "firing"), ("rollout", "!=", "")])

@@ -44,7 +44,7 @@ MIN_WINDOW = 60
 
 
 def render(plan: Plan) -> dict[str, str]:
-    group = rule_group(plan)
+    group = serialize.node(rule_group(plan))  # represented once, written into both files
     header = kube.header(plan)
     return {
         RULES: serialize.yaml_text({"groups": [group]}, header),
@@ -62,7 +62,7 @@ def rule_group(plan: Plan) -> dict[str, Any]:
         if rule.for_:
             item["for"] = format_duration(rule.for_)
         item["labels"] = dict(rule.labels)
-        item["annotations"] = annotations(plan, rule, template_value)
+        item["annotations"] = rule_annotations(plan, rule, template_value)
         rules.append(item)
     return {"name": plan.names.rule_group, "interval": format_duration(conventions.EVALUATION_INTERVAL), "rules": rules}
 
@@ -70,12 +70,12 @@ def rule_group(plan: Plan) -> dict[str, Any]:
 def test_file(plan: Plan) -> dict[str, Any]:
     """The promtool tests of the rules, expecting the annotations as Prometheus renders them."""
     def expected(rule: alerts.AlertRule, value: float) -> dict[str, str]:
-        return annotations(plan, rule, formatted_value, value, rendered=True)
+        return rule_annotations(plan, rule, formatted_value, value, rendered=True)
 
     return promtool.test_file(plan, RULES.rsplit("/", 1)[1], expected)
 
 
-def prometheus_rule(plan: Plan, group: dict[str, Any]) -> dict[str, Any]:
+def prometheus_rule(plan: Plan, group: Any) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "PrometheusRule",
@@ -115,7 +115,7 @@ def scope(plan: Plan) -> str:
     return f"{where} ({plan.environment})" if plan.environment else where
 
 
-def annotations(plan: Plan, rule: alerts.AlertRule, value: ValueText, measured: float | None = None,
+def rule_annotations(plan: Plan, rule: alerts.AlertRule, value: ValueText, measured: float | None = None,
                 rendered: bool = False) -> dict[str, str]:
     """Annotations of a rule, as Go templates; ``rendered``: as Prometheus renders them, ``measured`` filled in."""
     summary, description = _texts(plan, rule)
@@ -199,8 +199,14 @@ def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
     out: list[Finding] = []
     for gate in stage.gates:
         if gate.window < MIN_WINDOW:
-            out.append(Finding(gate.loc, f"gate {gate.name} of stage '{stage.name}' has a {format_duration(gate.window)} "
-                               f"window: a rate needs at least {format_duration(MIN_WINDOW)} of scrapes", code="gates"))
+            out.append(
+                Finding(
+                    gate.loc,
+                    f"gate {gate.name} of stage '{stage.name}' has a {format_duration(gate.window)} "
+                    f"window: a rate needs at least {format_duration(MIN_WINDOW)} of scrapes",
+                    code="gates",
+                )
+            )
         if stage.hold is not None:
             for what, seconds in (("window", gate.window), ("for", gate.for_)):
                 if seconds > stage.hold:
@@ -216,7 +222,11 @@ def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
                                "(vector(), absent(), time() or a number): with no traffic it still judges, and the "
                                "generated promtool tests cannot feed it, so they leave it out", severity="warning",
                                code="gates"))
-        if gate.kind == "latency" and plan.metrics.canary.has_latency and not plan.metrics.canary.latency_takes_a_level():
+        if (
+            gate.kind == "latency"
+            and plan.metrics.canary.has_latency
+            and not plan.metrics.canary.latency_takes_a_level()
+        ):
             out.append(Finding(gate.loc, f"gate {gate.name}: metrics.custom.latency uses $quantile inside a label "
                                "value, so the gate compares the quantile as measured, without a confidence bound",
                                severity="warning", code="gates"))

@@ -76,6 +76,7 @@ class Scenario:
     def __init__(self, plan: Plan, annotate: Annotate):
         self.plan = plan
         self.annotate = annotate
+        self.records = alerts.records(plan)
         stage = plan.current
         windows = c.judged_windows(stage) or (plan.metrics.window,)
         n_min = plan.metrics.min_requests
@@ -96,8 +97,13 @@ class Scenario:
                 buckets: tuple[float, float] | None = None) -> Inputs:
         """Inputs of a group: the canary's phases (None: no canary series), stable traffic alongside."""
         total = seconds if seconds is not None else sum(p.seconds for p in canary or [])
-        stable = simulator.flow([Phase(total, self.stable_rps, self.healthy_errors if stable_errors is None else stable_errors)])
-        flows: dict[str, simulator.Flow | None] = {"canary": simulator.flow(canary) if canary else None, "stable": stable}
+        stable = simulator.flow(
+            [Phase(total, self.stable_rps, self.healthy_errors if stable_errors is None else stable_errors)]
+        )
+        flows: dict[str, simulator.Flow | None] = {
+            "canary": simulator.flow(canary) if canary else None,
+            "stable": stable,
+        }
         steps = stable.steps
         return Inputs(steps, flows, self._custom(steps, custom_breach), buckets or self.buckets)
 
@@ -127,7 +133,9 @@ class Scenario:
         for values in custom.values():
             values[:] = [v * (1 + 0.0001 * (rng.random() - 0.5)) for v in values]
         inputs = Inputs(canary.steps, {"canary": canary, "stable": stable}, custom, self.buckets)
-        rates = f"canary {canary_rps} requests/s" + (f", stable {self.stable_rps} requests/s" if self.stable_rps else "")
+        rates = f"canary {canary_rps} requests/s" + (
+            f", stable {self.stable_rps} requests/s" if self.stable_rps else ""
+        )
         name = (f"healthy: {rates}, {format_percent(_fraction(self.healthy_errors))} errors, Poisson noise: "
                 f"nothing fires in {_t(seconds)}")
         return self._group(name, inputs, [], [self._none_firing(seconds, {})])
@@ -137,13 +145,19 @@ class Scenario:
         quiet = _up(max([r.for_ for r in starved] + [self.warmup]) + 120)
         resume = 0 if self.plan.is_rollback else _up(max([r.window or 0 for r in starved] + [0]) + 120)
         inputs = self._inputs([Phase(quiet, 0), Phase(resume, self.canary_rps, self.healthy_errors)])
-        timelines = simulator.simulate(self.plan, starved, inputs, TEST_EVERY)
+        timelines = simulator.simulate(self.plan, starved, inputs, TEST_EVERY, self.records)
         hold = ", the hold alert fires and clears" if starved else ""
         then = f", then {self.canary_rps} requests/s" if resume else ""
-        groups = [self._group(f"zero canary traffic for {_t(quiet)}{then}: no rollback{hold}", inputs,
-                              self._checkpoints(timelines), [self._none_firing(quiet + resume, {"action": "rollback"})])]
+        groups = [
+            self._group(
+                f"zero canary traffic for {_t(quiet)}{then}: no rollback{hold}",
+                inputs,
+                self._checkpoints(timelines),
+                [self._none_firing(quiet + resume, {"action": "rollback"})],
+            )
+        ]
         absent = self._inputs(None, seconds=quiet)
-        timelines = simulator.simulate(self.plan, starved, absent, TEST_EVERY)
+        timelines = simulator.simulate(self.plan, starved, absent, TEST_EVERY, self.records)
         hold = ", the hold alert fires" if starved else ""
         groups.append(self._group(f"no canary series for {_t(quiet)}: no rollback{hold}", absent,
                                   self._checkpoints(timelines, clears=False),
@@ -161,21 +175,22 @@ class Scenario:
         else:
             longest = max(r.for_ for r in own) + max((r.gate.window if r.gate else r.window or 0) for r in own)
         bad, after = _up(longest + 1200), _up(longest + 600)
-        timelines = simulator.simulate(self.plan, own, plan_for(bad, after), TEST_EVERY)
-        fired = [t.first_firing() for t in timelines if t.first_firing() is not None]
+        # It fires within the breach: the first run needs no recovery.
+        timelines = simulator.simulate(self.plan, own, plan_for(bad, 0), TEST_EVERY, self.records)
+        fired = [f for t in timelines if (f := t.first_firing()) is not None]
         if fired:
-            bad = max(fired) * TEST_EVERY - self.warmup + 2 * TEST_EVERY  # type: ignore[operator]
-            timelines = simulator.simulate(self.plan, own, plan_for(bad, after), TEST_EVERY)
+            bad = max(fired) * TEST_EVERY - self.warmup + 2 * TEST_EVERY
+            timelines = simulator.simulate(self.plan, own, plan_for(bad, after), TEST_EVERY, self.records)
             end = self.warmup + bad
-            clears = [t.first_clear(end // TEST_EVERY) for t in timelines]
-            if all(c is not None for c in clears):
-                after = max(clears) * TEST_EVERY - end + 2 * TEST_EVERY  # type: ignore[operator]
+            clears = [c for t in timelines if (c := t.first_clear(end // TEST_EVERY)) is not None]
+            if len(clears) == len(timelines):
+                after = max(clears) * TEST_EVERY - end + 2 * TEST_EVERY
         inputs = plan_for(bad, after)
-        timelines = _cut(timelines, inputs) or simulator.simulate(self.plan, own, inputs, TEST_EVERY)
+        timelines = _cut(timelines, inputs) or simulator.simulate(self.plan, own, inputs, TEST_EVERY, self.records)
         what = self._describe(rule, bad)
-        first = [t.first_firing() for t in timelines if t.first_firing() is not None]
+        first = [f for t in timelines if (f := t.first_firing()) is not None]
         if first:
-            start = min(first)  # type: ignore[type-var]
+            start = min(first)
             cleared = [t.first_clear(start) for t in timelines]
             done = [c for c in cleared if c is not None]
             clear = f", clears at {_t(max(done) * TEST_EVERY)}" if done else ""
@@ -184,7 +199,7 @@ class Scenario:
             name = f"{rule.name}: {what} from {_t(self.warmup)}; fires at {_t(start * TEST_EVERY)}{clear}"
         else:
             name = f"{rule.name}: {what} from {_t(self.warmup)}; cannot fire (nothing to compare with)"
-        return self._group(name, inputs, self._checkpoints(timelines), [])
+        return self._group(name, inputs, self._checkpoints(timelines), [], simulator.needs(own, self.records))
 
     def _breach_plan(self, rule: alerts.AlertRule) -> Callable[[int, int], Inputs]:
         """A function (breach seconds, recovery seconds) -> inputs breaching this rule after the warm-up."""
@@ -201,12 +216,14 @@ class Scenario:
             return lambda bad, after: self._inputs([Phase(warm, rps, h), Phase(bad, rps, level), Phase(after, rps, h)])
         if gate.kind == "latency":
             slow, buckets = self._latency_breach(gate)
-            return lambda bad, after: self._inputs([Phase(warm, rps, h), Phase(bad, rps, h, slow), Phase(after, rps, h)],
-                                                   buckets=buckets)
+            return lambda bad, after: self._inputs(
+                [Phase(warm, rps, h), Phase(bad, rps, h, slow), Phase(after, rps, h)], buckets=buckets
+            )
         if gate.kind == "ratio":
             base, level = self._ratio_levels(gate.threshold)
-            return lambda bad, after: self._inputs([Phase(warm, rps, base), Phase(bad, rps, level), Phase(after, rps, base)],
-                                                   stable_errors=base)
+            return lambda bad, after: self._inputs(
+                [Phase(warm, rps, base), Phase(bad, rps, level), Phase(after, rps, base)], stable_errors=base
+            )
         return lambda bad, after: self._inputs([Phase(warm + bad + after, rps, h)], custom_breach=(warm, warm + bad))
 
     def _latency_breach(self, gate: GatePlan) -> tuple[float, tuple[float, float]]:
@@ -218,7 +235,8 @@ class Scenario:
         """
         assert gate.quantile is not None
         threshold = float(gate.threshold)
-        level = float(quantile_level(float(gate.quantile), self.canary_rps * gate.window))
+        level = quantile_level(float(gate.quantile), self.canary_rps * gate.window)
+        assert isinstance(level, float)  # numbers in, a number out
         return min(1.0, math.ceil(2000 * (1 - level)) / 1000), (threshold / 2, 2 * threshold)
 
     def _burn_level(self) -> float:
@@ -249,9 +267,11 @@ class Scenario:
                     f"on stable{for_}")
         return f"{gate.name} past its threshold{for_}"
 
-    def _group(self, name: str, inputs: Inputs, alerts: list[dict[str, Any]], exprs: list[dict[str, Any]]) -> dict[str, Any]:
+    def _group(self, name: str, inputs: Inputs, alerts: list[dict[str, Any]], exprs: list[dict[str, Any]],
+               only: simulator.Needs | None = None) -> dict[str, Any]:
+        """A test group; with ``only``, fed just the series its alert reads (a breach says nothing of the others)."""
         group: dict[str, Any] = {"name": name, "interval": format_duration(STEP),
-                                 "input_series": simulator.input_series(self.plan, inputs)}
+                                 "input_series": simulator.input_series(self.plan, inputs, only, self.records)}
         if alerts:
             group["alert_rule_test"] = alerts
         if exprs:

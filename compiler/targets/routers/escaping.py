@@ -58,10 +58,12 @@ def _problem(pattern: re.Pattern[str], message: str) -> Check:
 
 
 haproxy_header_problem = _problem(
-    HAPROXY_HEADER, "the haproxy target reads header '{name}' with req.fhdr(); use only letters, digits, '-', '_' and '.'"
+    HAPROXY_HEADER,
+    "the haproxy target reads header '{name}' with req.fhdr(); use only letters, digits, '-', '_' and '.'",
 )
 haproxy_cookie_problem = _problem(
-    HAPROXY_COOKIE, "the haproxy target reads cookie '{name}' with req.cook(); use only letters, digits and . _ ~ : / @ + = -"
+    HAPROXY_COOKIE,
+    "the haproxy target reads cookie '{name}' with req.cook(); use only letters, digits and . _ ~ : / @ + = -",
 )
 nginx_cookie_problem = _problem(
     NGINX_COOKIE, "the nginx target reads cookie '{name}' as a $cookie_NAME variable: use only letters, digits and '_'"
@@ -79,7 +81,7 @@ def nginx_header_problem(name: str) -> str | None:
 
 def name_problems(plan: Any, header_problem: Check, cookie_problem: Check) -> list[tuple[tuple[str, ...], str]]:
     """``(spec location, message)`` for each sticky or tester name a router cannot read."""
-    out = []
+    out: list[tuple[tuple[str, ...], str]] = []
     if plan.sticky is not None:
         check = header_problem if plan.sticky.kind == "header" else cookie_problem
         problem = check(plan.sticky.name)

@@ -182,7 +182,9 @@ def config(plan: Plan, runtime: Runtime = Runtime()) -> str:
         bind=_bind(runtime.bind_address),
         frontend=TRAFFIC_FRONTEND,
         metrics_frontend=METRICS_FRONTEND,
-        resolvers=RESOLVERS if any(escaping.is_host_name(s.host) for v in (plan.stable, plan.canary) for s in v.servers) else None,
+        resolvers=RESOLVERS
+        if any(escaping.is_host_name(s.host) for v in (plan.stable, plan.canary) for s in v.servers)
+        else None,
         bucket_var=BUCKET_VAR,
         split=split,
         canary_all=share == 1,
@@ -249,5 +251,11 @@ def lint(plan: Plan) -> list[Finding]:
     return found + routing.capability_findings(plan, NAME, lambda stage: bucketing(plan, stage).split, inexact)
 
 
-TARGET = Target(NAME, render, lint, rollback=True, kinds={CONFIG: CARRIED, CONFIGMAP: MANIFEST, RUNTIME_ROLLBACK: OTHER},
-                stage_keys=stage_keys)
+TARGET = Target(
+    NAME,
+    render,
+    lint,
+    rollback=True,
+    kinds={CONFIG: CARRIED, CONFIGMAP: MANIFEST, RUNTIME_ROLLBACK: OTHER},
+    stage_keys=stage_keys,
+)

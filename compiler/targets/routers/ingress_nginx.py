@@ -146,7 +146,9 @@ def mirror_annotations(plan: Plan) -> dict[str, str]:
 
 def _main_note(plan: Plan) -> str:
     if plan.current.mirror == 0:
-        return "ingress-nginx main Ingress: every request the canary Ingress does not take goes to stable.\nMirror: none."
+        return (
+            "ingress-nginx main Ingress: every request the canary Ingress does not take goes to stable.\nMirror: none."
+        )
     return ("ingress-nginx main Ingress: every request the canary Ingress does not take goes to stable.\n"
             f"Mirror: every request copied to {plan.canary.backend} (ingress-nginx mirrors all or nothing).")
 

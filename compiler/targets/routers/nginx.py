@@ -155,7 +155,11 @@ def _locations(plan: Plan) -> list[str]:
 
 def _notes(plan: Plan, stage: StagePlan) -> list[str]:
     def partial(share: Fraction) -> list[str]:
-        key = f"the sticky {plan.sticky.kind} '{plan.sticky.name}' ($request_id without it)" if plan.sticky else "$request_id"
+        key = (
+            f"the sticky {plan.sticky.kind} '{plan.sticky.name}' ($request_id without it)"
+            if plan.sticky
+            else "$request_id"
+        )
         return [f"Canary: {percent(share).describe()}.", f"Split key: {key}."]
 
     notes = routing.share_notes(plan, stage, partial)
@@ -259,9 +263,13 @@ def lint(plan: Plan) -> list[Finding]:
                 f"{format_percent(share)} becomes {percent(share).text}")
 
     return found + routing.capability_findings(
-        plan, NAME, lambda stage: percent(stage.weight).split, lambda stage, split: words("weight", stage, stage.weight),
+        plan,
+        NAME,
+        lambda stage: percent(stage.weight).split,
+        lambda stage, split: words("weight", stage, stage.weight),
         mirror_of=lambda share: percent(share).split.realised,
-        inexact_mirror=lambda stage, realised: words("mirror", stage, stage.mirror))
+        inexact_mirror=lambda stage, realised: words("mirror", stage, stage.mirror),
+    )
 
 
 TARGET = Target(NAME, render, lint, rollback=True, kinds={CONFIG: CARRIED, CONFIGMAP: MANIFEST}, stage_keys=stage_keys)

@@ -1,0 +1,175 @@
+"""The loader's fast path: libyaml's C parser, ruamel.yaml's YAML 1.2 rules.
+
+Most specs are plain YAML: mappings, sequences and scalars, no anchors, no tags.
+Such a document is read here from libyaml's events (C), with every plain
+scalar resolved by ruamel.yaml's YAML 1.2 resolver and numbers built by its
+constructor, so the data and the positions are those of the full loader
+(:func:`compiler.spec.load.parse_text`), which a test holds on a corpus.
+Anything else (a syntax error, a duplicate key, an anchor or alias, an explicit
+tag, a directive, a key that is not a string, a control character, a nesting
+or size past the loader's bounds) raises :class:`Decline`, and the full loader
+reads the document and reports it exactly as it always does.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+import yaml
+from ruamel.yaml import YAML
+from ruamel.yaml.nodes import ScalarNode
+from ruamel.yaml.resolver import VersionedResolver
+
+Loc = tuple[Any, ...]
+Position = tuple[int, int]
+
+_STR = "tag:yaml.org,2002:str"
+_NULL = "tag:yaml.org,2002:null"
+_BOOL = "tag:yaml.org,2002:bool"
+_INT = "tag:yaml.org,2002:int"
+_FLOAT = "tag:yaml.org,2002:float"
+_Loader = getattr(yaml, "CSafeLoader", None)
+
+
+class Decline(Exception):
+    """The fast path does not read this document: the full loader will."""
+
+
+@lru_cache(maxsize=1)
+def _ruamel() -> tuple[VersionedResolver, Any]:
+    loader = YAML(typ="rt")
+    return VersionedResolver(version=(1, 2)), loader.constructor
+
+
+@lru_cache(maxsize=8192)
+def _plain(value: str) -> Any:
+    """A plain scalar as ruamel.yaml's YAML 1.2 round-trip loader reads it (then made a plain Python value)."""
+    resolver, constructor = _ruamel()
+    tag = resolver.resolve(ScalarNode, value, (True, False))
+    if tag == _STR:
+        return value
+    if tag == _NULL:
+        return None
+    if tag == _BOOL:
+        return value.lower() == "true"
+    node = ScalarNode(tag, value)
+    try:
+        if tag == _INT:
+            return int(constructor.construct_yaml_int(node))
+        if tag == _FLOAT:
+            return float(constructor.construct_yaml_float(node))
+    except (ValueError, TypeError, OverflowError, IndexError):
+        raise Decline(f"a {tag} the full loader reports") from None
+    raise Decline(f"a plain scalar of type {tag}")
+
+
+def _is_text(value: str) -> bool:
+    return not any((ord(c) < 0x20 and c not in "\t\n\r") or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF
+                   for c in value)
+
+
+class _Frame:
+    __slots__ = ("container", "loc", "key", "key_pos", "depth")
+
+    def __init__(self, container: Any, loc: Loc, depth: int):
+        self.container = container
+        self.loc = loc
+        self.key: str | None = None
+        self.key_pos: Position = (1, 1)
+        self.depth = depth
+
+
+def load(text: str, max_nodes: int, max_depth: int) -> tuple[Any, dict[Loc, Position], dict[Loc, Position]]:
+    """(data, key positions, value positions) of a plain YAML document; :class:`Decline` for anything else."""
+    if _Loader is None or "%" in text[:1]:
+        raise Decline("no libyaml, or a directive")
+    keys: dict[Loc, Position] = {}
+    values: dict[Loc, Position] = {}
+    stack: list[_Frame] = []
+    root: list[Any] = []
+    nodes = 0
+    documents = 0
+    parser = _Loader(text)
+    try:
+        while True:
+            event = parser.get_event()
+            if event is None:
+                break
+            kind = type(event).__name__
+            if kind in ("StreamStartEvent", "StreamEndEvent", "DocumentEndEvent"):
+                continue
+            if kind == "DocumentStartEvent":
+                documents += 1
+                if documents > 1 or getattr(event, "explicit", False) and getattr(event, "version", None):
+                    raise Decline("several documents, or a directive")
+            elif kind in ("MappingEndEvent", "SequenceEndEvent"):
+                stack.pop()
+            else:
+                nodes += 1
+                if nodes > max_nodes:
+                    raise Decline("too many nodes")
+                _node(event, kind, stack, root, keys, values, max_depth)
+    except yaml.YAMLError as exc:
+        raise Decline(f"invalid YAML: {exc}") from None
+    finally:
+        parser.dispose()
+    if len(root) != 1:
+        raise Decline("no document")
+    return root[0], keys, values
+
+
+def _node(event: Any, kind: str, stack: list[_Frame], root: list[Any], keys: dict[Loc, Position],
+          values: dict[Loc, Position], max_depth: int) -> None:
+    """A scalar, or the start of a mapping or sequence, put into its place."""
+    if kind == "AliasEvent" or getattr(event, "anchor", None) is not None:
+        raise Decline("an anchor or alias")
+    pos = (event.start_mark.line + 1, event.start_mark.column + 1)
+    if kind == "ScalarEvent":
+        tag, implicit = event.tag, event.implicit
+        if tag is not None and not (implicit[0] or implicit[1]):
+            raise Decline("an explicit tag")
+        if not _is_text(event.value):
+            raise Decline("a control character")
+        value = _plain(event.value) if event.style in ("", None) and implicit[0] else event.value
+        _place(stack, root, value, pos, keys, values)
+        return
+    if kind not in ("MappingStartEvent", "SequenceStartEvent"):
+        raise Decline(kind)
+    if event.tag is not None and not event.implicit:
+        raise Decline("an explicit tag")
+    container: Any = {} if kind == "MappingStartEvent" else []
+    loc = _place(stack, root, container, pos, keys, values)
+    depth = (stack[-1].depth + 1) if stack else 1
+    if depth > max_depth:
+        raise Decline("nesting")
+    stack.append(_Frame(container, loc, depth))
+
+
+def _place(stack: list[_Frame], root: list[Any], value: Any, pos: Position,
+           keys: dict[Loc, Position], values: dict[Loc, Position]) -> Loc:
+    """Put a node into its parent; its location in the data."""
+    if not stack:
+        root.append(value)
+        return ()
+    frame = stack[-1]
+    container = frame.container
+    if isinstance(container, list):
+        loc = frame.loc + (len(container),)
+        container.append(value)
+        values[loc] = pos
+        return loc
+    if frame.key is None:
+        if not isinstance(value, str):
+            raise Decline("a key that is not a string")
+        if value in container:
+            raise Decline("a duplicate key")
+        frame.key, frame.key_pos = value, pos
+        return frame.loc
+    key = frame.key
+    loc = frame.loc + (key,)
+    container[key] = value
+    keys[loc] = frame.key_pos
+    values[loc] = pos
+    frame.key = None
+    return loc
