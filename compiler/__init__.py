@@ -1,3 +1,3 @@
 """rollout: a compiler from progressive-delivery specs to GitOps-ready files."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

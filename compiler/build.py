@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import difflib
 import os
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -31,10 +33,10 @@ from compiler.ir.fleet import FleetEntry
 from compiler.ir.plan import Plan
 from compiler.output import ledger as ledgers
 from compiler.output.cache import Cache, stat_of
-from compiler.output.digest import inputs_digest, sha256
+from compiler.output.digest import compiler_digest, inputs_digest, sha256
 from compiler.output.ledger import FLEET_DIR, Ledger
 from compiler.output.transaction import OutputError, Transaction, acquire, describe, interrupted, release, write_staged
-from compiler.sources import Claim, SpecPath, collect, display_path, duplicates, source_path
+from compiler.sources import Claim, SpecPath, collect, duplicates, source_path
 
 if TYPE_CHECKING:
     from compiler.pipeline import Unit
@@ -127,8 +129,20 @@ def _obstacle(root: Path, relative: str) -> str | None:
     return None
 
 
-def _ours(existing: bytes, relative: str, owned: set[str]) -> bool:
-    return relative in owned or MARKER in existing[:400]
+def _ours(existing: bytes, relative: str, owned: set[str], output: Path, folder: str) -> bool:
+    """A file rollout wrote: listed by its manifest, or with the generated header (a manifest: its note); or a
+    file a merge left conflict markers in, in a folder whose manifest rollout wrote."""
+    if relative in owned or MARKER in existing[:400]:
+        return True
+    if relative.rsplit("/", 1)[-1] == ledgers.NAME:
+        return ledgers.NOTE.encode() in existing[:400]
+    if not _CONFLICT.search(existing):
+        return False
+    manifest = _read(output / folder / ledgers.NAME)
+    return manifest is not None and ledgers.NOTE.encode() in manifest[:400]
+
+
+_CONFLICT = re.compile(rb"(?m)^<<<<<<< .*\n(?:.*\n)*?=======\n(?:.*\n)*?>>>>>>> ")
 
 
 def _mode(path: Path) -> int:
@@ -171,8 +185,8 @@ def render_spec(job: Job) -> SpecOutcome:
     """Analyse and render one spec; stage (or keep) every file that differs from the disk."""
     from compiler.pipeline import analyse_bytes
 
-    shown = display_path(job.spec.path)
-    source = source_path(job.spec.path, job.root)
+    shown = job.spec.shown
+    source = source_path(job.spec.path, job.root, job.spec.real)
     units, diagnostics = analyse_bytes(job.raw, shown, job.spec.named, job.root, job.spec.path)
     outcome = SpecOutcome(job.spec, source, diagnostics, [])
     if has_errors(diagnostics):
@@ -191,9 +205,10 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
     old = ledgers.read(job.output, plan.out)
     entry = fleet_entry(plan, kinds)
     hashes = {path: sha256(text.encode()) for path, text in files.items()}
-    record = Ledger(plan.out, hashes, source, plan.source.sha256, job.digest, siblings, entry)
+    record = Ledger(plan.out, hashes, source, plan.source.sha256, job.digest, siblings, entry,
+                    compiler=compiler_digest())
     data = {path: text.encode() for path, text in files.items()}
-    data[ledgers.NAME] = record.text().encode()
+    data[ledgers.NAME] = _kept_ledger(job, old, record) or record.text().encode()
     hashes[ledgers.NAME] = sha256(data[ledgers.NAME])
     result = RolloutOutcome(plan.out, hashes, data if job.staging is None else None, entry=entry,
                             stage=plan.label(plan.current), before=_before(plan, old),
@@ -210,7 +225,7 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
         existing = _read(target)
         if existing == data[path]:
             continue
-        if existing is not None and not _ours(existing, relative, owned):
+        if existing is not None and not _ours(existing, relative, owned, job.output, plan.out):
             result.blocked.append((relative, "a file rollout did not generate is in the way"))
             continue
         result.changed.append(relative)
@@ -225,6 +240,17 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
     return result
 
 
+def _kept_ledger(job: Job, old: Ledger | None, new: Ledger) -> bytes | None:
+    """The manifest as it is, when only the spec's digest would change in it: an edit of the spec that does not
+    change this rollout (another environment promoted) leaves its folder alone. The next compile of the spec
+    renders it again (its recorded digest differs) and finds nothing to write."""
+    if old is None or old.compiler != new.compiler or old.inputs == new.inputs:
+        return None
+    same = (old.files == new.files and old.fleet == new.fleet and old.spec == new.spec
+            and set(old.siblings) == set(new.siblings))
+    return _read(job.output / new.out / ledgers.NAME) if same else None
+
+
 def _before(plan: Plan, old: Ledger | None) -> str | None:
     if old is None or old.fleet is None:
         return None
@@ -237,14 +263,14 @@ def _before(plan: Plan, old: Ledger | None) -> str | None:
 # --------------------------------------------------------------------------- what is current
 
 
-def current(root: Path, mine: Sequence[Ledger], digest: str, cache: Cache) -> bool:
+def current(root: Path, mine: Sequence[Ledger], digest: str, cache: Cache, siblings: bool = True) -> bool:
     """The rollouts of a spec are what its bytes compile to: same inputs, every file as recorded."""
     if not mine:
         return False
     outs = {ledger.out for ledger in mine}
     base = str(root.resolve())
     for ledger in mine:
-        if ledger.inputs != digest or set(ledger.siblings) != outs:
+        if (ledger.inputs or "") != digest or (siblings and set(ledger.siblings) != outs):
             return False
         folder = f"{base}/{ledger.out}/"
         for relative, recorded in ledger.files.items():
@@ -258,7 +284,7 @@ def _read_spec(spec: SpecPath) -> bytes | Diagnostic:
         with spec.path.open("rb") as handle:
             return handle.read(MAX_BYTES + 1)
     except OSError as exc:
-        return _error(display_path(spec.path), f"cannot read file: {exc.strerror or exc}", "io")
+        return _error(spec.shown, f"cannot read file: {exc.strerror or exc}", "io")
 
 
 def _compiled_whole(paths: Iterable[str | Path], root: Path) -> list[str]:
@@ -307,25 +333,35 @@ class _Survey:
 
     existing: dict[str, Ledger]
     legacy: set[str]
+    cache: Cache
     kept: dict[str, Ledger] = field(default_factory=dict)
     work: list[Job] = field(default_factory=list)
+
+    def fleet_current(self, output: Path, fresh: list[RolloutOutcome], gone: list[Ledger],
+                      entries: list[FleetEntry]) -> bool:
+        """Nothing rendered or removed, and _fleet/ is what its manifest says it was compiled from: the fleet
+        files are a function of the rollouts' entries, which their manifests hold unchanged."""
+        fleet = self.existing.get(FLEET_DIR)
+        if fresh or gone or self.legacy or fleet is None or set(fleet.siblings) != {e.out for e in entries}:
+            return False
+        return current(output, [dataclasses.replace(fleet, inputs="")], "", self.cache, siblings=False)
 
 
 def _survey(found: list[SpecPath], root: Path, output: Path, staging: Path | None, force: bool,
             report: Report) -> _Survey:
-    survey = _Survey(ledgers.scan(output), legacy_entries(output))
+    survey = _Survey(ledgers.scan(output), legacy_entries(output), Cache())
     by_spec: dict[str, list[Ledger]] = {}
     for ledger in survey.existing.values():
         if ledger.spec is not None:
             by_spec.setdefault(ledger.spec, []).append(ledger)
-    cache = Cache()
+    cache = survey.cache
     cache.preload(output)
     for spec in found:
         raw = _read_spec(spec)
         if isinstance(raw, Diagnostic):
             report.diagnostics.append(raw)
             continue
-        source = source_path(spec.path, root)
+        source = source_path(spec.path, root, spec.real)
         digest = inputs_digest(source, raw)
         mine = by_spec.get(source, [])
         if not force and current(output, mine, digest, cache):
@@ -333,7 +369,7 @@ def _survey(found: list[SpecPath], root: Path, output: Path, staging: Path | Non
             report.skipped += len(mine)
             continue
         survey.work.append(Job(spec, raw, digest, root, output, staging, frozenset(survey.legacy)))
-    cache.close()
+    cache.flush()
     return survey
 
 
@@ -362,7 +398,7 @@ def _orphans(survey: _Survey, fresh: list[RolloutOutcome], found: list[SpecPath]
     """(rollouts whose spec is gone and that go with it, rollouts of specs not compiled now that stay, the
     fleet entries of every rollout that stays)."""
     produced = {r.out for r in fresh} | set(survey.kept)
-    named = {source_path(s.path, root) for s in found if s.named}
+    named = {source_path(s.path, root, s.real) for s in found if s.named}
     whole = _compiled_whole(paths, root)
     entries: list[FleetEntry] = [r.entry for r in fresh if r.entry is not None]
     entries += [ledger.fleet for ledger in survey.kept.values() if ledger.fleet is not None]
@@ -405,9 +441,13 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
             if _still_ours(output, relative, survey.existing.get(rollout.out)):
                 tx.remove(relative)
                 report.removed.append(relative)
-    fleet_texts = _write_fleet(tx, output, entries, survey, report)
+    if survey.fleet_current(output, fresh, gone, entries):
+        fleet_files = len(survey.existing[FLEET_DIR].files) + 1
+    else:
+        fleet_files = len(_write_fleet(tx, output, entries, survey, report))
+    survey.cache.close()
     if survey.legacy and (prune or _compiled_whole(paths, root)):
-        owned_now = {f"{r.out}/{p}" for r in fresh for p in r.files} | {f"{FLEET_DIR}/{p}" for p in fleet_texts}
+        owned_now = {f"{r.out}/{p}" for r in fresh for p in r.files} | {f"{FLEET_DIR}/{p}" for p in _fleet(entries)[0]}
         owned_now |= {f"{out}/{p}" for out, ledger in survey.existing.items() for p in ledger.files}
         for relative in sorted(survey.legacy - owned_now):
             if _still_ours(output, relative, None, legacy=True):
@@ -415,7 +455,7 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
                 report.removed.append(relative)
         tx.remove(LEGACY_MANIFEST)
     report.files = (sum(len(r.files) for r in fresh) + sum(len(ledger.files) for ledger in survey.kept.values())
-                    + len(fleet_texts))
+                    + fleet_files)
 
 
 def _write_fleet(tx: Transaction, output: Path, entries: list[FleetEntry], survey: _Survey,
@@ -435,7 +475,7 @@ def _write_fleet(tx: Transaction, output: Path, entries: list[FleetEntry], surve
             continue
         if current_bytes == data:
             continue
-        if current_bytes is not None and not _ours(current_bytes, relative, owned):
+        if current_bytes is not None and not _ours(current_bytes, relative, owned, output, FLEET_DIR):
             report.diagnostics.append(_error(output / relative, "a file rollout did not generate is in the way: "
                                              "nothing written", "emit"))
             continue
@@ -495,7 +535,8 @@ def _fleet(entries: list[FleetEntry]) -> tuple[dict[str, bytes], Ledger]:
     from compiler.targets import fleets
 
     texts = {path: text.encode() for path, text in fleets.render(sorted(entries, key=lambda e: e.out)).items()}
-    record = Ledger(FLEET_DIR, {path: sha256(data) for path, data in texts.items()})
+    record = Ledger(FLEET_DIR, {path: sha256(data) for path, data in texts.items()},
+                    siblings=tuple(sorted({e.out for e in entries})))
     texts[ledgers.NAME] = record.text().encode()
     return texts, record
 
@@ -559,7 +600,9 @@ def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jo
         for relative in _removable(output, ledger):
             report.diffs.append((relative, unified(_read(output / relative), None, relative)))
     report.left_alone = len(left)
-    fleet_texts, _ = _fleet(entries)
+    fleet_current = survey.fleet_current(output, fresh, gone, entries)
+    survey.cache.close()
+    fleet_texts = {} if fleet_current else _fleet(entries)[0]
     old_fleet = survey.existing.get(FLEET_DIR)
     for path, data in sorted(fleet_texts.items()):
         relative = f"{FLEET_DIR}/{path}"
@@ -567,13 +610,14 @@ def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jo
         if before != data:
             report.fleet_changed.append(relative)
             report.diffs.append((relative, unified(before, data, relative)))
-    if old_fleet is not None:
+    if old_fleet is not None and not fleet_current:
         for path in sorted(old_fleet.files):
             if path not in fleet_texts and (output / FLEET_DIR / path).is_file():
                 report.diffs.append((f"{FLEET_DIR}/{path}", unified(_read(output / FLEET_DIR / path), None,
                                                                     f"{FLEET_DIR}/{path}")))
+    fleet_files = len(old_fleet.files) + 1 if fleet_current and old_fleet else len(fleet_texts)
     report.files = (sum(len(r.files) for r in fresh) + sum(len(ledger.files) for ledger in survey.kept.values())
-                    + len(fleet_texts))
+                    + fleet_files)
 
 
 def drift(report: Report, output: Path) -> list[Diagnostic]:
@@ -581,7 +625,7 @@ def drift(report: Report, output: Path) -> list[Diagnostic]:
     out = []
     listed = 5
     for outcome in report.outcomes:
-        shown = display_path(outcome.spec.path)
+        shown = outcome.spec.shown
         for rollout in outcome.rollouts:
             paths = rollout.changed + rollout.stale
             if not paths:

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from compiler.gates.alerts import custom_query
+from compiler.gates.algebra import render
 from compiler.ir import planner
 from compiler.spec import rules
 from compiler.spec import environments as specs
@@ -114,7 +116,31 @@ def _analyse(doc: Document, path: Path, named: bool, root: Path | None) -> tuple
         diagnostics.extend(lint)
         if not has_errors(lint):
             units.append(unit)
-    return units, _unique(diagnostics)
+    apart = environments_apart(doc, units)
+    diagnostics.extend(apart)
+    return ([] if apart else units), _unique(diagnostics)
+
+
+def environments_apart(doc: Document, units: list[Unit]) -> list[Diagnostic]:
+    """Two environments of a spec that read the same series (a canary query, or a custom gate's, of the same text)
+    would mix their canaries in one Prometheus: an error at the later environment."""
+    seen: dict[str, str] = {}
+    out = []
+    for unit in units:
+        plan = unit.plan
+        if plan.environment is None:
+            continue
+        queries = {render(plan.metrics.canary.requests(plan.metrics.window))}
+        queries |= {render(custom_query(plan, g)) for s in plan.stages for g in s.gates if g.query}
+        shared = sorted(q for q in queries if seen.setdefault(q, plan.environment) != plan.environment)
+        if shared:
+            line, col = doc.locate(("environments", plan.environment))
+            out.append(Diagnostic(doc.path, line, col, "error",
+                                  f"environments '{seen[shared[0]]}' and '{plan.environment}' read the same series "
+                                  f"({shared[0]}): one Prometheus would mix their canaries; give them different "
+                                  "namespaces (metadata.namespace), and use $namespace in metrics.custom and custom "
+                                  "gate queries", "metrics"))
+    return out
 
 
 def _in_env(d: Diagnostic, env: str) -> Diagnostic:

@@ -89,13 +89,13 @@ class _OutputDumper(_Dumper):  # type: ignore[misc, valid-type]  # libyaml's dum
         self.serialize(node(data))
 
     def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is not ScalarNode:
+        if kind is not ScalarNode or len(value) > 64:  # long values (a dashboard in a ConfigMap) are not kept
             return super().resolve(kind, value, implicit)
         key = (value, implicit)
         found = _RESOLVED.get(key)
         if found is None:
             found = _RESOLVED[key] = super().resolve(kind, value, implicit)
-            if len(_RESOLVED) > 100_000:
+            if len(_RESOLVED) > 20_000:
                 _RESOLVED.clear()
         return found
 

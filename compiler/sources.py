@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 
 from compiler.diagnostics import Diagnostic
@@ -11,10 +13,16 @@ from compiler.diagnostics import Diagnostic
 SPEC_SUFFIXES = (".yaml", ".yml")
 
 
-def display_path(path: Path) -> str:
-    """A path as the user sees it: relative to the working directory when inside it, POSIX-style."""
+@lru_cache(maxsize=16)
+def _resolved(folder: str) -> Path:
+    return Path(folder).resolve()
+
+
+def display_path(path: Path, real: Path | None = None) -> str:
+    """A path as the user sees it: relative to the working directory when inside it, POSIX-style (``real``: the
+    path resolved already)."""
     try:
-        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+        return (real or path.resolve()).relative_to(_resolved(os.getcwd())).as_posix()
     except (ValueError, OSError, RuntimeError):  # outside the working directory; a symbolic link loop
         return path.as_posix()
 
@@ -23,6 +31,11 @@ def display_path(path: Path) -> str:
 class SpecPath:
     path: Path
     named: bool  # named on the command line, rather than found in a folder
+    real: Path | None = field(default=None, compare=False)  # resolved once, when collected
+
+    @property
+    def shown(self) -> str:
+        return display_path(self.path, self.real)
 
 
 def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnostic]]:
@@ -34,20 +47,22 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnosti
         if path.is_dir():
             for p in path.rglob("*"):
                 if p.is_file() and p.suffix in SPEC_SUFFIXES and not _hidden(p, path):
-                    found.setdefault(p.resolve(), SpecPath(p, False))
+                    real = p.resolve()
+                    found.setdefault(real, SpecPath(p, False, real))
         elif path.is_file():
-            found[path.resolve()] = SpecPath(path, True)  # is_file: the path resolves, without a loop
+            real = path.resolve()  # is_file: the path resolves, without a loop
+            found[real] = SpecPath(path, True, real)
         else:
             why = "not a regular file or folder" if path.exists() or path.is_symlink() else "no such file or directory"
             problems.append(Diagnostic(display_path(path), 1, 1, "error", why, "io"))
-    return sorted(found.values(), key=lambda s: display_path(s.path)), problems
+    return sorted(found.values(), key=lambda s: s.shown), problems
 
 
 def _hidden(path: Path, root: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
-def source_path(path: Path, root: Path | None) -> str:
+def source_path(path: Path, root: Path | None, real: Path | None = None) -> str:
     """How generated files name their spec: relative to ``root`` (the output folder's parent) when inside it.
 
     Diagnostics name files relative to the working folder, for the user at the terminal; generated
@@ -55,10 +70,10 @@ def source_path(path: Path, root: Path | None) -> str:
     """
     if root is not None:
         try:
-            return path.resolve().relative_to(root.resolve()).as_posix()
+            return (real or path.resolve()).relative_to(_resolved(str(root))).as_posix()
         except ValueError:
             pass  # a spec outside the folder holding the output: name it as the user did
-    return display_path(path)
+    return display_path(path, real)
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -109,3 +110,17 @@ from hypothesis import HealthCheck, settings  # noqa: E402
 settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.register_profile("fuzz", max_examples=5000, deadline=None, suppress_health_check=list(HealthCheck))
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Release Bot", "GIT_AUTHOR_EMAIL": "bot@example.com",
+                "GIT_COMMITTER_NAME": "Release Bot", "GIT_COMMITTER_EMAIL": "bot@example.com"}
+
+
+def git(repo: Path, *args: str, check: bool = True) -> str:
+    """Run git in ``repo`` with a fixed identity; its output (an error fails the test unless ``check`` is off)."""
+    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=60,
+                          env={**os.environ, **GIT_IDENTITY})
+    if check:
+        assert done.returncode == 0, f"git {' '.join(args)}: {done.stderr}{done.stdout}"
+    return done.stdout + done.stderr
+

@@ -66,7 +66,7 @@ def openmetrics(start: int) -> str:
                 (STABLE, 5.0, 0.005, FAST),
                 (CANARY, phase.canary_rps, phase.canary_errors, phase.canary_latency),
             ):
-                common = f'service="checkout",version="{version}"'
+                common = f'namespace="shop",service="checkout",version="{version}"'
                 add("http_requests_total", f'code="200",{common}', t, rps * (1 - errors) * step)
                 add("http_requests_total", f'code="500",{common}', t, rps * errors * step)
                 for le, share in zip(BUCKETS, latency):

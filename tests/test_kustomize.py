@@ -199,11 +199,11 @@ def test_the_kustomization_does_not_change_with_the_stage():
     assert "rollout-compiler.dev/stage" not in texts.pop()
 
 
-def test_environments_sharing_a_namespace_build_on_their_own(tmp_path):
-    """Staging and production of one service in the same namespace: each environment builds alone."""
-    text = (
-        SPECS / "ultra-fast-analyzer.yaml"
-    ).read_text() + "environments:\n  staging: {current: ramp}\n  production: {}\n"
+def test_each_environment_builds_on_its_own(tmp_path):
+    """Staging and production of one service (namespaces of their own: one Prometheus may scrape both, and a
+    spec whose environments would share queries is refused): each environment builds alone."""
+    text = (SPECS / "ultra-fast-analyzer.yaml").read_text() + (
+        "environments:\n  staging: {current: ramp, metadata: {namespace: analytics-staging}}\n  production: {}\n")
     spec = tmp_path / "analyzer.yaml"
     spec.write_text(text)
     files = compile_files(spec)

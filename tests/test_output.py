@@ -280,3 +280,28 @@ def test_a_file_mode_its_user_set_is_kept(tmp_path):
     compiled(specs, out)
     assert (out / "shop/a/PLAN.md").stat().st_mode & 0o777 == 0o444
     assert "full" in (out / "shop/a/PLAN.md").read_text()
+
+
+def test_promoting_one_environment_leaves_the_other_environment_s_folder_untouched(tmp_path):
+    """The spec's bytes change, but not what the staging environment compiles to: its folder, manifest included,
+    stays byte-identical, `check` passes, and compiling again writes nothing."""
+    from compiler.ops import edit
+
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    spec = specs / "orchestra.yaml"
+    shutil.copy(ROOT / "specs" / "ai-orchestra.yaml", spec)
+    out = tmp_path / "generated"
+    compiled(specs, out)
+    before = tree(out)
+    change = edit.set_current(spec.read_text(), "switch", "production", str(spec), None)
+    spec.write_text(change.text)
+    report = compiled(specs, out)
+    after = tree(out)
+    staging = [p for p in set(before) | set(after) if p.startswith("staging/")]
+    assert staging and all(before.get(p) == after.get(p) for p in staging)
+    assert any(before.get(p) != after.get(p) for p in after if p.startswith("production/"))
+    assert all(p.startswith(("production/", "_fleet/")) for p in report.written), report.written
+    assert build.verify([specs], out).diffs == []
+    again = compiled(specs, out)
+    assert again.written == [] and again.removed == []

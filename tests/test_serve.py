@@ -26,18 +26,7 @@ from click.testing import CliRunner
 from compiler import pipeline
 from compiler.ops import serve
 from compiler.cli import main
-from conftest import GOLDEN, ROOT, free_port, plans_of, tool
-
-GIT_IDENTITY = {"GIT_AUTHOR_NAME": "Release Bot", "GIT_AUTHOR_EMAIL": "bot@example.com",
-                "GIT_COMMITTER_NAME": "Release Bot", "GIT_COMMITTER_EMAIL": "bot@example.com"}
-
-
-def git(repo: Path, *args: str) -> str:
-    done = subprocess.run(["git", *args], cwd=repo, capture_output=True, text=True, timeout=30,
-                          env={**os.environ, **GIT_IDENTITY})
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
+from conftest import GIT_IDENTITY, GOLDEN, ROOT, free_port, git, plans_of, tool
 
 def commits(repo: Path) -> int:
     return int(git(repo, "rev-list", "--count", "HEAD"))

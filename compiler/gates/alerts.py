@@ -123,7 +123,8 @@ def latency_lower_expr(plan: Plan, q: Fraction, seconds: int) -> Expr:
 def custom_query(plan: Plan, gate: GatePlan) -> Expr:
     assert gate.query is not None
     v = plan.canary
-    return text(fill(gate.query, VariantLabels(v.role, v.version, v.backend, v.port), window=window(gate.window)))
+    labels = VariantLabels(v.role, v.version, v.backend, v.port, plan.namespace)
+    return text(fill(gate.query, labels, window=window(gate.window)))
 
 
 def sourceless(gate: GatePlan) -> bool:

@@ -22,7 +22,7 @@ parsed back from text.
   ``haproxy_backend_http_responses_total{code="5xx"}`` per ``proxy`` (backend);
   no latency histogram;
 - custom: the spec's PromQL templates (``$variant``, ``$version``,
-  ``$backend``, ``$window``, ``$quantile``), kept as written.
+  ``$backend``, ``$namespace``, ``$window``, ``$quantile``), kept as written.
 """
 
 from __future__ import annotations
@@ -93,6 +93,7 @@ class VariantLabels:
     version: str
     backend: str
     port: int
+    namespace: str = ""
 
 
 @dataclass(frozen=True)
@@ -148,10 +149,24 @@ def _histogram(metric: str, labels: list[Matcher], unit: float = 1.0) -> Histogr
     return Histogram(metric, tuple(labels), unit)
 
 
+@dataclass(frozen=True)
+class Scrape:
+    """How the series of a rollout are labelled where they are scraped (``metrics.*`` of the spec)."""
+
+    namespace_label: str = "namespace"
+    workload_label: str = "service"
+    workload: str = "name"  # name: the rollout's name and a version label; backend: each variant's Service
+
+
 def preset(source: str, name: str, namespace: str, main_ingress: str, variant: VariantLabels,
-           namespace_label: str = "namespace") -> VariantMetrics:
+           scrape: Scrape = Scrape()) -> VariantMetrics:
+    namespace_label = scrape.namespace_label
     if source == "generic":
-        labels: list[Matcher] = [("service", "=", name), ("version", "=", variant.version)]
+        labels: list[Matcher] = [(namespace_label, "=", namespace)]
+        if scrape.workload == "backend":
+            labels.append((scrape.workload_label, "=", variant.backend))
+        else:
+            labels += [(scrape.workload_label, "=", name), ("version", "=", variant.version)]
         return VariantMetrics(
             Counters("http_requests_total", tuple(labels), ErrorLabel("code", STATUS_5XX, "500", "200")),
             _histogram("http_request_duration_seconds_bucket", labels),
@@ -177,7 +192,7 @@ def preset(source: str, name: str, namespace: str, main_ingress: str, variant: V
             _histogram("istio_request_duration_milliseconds_bucket", labels, 1000.0),
         )
     if source == "haproxy":
-        labels = [("proxy", "=", variant.backend)]
+        labels = [(namespace_label, "=", namespace), ("proxy", "=", variant.backend)]
         return VariantMetrics(
             Counters("haproxy_backend_http_requests_total", tuple(labels),
                      error_metric="haproxy_backend_http_responses_total", error_labels=(*labels, ("code", "=", "5xx"))),
@@ -202,6 +217,7 @@ def substitute(template: str, variant: VariantLabels | None = None, window: str 
             text.replace("$variant", label_safe(variant.role))
             .replace("$version", label_safe(variant.version))
             .replace("$backend", label_safe(variant.backend))
+            .replace("$namespace", label_safe(variant.namespace))
         )
     if window is not None:
         text = text.replace("$window", window)
@@ -232,7 +248,7 @@ def parse_error(expression: str) -> str | None:
     return None
 
 
-SAMPLE = VariantLabels("canary", "v1", "backend", 80)
+SAMPLE = VariantLabels("canary", "v1", "backend", 80, "namespace")
 
 
 def check_template(template: str) -> str | None:

@@ -245,14 +245,16 @@ def _metrics(spec: model.RolloutSpec, stable: VariantPlan, canary: VariantPlan, 
     m = spec.metrics
     queries = {}
     for variant in (stable, canary):
-        labels = presets.VariantLabels(variant.role, variant.version, variant.backend, variant.port)
+        labels = presets.VariantLabels(variant.role, variant.version, variant.backend, variant.port,
+                                       spec.metadata.namespace)
         if m.source == "custom":
             custom = m.custom
             assert custom is not None  # checked by the rules
             queries[variant.role] = presets.from_templates(custom.requests, custom.errors, custom.latency, labels)
         else:
+            scrape = presets.Scrape(m.namespace_label, m.workload_label, m.workload)
             queries[variant.role] = presets.preset(m.source, spec.metadata.name, spec.metadata.namespace, ingress,
-                                                   labels, m.namespace_label)
+                                                   labels, scrape)
     return MetricsPlan(m.source, m.min_requests, m.expected_rps, m.window, queries["stable"], queries["canary"])
 
 

@@ -10,20 +10,22 @@ and a missing, locked or corrupted cache changes nothing but time.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import sqlite3
+import zlib
 from pathlib import Path
 
 from compiler.output.digest import file_sha256
 
-SCHEMA = 1
+SCHEMA = 2
+
+
+Stat = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
 
 def _check(path: str, stat: Stat, sha: str) -> str:
     """A checksum of each row: a damaged row is a miss, never a wrong hash."""
-    return hashlib.sha256(f"{path}\0{stat}\0{sha}".encode()).hexdigest()[:16]
-Stat = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
+    return format(zlib.crc32(f"{path}\0{stat[0]}\0{stat[1]}\0{stat[2]}\0{stat[3]}\0{sha}".encode()), "08x")
 
 
 def folder() -> Path | None:
@@ -90,7 +92,7 @@ class Cache:
             return None
         key = str(path)
         found = self.loaded.get(key)
-        if found is None and not any(key.startswith(p) for p in self.prefixes):
+        if found is None and not any(key.startswith(p) for p in self.prefixes):  # a folder not preloaded
             try:
                 row = self.db.execute("SELECT size, mtime, ctime, ino, sha256, checksum FROM files WHERE path = ?",
                                       (key,)).fetchone()

@@ -14,6 +14,7 @@ Manifests are JSON (sorted keys, one value per line), read and written here only
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,12 +41,15 @@ class Ledger:
     siblings: tuple[str, ...] = ()  # every folder the spec compiled to
     fleet: FleetEntry | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    compiler: str | None = None  # digest of the compiler that wrote the folder
 
     def text(self) -> str:
         data: dict[str, Any] = {"_": NOTE, "version": VERSION, "files": dict(sorted(self.files.items()))}
         if self.spec is not None:
-            data.update(spec=self.spec, spec_sha256=self.spec_sha256, inputs=self.inputs,
+            data.update(spec=self.spec, spec_sha256=self.spec_sha256, inputs=self.inputs, compiler=self.compiler,
                         siblings=sorted(self.siblings), fleet=self.fleet.to_json() if self.fleet else None)
+        elif self.siblings:  # _fleet/: the rollouts its files were compiled from
+            data.update(rollouts=sorted(self.siblings))
         data.update(self.extra)
         return orjson.dumps(
             data, option=orjson.OPT_INDENT_2 | orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
@@ -59,14 +63,21 @@ def parse(out: str, data: bytes) -> Ledger | None:
         files = raw["files"]
         if raw.get("version") != VERSION or not isinstance(files, dict):
             return None
-        if not all(isinstance(k, str) and isinstance(v, str) and safe(k) for k, v in files.items()):
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+            return None
+        if _UNSAFE.search("\n".join(files)) or "" in files:
             return None
         fleet = FleetEntry.from_json(raw["fleet"]) if raw.get("fleet") else None
         spec = raw.get("spec")
+        siblings = raw.get("siblings") if spec is not None else raw.get("rollouts")
         return Ledger(out, dict(files), spec if isinstance(spec, str) else None, raw.get("spec_sha256"),
-                      raw.get("inputs"), tuple(str(s) for s in raw.get("siblings") or ()), fleet)
+                      raw.get("inputs"), tuple(str(s) for s in siblings or ()), fleet, compiler=raw.get("compiler"))
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError):
         return None
+
+
+#: A path that is empty in a part, absolute, or climbs: anywhere in the newline-joined paths of a manifest.
+_UNSAFE = re.compile(r"(?m)^/|//|(^|/)\.\.?(/|$)|/$|\x00|\r")
 
 
 def safe(path: str) -> bool:

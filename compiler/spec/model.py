@@ -304,7 +304,7 @@ class Traffic(Model):
 
 
 class CustomQueries(Model):
-    """PromQL templates; $variant, $version, $backend, $window and (latency) $quantile are substituted."""
+    """PromQL templates; $variant, $version, $backend, $namespace, $window and (latency) $quantile are substituted."""
 
     requests: PromQL = Field(description="Requests per second of one variant over $window.")
     errors: PromQL = Field(description="Failed requests per second of one variant over $window.")
@@ -319,8 +319,16 @@ class Metrics(Model):
     expected_rps: float | None = Field(None, gt=0, description="Requests per second the whole service receives.")
     window: WindowDuration = Field(300, description="Default window of every gate (at most 1d).")
     namespace_label: Literal["namespace", "exported_namespace"] = Field(
-        "namespace", description="ingress-nginx: the label holding the Ingress's namespace; exported_namespace when "
-        "Prometheus scrapes the controller without honor_labels (the ingress-nginx chart's ServiceMonitor default).")
+        "namespace", description="generic, ingress-nginx, haproxy: the label holding the rollout's namespace; "
+        "exported_namespace when Prometheus scrapes an exporter that sets `namespace` itself without honor_labels "
+        "(the ingress-nginx chart's ServiceMonitor default).")
+    workload_label: Annotated[str, _checked(names.check_prom_label), _string(pattern=names.PROM_LABEL_NAME.pattern)] = (
+        Field("service", description="generic: the label naming the workload (a ServiceMonitor sets `service` to the "
+              "Kubernetes Service's name, `job` to the job label's value)."))
+    workload: Literal["name", "backend"] = Field(
+        "name", description="generic: what the workload label holds: the rollout's name (one workload, versions told "
+        "apart by `version`), or each variant's backend Service (a Deployment and Service per variant, each scraped "
+        "by a ServiceMonitor; no `version` label needed).")
     custom: CustomQueries | None = None
 
 
@@ -368,7 +376,8 @@ class RatioGate(_Gate):
 
 
 class CustomGate(_Gate):
-    query: PromQL = Field(description="PromQL giving one value; $variant/$version/$backend/$window are substituted.")
+    query: PromQL = Field(
+        description="PromQL giving one value; $variant/$version/$backend/$namespace/$window are substituted.")
     max: Number | None = None
     min: Number | None = None
     description: Text | None = None

@@ -106,6 +106,13 @@ def check_label_key(value: str) -> str:
     return value
 
 
+def check_prom_label(value: str) -> str:
+    """A Prometheus label name of an exporter's series (not one of Prometheus' own ``__`` labels)."""
+    if not PROM_LABEL_NAME.match(value) or value.startswith("__") or len(value) > 128:
+        raise ValueError(f"'{value}' is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)")
+    return value
+
+
 def check_header_name(value: str) -> str:
     if not HEADER_TOKEN.match(value) or len(value) > 128:
         raise ValueError(

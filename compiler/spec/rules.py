@@ -452,12 +452,17 @@ def promql(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
             f"metrics.custom is only used with `source: custom` (source is '{m.source}')",
             "metrics",
         )
-    if m.namespace_label != "namespace" and m.source != "ingress-nginx":
+    if m.namespace_label != "namespace" and m.source not in ("generic", "ingress-nginx", "haproxy"):
         yield doc.error(
             ("metrics", "namespace_label"),
-            f"metrics.namespace_label is only used with `source: ingress-nginx` (source is '{m.source}')",
+            f"metrics.namespace_label is not used with `source: {m.source}` (generic, ingress-nginx and haproxy "
+            "select the namespace by it)",
             "metrics",
         )
+    for key, default in (("workload_label", "service"), ("workload", "name")):
+        if getattr(m, key) != default and m.source != "generic":
+            yield doc.error(("metrics", key), f"metrics.{key} is only used with `source: generic` "
+                            f"(source is '{m.source}')", "metrics")
     has_latency = m.source != "haproxy" and not (
         m.source == "custom" and (m.custom is None or m.custom.latency is None)
     )
