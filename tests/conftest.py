@@ -66,6 +66,26 @@ def plan_of(path: Path | str, environment: str | None = None) -> Plan:
 
 
 UNIT = os.environ.get("ROLLOUT_UNIT") == "1"  # `make unit`: the tests that run no external program
+FUZZ = os.environ.get("ROLLOUT_FUZZ") == "1"  # `make fuzz`: the full counts of the hostile corpus
+REPORT: list[str] = []  # counts the fuzz and crash tests print at the end of the run
+
+
+def report_line(line: str) -> None:
+    """A count for the closing summary of the run (`make fuzz` shows them)."""
+    REPORT.append(line)
+    path = os.environ.get("ROLLOUT_REPORT")
+    if path:  # parallel workers: each appends to the file the run prints
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(line + "\n")
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001  # pytest's hook signature
+    path = os.environ.get("ROLLOUT_REPORT")
+    lines = Path(path).read_text(encoding="utf-8").splitlines() if path and Path(path).exists() else REPORT
+    if lines:
+        terminalreporter.section("hostile corpus")
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 def _external(name: str) -> None:

@@ -5,25 +5,65 @@
 
 from __future__ import annotations
 
+import signal
+import time
+from collections import Counter
 from pathlib import Path
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from compiler import pipeline
-from conftest import ALL_SPECS
+from conftest import ALL_SPECS, report_line
 
 SEEDS = [p.read_bytes() for p in ALL_SPECS]
+HANG = 30  # seconds: an example that takes longer is a hang
+COUNTS: Counter[str] = Counter()
+
+
+class Hang(Exception):
+    pass
+
+
+def _alarm(signum: int, frame: object) -> None:
+    raise Hang(f"no answer within {HANG}s")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _counts():
+    started = time.monotonic()
+    yield
+    if COUNTS:
+        report_line(f"fuzzed specs: {COUNTS['cases']} cases ({COUNTS['accepted']} accepted and compiled, "
+                    f"{COUNTS['refused']} refused with located errors), {COUNTS['crashes']} crashes, "
+                    f"{COUNTS['hangs']} hangs, {time.monotonic() - started:.0f}s")
 
 
 def analyse_bytes(tmp_path: Path, data: bytes) -> None:
     spec = tmp_path / "fuzz.yaml"
     spec.write_bytes(data)
-    result = pipeline.analyse([spec])
-    for d in result.diagnostics:
-        assert d.line >= 1 and d.col >= 1 and d.message
-    if result.ok:
-        pipeline.compile_paths([spec])
+    COUNTS["cases"] += 1
+    previous = signal.signal(signal.SIGALRM, _alarm)
+    signal.alarm(HANG)
+    try:
+        result = pipeline.analyse([spec])
+        for d in result.diagnostics:
+            assert d.line >= 1 and d.col >= 1 and d.message
+        if result.ok:
+            pipeline.compile_paths([spec])
+        COUNTS["accepted" if result.ok else "refused"] += 1
+    except Hang:
+        COUNTS["hangs"] += 1
+        raise
+    except AssertionError:
+        raise
+    except Exception:
+        COUNTS["crashes"] += 1
+        raise
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 @given(data=st.binary(max_size=2048))
