@@ -70,7 +70,7 @@ bench: install tools
 # The hostile corpus at full counts: fuzzed specs, 100 kills, 50 concurrent pairs; the counts are printed at the end.
 fuzz: install
 	report=$$(mktemp) && ROLLOUT_FUZZ=1 ROLLOUT_REPORT=$$report $(BIN)/pytest -q -n auto \
-	  tests/test_fuzz.py tests/test_crash.py --hypothesis-profile=fuzz; status=$$?; rm -f $$report; exit $$status
+	  tests/test_fuzz.py tests/test_crash.py tests/test_secrets.py --hypothesis-profile=fuzz; status=$$?; rm -f $$report; exit $$status
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache

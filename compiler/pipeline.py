@@ -19,7 +19,7 @@ from pathlib import Path
 from compiler.gates.alerts import custom_query
 from compiler.gates.algebra import render
 from compiler.ir import planner
-from compiler.spec import rules
+from compiler.spec import rules, secrets
 from compiler.spec import environments as specs
 from compiler.diagnostics import Diagnostic, SpecError, has_errors
 from compiler.ir.fleet import FleetEntry
@@ -94,12 +94,15 @@ def analyse_bytes(
 
 
 def _analyse(doc: Document, path: Path, named: bool, root: Path | None) -> tuple[list[Unit], list[Diagnostic]]:
+    if not named and not _is_rollout(doc.data):
+        return [], []
+    leaks = secret_problems(doc)
     try:
-        if not named and not _is_rollout(doc.data):
-            return [], []
         variants = specs.expand(doc)
     except SpecError as exc:
-        return [], list(exc.diagnostics)
+        return [], _unique(list(exc.diagnostics) + leaks)
+    if leaks:
+        return [], leaks
     diagnostics: list[Diagnostic] = []
     units: list[Unit] = []
     for variant in variants:
@@ -119,6 +122,19 @@ def _analyse(doc: Document, path: Path, named: bool, root: Path | None) -> tuple
     apart = environments_apart(doc, units)
     diagnostics.extend(apart)
     return ([] if apart else units), _unique(diagnostics)
+
+
+def secret_problems(doc: Document) -> list[Diagnostic]:
+    """A secret anywhere in a spec (a token in a tester value, a webhook URL in a description) is refused where it
+    stands: generated files are committed and applied, and a spec is no place for secrets either."""
+    out = []
+    for at, found in secrets.anywhere(doc.data):
+        line, col = doc.locate(at, prefer_key=False)
+        where = ".".join(str(p) for p in at)
+        out.append(Diagnostic(doc.path, line, col, "error", f"{where} holds what looks like {found}: generated files "
+                              "are committed and applied, so a secret may reach them only by reference (the `*_file` "
+                              "and `*_secret` fields of receivers); remove it", "secret"))
+    return out
 
 
 def environments_apart(doc: Document, units: list[Unit]) -> list[Diagnostic]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -38,8 +39,33 @@ class SpecPath:
         return display_path(self.path, self.real)
 
 
+def unprintable(text: str) -> str | None:
+    """The first character of a file name that cannot appear in every output language (a control or format
+    character, a line separator, a byte that is not UTF-8), written as an escape; None when there is none."""
+    for char in text:
+        code = ord(char)
+        if code < 0x20 or 0x7F <= code < 0xA0 or 0xD800 <= code <= 0xDFFF or char in "\u2028\u2029" \
+                or unicodedata.category(char) == "Cf":
+            return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+    return None
+
+
+def shown_safely(path: Path) -> str:
+    """A path for a message, its unprintable characters escaped."""
+    return "".join(c if unprintable(c) is None else (unprintable(c) or "") for c in path.as_posix())
+
+
+def _refused(path: Path) -> Diagnostic | None:
+    bad = unprintable(path.as_posix())
+    if bad is None:
+        return None
+    return Diagnostic(shown_safely(path), 1, 1, "error", f"the file name has a character ({bad}) that generated "
+                      "headers, annotations and kustomizations cannot carry: rename the file", "io")
+
+
 def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnostic]]:
-    """Spec files named by ``paths`` (folders are searched recursively for *.yaml/*.yml), sorted."""
+    """Spec files named by ``paths`` (folders are searched recursively for *.yaml/*.yml), sorted; a file whose
+    name no output can carry is a problem, not a spec."""
     found: dict[Path, SpecPath] = {}
     problems: list[Diagnostic] = []
     for raw in paths:
@@ -47,14 +73,22 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnosti
         if path.is_dir():
             for p in path.rglob("*"):
                 if p.is_file() and p.suffix in SPEC_SUFFIXES and not _hidden(p, path):
+                    refused = _refused(p)
+                    if refused is not None:
+                        problems.append(refused)
+                        continue
                     real = p.resolve()
                     found.setdefault(real, SpecPath(p, False, real))
         elif path.is_file():
+            refused = _refused(path)
+            if refused is not None:
+                problems.append(refused)
+                continue
             real = path.resolve()  # is_file: the path resolves, without a loop
             found[real] = SpecPath(path, True, real)
         else:
             why = "not a regular file or folder" if path.exists() or path.is_symlink() else "no such file or directory"
-            problems.append(Diagnostic(display_path(path), 1, 1, "error", why, "io"))
+            problems.append(Diagnostic(shown_safely(path), 1, 1, "error", why, "io"))
     return sorted(found.values(), key=lambda s: s.shown), problems
 
 

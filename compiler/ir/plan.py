@@ -388,6 +388,8 @@ class Plan:
             return "mirrored only"
         if stage.kind == "switch" and self.blue_green is not None:
             return f"100% ({self.blue_green.new_color} colour)"
+        if stage.weight == 0:
+            return "testers only" if stage.testers and self.testers is not None else "none (0%)"
         return format_percent(stage.weight)
 
     def label(self, stage: StagePlan) -> str:

@@ -300,6 +300,10 @@ class Transaction:
             except FileNotFoundError:  # a compile that created the folder and wrote nothing removed it again
                 if time.monotonic() >= deadline:
                     raise OutputError(self.out, "the output folder keeps disappearing: nothing written") from None
+            except OSError as exc:
+                self._leave()
+                raise OutputError(state_dir(self.out) / LOCK, f"cannot lock the output folder: {describe(exc)}; "
+                                  "nothing written") from None
             except BaseException:
                 self._leave()
                 raise

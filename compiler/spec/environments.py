@@ -99,7 +99,7 @@ def _message(error: ErrorDetails, doc: Document) -> tuple[Loc, str, bool]:
     if kind == "extra_forbidden":
         field = loc[-1]
         parent = loc[:-1]
-        cls = _model_at(tuple(p for p in parent if not isinstance(p, int)))
+        cls = _model_at(parent)
         hint = ""
         if cls is not None:
             allowed = _allowed_fields(cls)
@@ -147,12 +147,52 @@ def validate_data(doc: Document, data: dict[str, Any]) -> model.RolloutSpec:
     try:
         return model.RolloutSpec.model_validate(data)
     except ValidationError as exc:
-        diagnostics: dict[tuple[int, int, str], Diagnostic] = {}
-        for error in exc.errors(include_url=False):
-            loc, message, at_key = _message(error, doc)
-            diagnostic = doc.error(loc, message, "schema", prefer_key=at_key)
-            diagnostics.setdefault((diagnostic.line, diagnostic.col, diagnostic.message), diagnostic)
-        raise SpecError(diagnostics.values()) from None
+        errors = exc.errors(include_url=False)
+    diagnostics: dict[tuple[int, int, str], Diagnostic] = {}
+    for error in errors:
+        loc, message, at_key = _message(error, doc)
+        if error.get("input", "") is None and doc.swallowed_by_comment(loc):
+            message += ": in YAML a `#` after `: ` starts a comment, so the value is empty; quote it (\"#...\")"
+        diagnostic = doc.error(loc, message, "schema", prefer_key=at_key)
+        diagnostics.setdefault((diagnostic.line, diagnostic.col, diagnostic.message), diagnostic)
+    for diagnostic in _rules_despite(doc, data, errors):
+        diagnostics.setdefault((diagnostic.line, diagnostic.col, diagnostic.message), diagnostic)
+    raise SpecError(diagnostics.values())
+
+
+#: Stand-ins for required sections that failed the schema, so that the rules of the other sections still run.
+_STAND_INS: dict[str, Any] = {
+    "apiVersion": model.API_VERSION,
+    "kind": "Rollout",
+    "metadata": {"name": "stand-in", "namespace": "stand-in", "owner": "stand-in"},
+    "service": {"host": "stand-in.invalid", "port": 80, "stable": {"version": "a", "backend": "stand-in-a"},
+                "canary": {"version": "b", "backend": "stand-in-b"}},
+    "traffic": {"targets": []},
+    "current": "stand-in",
+}
+
+
+def _rules_despite(doc: Document, data: dict[str, Any], errors: list[ErrorDetails]) -> list[Diagnostic]:
+    """The semantic problems of the sections that passed the schema: every problem is reported at once."""
+    from compiler.spec import rules
+
+    fields = {(f.alias or name): name for name, f in model.RolloutSpec.model_fields.items()}
+    if not errors or any(not error["loc"] for error in errors):
+        return []  # the document as a whole is wrong
+    failed = {str(error["loc"][0]) for error in errors}
+    if not failed <= set(fields):
+        return []
+    repaired = dict(data)
+    for key in failed:
+        if key in _STAND_INS:
+            repaired[key] = _STAND_INS[key]
+        else:
+            repaired.pop(key, None)
+    try:
+        spec = model.RolloutSpec.model_validate(repaired)
+    except ValidationError:
+        return []
+    return rules.check(spec, doc, frozenset(fields[key] for key in failed))
 
 
 # --------------------------------------------------------------------------- environments
@@ -241,7 +281,8 @@ def expand(doc: Document) -> list[Variant]:
             continue
         merger = _Merger(doc, env)
         merged = merger.merge(base, overrides, (), ())
-        env_doc = Document(path=doc.path, data=merged, sha256=doc.sha256, keys=merger.keys, values=merger.values)
+        env_doc = Document(path=doc.path, data=merged, sha256=doc.sha256, keys=merger.keys, values=merger.values,
+                           text=doc.text)
         try:
             names.check_dns1123_label(env, "environment name")
         except ValueError as exc:

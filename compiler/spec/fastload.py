@@ -69,6 +69,44 @@ def _is_text(value: str) -> bool:
                    for c in value)
 
 
+class TooDeep(Exception):
+    """The document nests deeper than the loaders allow, from the node at (line, column)."""
+
+    def __init__(self, line: int, col: int):
+        super().__init__(f"{line}:{col}")
+        self.line, self.col = line, col
+
+
+def flow_too_deep(text: str, max_depth: int) -> tuple[int, int] | None:
+    """Where flow collections (``[``, ``{``) first nest deeper than ``max_depth``, quoted text and comments
+    aside; None when they never do."""
+    depth, line, col, quote = 0, 1, 0, ""
+    previous = "\n"
+    comment = False
+    for char in text:
+        col += 1
+        if char == "\n":
+            line, col, comment, previous = line + 1, 0, False, char
+            continue
+        if comment:
+            continue
+        if quote:
+            if char == quote:
+                quote = ""
+        elif char in "'\"":
+            quote = char
+        elif char == "#" and previous in " \t\n":
+            comment = True
+        elif char in "[{":
+            depth += 1
+            if depth > max_depth:
+                return line, col
+        elif char in "]}":
+            depth = max(depth - 1, 0)
+        previous = char
+    return None
+
+
 class _Frame:
     __slots__ = ("container", "loc", "key", "key_pos", "depth")
 
@@ -111,6 +149,9 @@ def load(text: str, max_nodes: int, max_depth: int) -> tuple[Any, dict[Loc, Posi
                     raise Decline("too many nodes")
                 _node(event, kind, stack, root, keys, values, max_depth)
     except yaml.YAMLError as exc:
+        deep = flow_too_deep(text, max_depth)
+        if deep is not None:  # libyaml stops at 1,000 levels, long after ours: say where ours was passed
+            raise TooDeep(*deep) from None
         raise Decline(f"invalid YAML: {exc}") from None
     finally:
         parser.dispose()
@@ -142,7 +183,7 @@ def _node(event: Any, kind: str, stack: list[_Frame], root: list[Any], keys: dic
     loc = _place(stack, root, container, pos, keys, values)
     depth = (stack[-1].depth + 1) if stack else 1
     if depth > max_depth:
-        raise Decline("nesting")
+        raise TooDeep(*pos)  # either loader refuses it: no need for the slow one to find out
     stack.append(_Frame(container, loc, depth))
 
 

@@ -43,6 +43,17 @@ class Document:
     sha256: str
     keys: dict[Loc, tuple[int, int]] = field(default_factory=dict)
     values: dict[Loc, tuple[int, int]] = field(default_factory=dict)
+    text: str = ""  # the source, for hints that read it (a `#` that began a comment)
+
+    def swallowed_by_comment(self, loc: Loc) -> bool:
+        """The key at ``loc`` has no value because what followed it began a comment: ``channel: #alerts``."""
+        line, col = self.keys.get(loc, (0, 0))
+        lines = self.text.splitlines()
+        if not 0 < line <= len(lines):
+            return False
+        rest = lines[line - 1][col - 1:]
+        key, colon, after = rest.partition(":")
+        return bool(colon) and after.startswith((" #", "\t#"))
 
     def locate(self, loc: Loc, prefer_key: bool = True) -> tuple[int, int]:
         """The position of the deepest node along ``loc`` (1-based line and column)."""
@@ -257,7 +268,12 @@ def read(text: str, path: str) -> tuple[Any, dict[Loc, tuple[int, int]], dict[Lo
     try:
         return fastload.load(text, MAX_WRITTEN_NODES, MAX_DEPTH)
     except fastload.Decline:
-        return parse_text(text, path)
+        deep = fastload.flow_too_deep(text, MAX_DEPTH)
+        if deep is None:
+            return parse_text(text, path)
+        raise _at(path, *deep, f"document nests deeper than {MAX_DEPTH} levels", "yaml-size") from None
+    except fastload.TooDeep as deep:
+        raise _at(path, deep.line, deep.col, f"document nests deeper than {MAX_DEPTH} levels", "yaml-size") from None
 
 
 def load_bytes(raw: bytes, path: str) -> Document:
@@ -275,7 +291,8 @@ def load_bytes(raw: bytes, path: str) -> Document:
         raise _at(
             path, 1, 1, f"a spec is a mapping (apiVersion, kind, metadata, ...), not a {type(data).__name__}", "spec"
         )
-    return Document(path=path, data=data, sha256=hashlib.sha256(raw).hexdigest(), keys=keys, values=values)
+    return Document(path=path, data=data, sha256=hashlib.sha256(raw).hexdigest(), keys=keys, values=values,
+                    text=text)
 
 
 def load_file(path: Path) -> Document:

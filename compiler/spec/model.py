@@ -26,7 +26,7 @@ from pydantic import (
 )
 
 from compiler.spec import names
-from compiler.spec import routers, units
+from compiler.spec import routers, secrets, units
 
 API_VERSION = "rollout-compiler/v1"
 
@@ -131,11 +131,32 @@ def _check_url(value: str) -> str:
     import re
 
     if not re.match(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/\-]*)?$", value):
-        raise ValueError(f"'{value}' is not an http(s) URL without user info, query or fragment")
+        raise ValueError(f"'{secrets.redacted(value)}' is not an http(s) URL without user info, query or fragment")
     return value
 
 
-Url = Annotated[str, _checked(_check_url), _string(format="uri", pattern="^https?://")]
+def _check_link(value: str) -> str:
+    found = secrets.in_url(value)
+    if found is not None:
+        raise ValueError(f"'{secrets.redacted(value)}' carries what looks like {found}: links are written into "
+                         "alerts, dashboards and GitOps objects, which are committed; link to an address that needs "
+                         "no secret in it")
+    return _check_url(value)
+
+
+def _check_webhook_url(value: str) -> str:
+    found = secrets.in_url(value, strict=True)
+    if found is not None:
+        raise ValueError(f"'{secrets.redacted(value)}' carries what looks like {found}, which would be written into "
+                         "the generated Alertmanager configuration. Alertmanager 0.25 has no url_file for webhooks: "
+                         "set `alerting.operator: true` and give `url_secret: {name, key}` (the AlertmanagerConfig "
+                         "reads the URL from a Kubernetes Secret), or use the receiver made for the service (slack "
+                         "with api_url_file, pagerduty with routing_key_file)")
+    return _check_url(value)
+
+
+Url = Annotated[str, _checked(_check_link), _string(format="uri", pattern="^https?://")]
+WebhookUrl = Annotated[str, _checked(_check_webhook_url), _string(format="uri", pattern="^https?://")]
 
 
 def _check_abs_path(value: str) -> str:
@@ -250,7 +271,7 @@ class Service(Model):
     path: UrlPath = "/"
     port: int = Field(ge=1, le=65535, description="The port clients and routers use.")
     target_port: int | None = Field(
-        None, ge=1, le=65535, description="The pods' port (default: port), for generated Services."
+        None, ge=1, le=65535, description="The pods' port (default: port), for the Services of a blue-green rollout."
     )
     stable: Variant
     canary: Variant
@@ -588,7 +609,7 @@ class EmailReceiver(Model):
 
 
 class Webhook(Model):
-    url: Url | None = None
+    url: WebhookUrl | None = None
     url_file: SecretFile | None = None
     url_secret: SecretRef | None = Field(
         None, description="The URL in a Secret, for the AlertmanagerConfig (alerting.operator).")
@@ -599,8 +620,8 @@ class Webhook(Model):
 
     @model_validator(mode="after")
     def _one(self) -> Webhook:
-        if (self.url is None) == (self.url_file is None):
-            raise ValueError("give exactly one of `url` or `url_file`")
+        if sum(x is not None for x in (self.url, self.url_file, self.url_secret)) != 1:
+            raise ValueError("give exactly one of `url`, `url_file` or `url_secret`")
         return self
 
 
@@ -711,4 +732,19 @@ class RolloutSpec(Model):
 def json_schema() -> dict[str, Any]:
     schema = RolloutSpec.model_json_schema(by_alias=True, mode="validation")
     schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    _spelled_defaults(schema)
     return schema
+
+
+def _spelled_defaults(node: Any) -> None:
+    """Defaults as a spec writes them: a duration field's default of 300 (seconds, as the model holds it) is
+    ``"5m"`` in the schema, which its own pattern accepts."""
+    if isinstance(node, dict):
+        default = node.get("default")
+        if node.get("type") == "string" and isinstance(default, int) and not isinstance(default, bool):
+            node["default"] = units.format_duration(default)
+        for value in node.values():
+            _spelled_defaults(value)
+    elif isinstance(node, list):
+        for value in node:
+            _spelled_defaults(value)

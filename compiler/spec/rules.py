@@ -20,18 +20,26 @@ from compiler.ir.planner import stages_of
 from compiler.spec.units import format_percent
 
 Rule = Callable[[model.RolloutSpec, Document], Iterator[Diagnostic]]
-RULES: list[Rule] = []
+RULES: list[tuple[Rule, frozenset[str]]] = []
 
 
-def rule(fn: Rule) -> Rule:
-    RULES.append(fn)
-    return fn
+def rule(*sections: str) -> Callable[[Rule], Rule]:
+    """A semantic rule, and the top-level sections of the spec it reads: when one of them failed the schema,
+    the rule is not run (it would judge a stand-in), and every other problem is still reported."""
+
+    def register(fn: Rule) -> Rule:
+        RULES.append((fn, frozenset(sections)))
+        return fn
+
+    return register
 
 
-def check(spec: model.RolloutSpec, doc: Document) -> list[Diagnostic]:
+def check(spec: model.RolloutSpec, doc: Document, broken: frozenset[str] = frozenset()) -> list[Diagnostic]:
+    """Every rule's problems; ``broken``: sections that failed the schema (their rules are skipped)."""
     out: list[Diagnostic] = []
-    for fn in RULES:
-        out.extend(fn(spec, doc))
+    for fn, sections in RULES:
+        if not sections & broken:
+            out.extend(fn(spec, doc))
     return out
 
 
@@ -45,7 +53,7 @@ def _planned_stages(spec: model.RolloutSpec) -> tuple[StagePlan, ...]:
     return stages_of(spec)
 
 
-@rule
+@rule("stages", "strategy")
 def stages_or_strategy(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     if spec.stages is None and spec.strategy is None:
         yield doc.error((), "the spec needs `stages` or `strategy`", "stages")
@@ -55,7 +63,7 @@ def stages_or_strategy(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagn
         yield doc.error(("stages",), "`stages` is empty: a rollout needs at least one stage", "stages")
 
 
-@rule
+@rule("stages", "traffic")
 def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     if not spec.stages:
         return
@@ -95,9 +103,6 @@ def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]
                 "stages",
             )
         previous = weight if previous is None else max(previous, weight)
-        if stage.weight == 0 and stage.mirror is None and stage.gates is not None and spec.traffic.testers is None:
-            yield doc.warning(loc + ("gates",), f"stage '{stage.name}' serves 0% and has no testers: its gates never "
-                              "judge, the canary-starved alert fires for the whole stage", "stages")
         if stage.gates is None and stage.on_breach != "rollback":
             yield doc.warning(
                 loc + ("on_breach",), f"stage '{stage.name}' has no gates: on_breach never applies", "stages"
@@ -148,7 +153,7 @@ def _steps(doc: Document, entries: list[model.Step], loc: Loc, need_full: bool) 
                 )
 
 
-@rule
+@rule("strategy", "traffic")
 def strategy_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     strategy = spec.strategy
     if isinstance(strategy, model.PresetStrategy):
@@ -171,7 +176,7 @@ def strategy_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnost
                             f"the selector must not contain the colour label '{bg.color_label}'", "stages")
 
 
-@rule
+@rule("stages", "strategy", "traffic", "current")
 def current_stage(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     names = [stage.name for stage in _planned_stages(spec)]
     if spec.current == ROLLBACK or not names or spec.current in names:
@@ -187,7 +192,7 @@ def current_stage(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic
     )
 
 
-@rule
+@rule("service", "traffic")
 def variants(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     s = spec.service
     if s.stable.version == s.canary.version:
@@ -231,7 +236,7 @@ def variants(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
             addresses.setdefault(server.address, f"service.{role}.servers")
 
 
-@rule
+@rule("stages", "strategy", "flags", "traffic", "service")
 def traffic(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     seen = set()
     for i, target in enumerate(spec.traffic.targets):
@@ -270,7 +275,15 @@ def traffic(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
 MAX_REQUIREMENTS = 16  # flags one flag may require, directly or through others
 
 
-@rule
+@rule("service", "strategy")
+def target_port(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    if spec.service.target_port is not None and not isinstance(spec.strategy, model.BlueGreenStrategy):
+        yield doc.error(("service", "target_port"), "service.target_port is only used by blue-green rollouts, for the "
+                        "two Services rollout generates; a canary rollout routes to your own Services, whose "
+                        "targetPort you set there", "service")
+
+
+@rule("flags")
 def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     table = spec.flags
     envs: dict[str, str] = {}
@@ -379,7 +392,7 @@ def _cycles(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
                             f"{MAX_REQUIREMENTS}", "flags")
 
 
-@rule
+@rule("alerting")
 def alerting(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     if spec.alerting is None:
         return
@@ -431,7 +444,7 @@ def _template_problems(field: str, template: str) -> Iterator[str]:
         yield "metrics.custom.latency must use $quantile (e.g. histogram_quantile($quantile, ...))"
 
 
-@rule
+@rule("metrics", "stages", "strategy")
 def promql(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     m = spec.metrics
     if m.source == "custom":

@@ -23,6 +23,11 @@ def _gantt_duration(seconds: int) -> str:
     return f"{seconds}s"
 
 
+#: The first stage starts at midnight of 1 January, a date mermaid reads in the viewer's own time zone: the axis
+#: then reads "day 1 00h" everywhere (a Unix time of 0 is 31 December, 19h at UTC-5).
+GANTT_START = "2000-01-01"
+
+
 def _gantt(plan: Plan) -> list[str]:
     lines = []
     current = plan.current.index
@@ -36,7 +41,7 @@ def _gantt(plan: Plan) -> list[str]:
             status = ["active"]
         label = f"{stage.name} {plan.traffic(stage)}".replace(":", " ").replace("#", " ").replace(";", " ")
         ident = f"s{stage.index}"
-        start = "0" if stage.index == 0 else f"after s{stage.index - 1}"
+        start = GANTT_START if stage.index == 0 else f"after s{stage.index - 1}"
         if stage.hold:
             lines.append(f"{label} :{', '.join(status + [ident, start, _gantt_duration(stage.hold)])}")
         else:

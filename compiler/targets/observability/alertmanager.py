@@ -169,7 +169,7 @@ def receiver(name: str, spec: ReceiverPlan) -> dict[str, Any]:
         if email.auth_password_file:
             config["auth_password_file"] = email.auth_password_file
         out["email_configs"] = [config]
-    if spec.webhook is not None:
+    if spec.webhook is not None and (spec.webhook.url or spec.webhook.url_file):  # url_secret: the operator's only
         hook: dict[str, Any] = {"url": spec.webhook.url} if spec.webhook.url else {"url_file": spec.webhook.url_file}
         if spec.webhook.bearer_token_file:
             hook["http_config"] = {"authorization": {"type": "Bearer",
@@ -345,6 +345,11 @@ def lint(plan: Plan) -> list[Finding]:
                                f"receiver '{name}': Alertmanager 0.25 has no `url_file` for webhooks; give `url` "
                                "(the URL lands in the generated configuration), or, with `alerting.operator: true`, "
                                "`url_secret` (a Secret key the AlertmanagerConfig references)", code="alerting"))
+        if spec.webhook is not None and spec.webhook.url_secret is not None and not plan.alerting.operator:
+            out.append(Finding(at + ("webhook", "url_secret"),
+                               f"receiver '{name}': `url_secret` is read by the AlertmanagerConfig that "
+                               "`alerting.operator: true` writes; without it no configuration can reach the webhook",
+                               code="alerting"))
         if plan.alerting.operator:
             out.extend(_operator_findings(name, spec, at))
     return out

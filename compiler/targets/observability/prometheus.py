@@ -20,6 +20,7 @@ Files (``prometheus/``):
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from fractions import Fraction
 from typing import Any
 
@@ -188,34 +189,48 @@ def _texts(plan: Plan, rule: alerts.AlertRule) -> tuple[str, str]:
 # --------------------------------------------------------------------------- lint
 
 
+#: Where a finding names its stage; the same finding at several stages (gates and holds set once for all the
+#: stages of a preset) is one finding naming them all, in the rollout's order.
+STAGE = "\0stage\0"
+
+
 def lint(plan: Plan) -> list[Finding]:
-    out: list[Finding] = []
+    stages: dict[Finding, list[str]] = {}
     for stage in plan.stages:
-        out.extend(_lint_stage(plan, stage))
-    return out
+        for finding in _lint_stage(plan, stage):
+            stages.setdefault(finding, []).append(stage.name)
+    return [replace(f, message=f.message.replace(STAGE, _stages(names))) for f, names in stages.items()]
+
+
+def _stages(names: list[str]) -> str:
+    quoted = [f"'{name}'" for name in names]
+    if len(quoted) == 1:
+        return f"stage {quoted[0]}"
+    return f"stages {', '.join(quoted[:-1])} and {quoted[-1]}"
 
 
 def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
     out: list[Finding] = []
     for gate in stage.gates:
-        if gate.window < MIN_WINDOW:
+        windowed = gate.kind != "custom" or "$window" in (gate.query or "")  # a custom query may take no window
+        if windowed and gate.window < MIN_WINDOW:
             out.append(
                 Finding(
                     gate.loc,
-                    f"gate {gate.name} of stage '{stage.name}' has a {format_duration(gate.window)} "
+                    f"gate {gate.name} of {STAGE} has a {format_duration(gate.window)} "
                     f"window: a rate needs at least {format_duration(MIN_WINDOW)} of scrapes",
                     code="gates",
                 )
             )
         if stage.hold is not None:
-            for what, seconds in (("window", gate.window), ("for", gate.for_)):
+            for what, seconds in (("window", gate.window if windowed else 0), ("for", gate.for_)):
                 if seconds > stage.hold:
-                    out.append(Finding(gate.loc, f"gate {gate.name} of stage '{stage.name}' has a "
-                                       f"{format_duration(seconds)} `{what}`, longer than the stage's "
+                    out.append(Finding(gate.loc, f"gate {gate.name} of {STAGE} has a "
+                                       f"{format_duration(seconds)} `{what}`, longer than the "
                                        f"{format_duration(stage.hold)} hold: it cannot judge the stage before it ends",
                                        code="gates"))
         if gate.kind == "ratio" and conventions.serves_everyone(stage):
-            out.append(Finding(gate.loc, f"gate {gate.name} never judges at stage '{stage.name}': the stable version "
+            out.append(Finding(gate.loc, f"gate {gate.name} never judges at {STAGE}: the stable version "
                                "receives no traffic to compare with", severity="warning", code="gates"))
         if alerts.sourceless(gate):
             out.append(Finding(gate.loc + ("query",), f"custom gate {gate.name} yields a value with no input series "
@@ -230,9 +245,30 @@ def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
             out.append(Finding(gate.loc, f"gate {gate.name}: metrics.custom.latency uses $quantile inside a label "
                                "value, so the gate compares the quantile as measured, without a confidence bound",
                                severity="warning", code="gates"))
+    out.extend(_lint_unjudged(plan, stage))
     out.extend(_lint_traffic(plan, stage))
     out.extend(_lint_burn(plan, stage))
     return out
+
+
+#: Sources that count only the requests a router routes, not the copies it mirrors to the canary.
+BLIND_TO_MIRRORS = {"ingress-nginx": "ingress-nginx counts the requests it routes, not the copies it mirrors",
+                    "haproxy": "HAProxy's exporter counts the requests it routes, and HAProxy does not mirror"}
+
+
+def _lint_unjudged(plan: Plan, stage: StagePlan) -> list[Finding]:
+    """Gates that can never judge their stage: no request of the stage reaches what the source measures."""
+    if not stage.gates or stage.kind in ("preview", "rollback"):
+        return []
+    loc = stage.gates[0].loc[:-1]
+    if stage.is_shadow and plan.metrics.source in BLIND_TO_MIRRORS:
+        return [Finding(loc, f"the gates of {STAGE} never judge: it only mirrors traffic, and "
+                        f"{BLIND_TO_MIRRORS[plan.metrics.source]}; the canary-starved alert fires for the whole stage",
+                        severity="warning", code="gates")]
+    if not stage.is_shadow and stage.weight == 0 and not (stage.testers and plan.testers is not None):
+        return [Finding(loc, f"{STAGE} serves 0% and has no testers: its gates never judge, the canary-starved "
+                        "alert fires for the whole stage", severity="warning", code="gates")]
+    return []
 
 
 def _lint_traffic(plan: Plan, stage: StagePlan) -> list[Finding]:
@@ -246,7 +282,7 @@ def _lint_traffic(plan: Plan, stage: StagePlan) -> list[Finding]:
         expected = rps * float(share) * span
         if expected < plan.metrics.min_requests:
             what = "mirrored" if stage.is_shadow else "served"
-            out.append(Finding(stage.loc, f"stage '{stage.name}' cannot reach metrics.min_requests: "
+            out.append(Finding(stage.loc, f"{STAGE} cannot reach metrics.min_requests: "
                                f"{format_percent(share)} of {format_decimal(Fraction(str(rps)))} requests/s "
                                f"{what} over {format_duration(span)} is about {expected:.0f} requests, fewer than "
                                f"{plan.metrics.min_requests}; its gates would never judge. Raise the share, "
@@ -261,7 +297,7 @@ def _lint_burn(plan: Plan, stage: StagePlan) -> list[Finding]:
     out = []
     for burn in conventions.BURN_RATES:
         if burn.factor * float(gate.threshold) >= 1:
-            out.append(Finding(gate.loc, f"the {format_percent(1 - gate.threshold)} objective of stage '{stage.name}' "
+            out.append(Finding(gate.loc, f"the {format_percent(1 - gate.threshold)} objective of {STAGE} "
                                f"leaves no room for the {burn.factor:g}x burn-rate alert "
                                f"({format_duration(burn.long)}/{format_duration(burn.short)}): it would need more than "
                                "100% errors, so it is not generated", severity="warning", code="gates"))

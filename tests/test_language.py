@@ -1,0 +1,213 @@
+"""The spec language's faults that new users found, one test each: hints, complete reports, honest lint."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from compiler import pipeline
+from compiler.spec import load
+from compiler.targets.routers import istio
+from conftest import ROOT, plan_of
+
+HEAD = """apiVersion: rollout-compiler/v1
+kind: Rollout
+metadata: {name: web, namespace: shop, owner: web-team}
+service:
+  host: web.example.com
+  port: 8080
+  stable: {version: v1, backend: web-v1}
+  canary: {version: v2, backend: web-v2}
+"""
+GATEWAY = "traffic: {targets: [gateway-api], gateway: {name: public}}\n"
+
+
+def problems(tmp_path: Path, text: str, name: str = "spec.yaml") -> list[str]:
+    """``line:col: severity: message`` of every problem of a spec."""
+    spec = tmp_path / name
+    spec.write_text(text)
+    return [d.text().split(":", 1)[1] for d in pipeline.analyse([spec]).diagnostics]
+
+
+def test_a_typo_under_a_stage_s_gates_gets_the_gates_hint(tmp_path):
+    text = HEAD + GATEWAY + """stages:
+  - {name: canary, weight: 5%, hold: 1h, gates: {eror_rate: "< 1%"}}
+  - {name: full, weight: 100%}
+current: canary
+"""
+    assert problems(tmp_path, text) == ["11:50: error: unknown field 'eror_rate'; did you mean 'error_rate'?"]
+
+
+def test_a_typo_one_level_deeper_gets_a_hint_too(tmp_path):
+    text = HEAD + GATEWAY + """stages:
+  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: {max: 1%, windw: 5m}}}
+  - {name: full, weight: 100%}
+current: canary
+"""
+    assert problems(tmp_path, text) == ["11:72: error: unknown field 'windw'; did you mean 'window'?"]
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    """A missing `preview` (a schema error) no longer hides the problems the rules find elsewhere."""
+    text = HEAD + GATEWAY + """strategy:
+  blue-green: {selector: {app: web}, active: blue, gates: {error_rate: "< 1%"}}
+current: preview
+flags:
+  a: {rollout: 50%, requires: [b]}
+alerting:
+  receivers:
+    team: {slack: {channel: "#x", api_url_file: /etc/alertmanager/slack}}
+  routes: {critical: [nobody], warning: [team]}
+"""
+    found = problems(tmp_path, text)
+    assert "11:3: error: missing required field 'preview'" in found
+    assert any("flag 'a' requires 'b', which is not a flag of this spec" in p for p in found)
+    assert any("route 'critical' names receiver 'nobody', which is not defined" in p for p in found)
+
+
+def test_a_strategy_level_mistake_is_reported_once_per_gate_with_the_stages_in_order(tmp_path):
+    text = HEAD + GATEWAY + (
+        'strategy: {preset: custom, steps: [5, 10, 20, 100], hold: 10s, gates: {error_rate: "< 1%"}}\n'
+        "current: canary-5\n")
+    found = problems(tmp_path, text)
+    assert found == ["10:72: error: gate error_rate of stages 'canary-5', 'canary-10', 'canary-20' and 'full' has a "
+                     "5m `window`, longer than the 10s hold: it cannot judge the stage before it ends"]
+
+
+def test_a_custom_gate_without_window_is_not_blamed_for_the_default_window(tmp_path):
+    text = HEAD + GATEWAY + """stages:
+  - name: canary
+    weight: 5%
+    hold: 1m
+    gates:
+      custom: {queue: {query: 'max(queue_depth{version="$version"})', max: 10, for: 30s}}
+  - {name: full, weight: 100%}
+current: canary
+"""
+    assert problems(tmp_path, text) == []
+
+
+def test_target_port_on_a_canary_rollout_is_not_silently_ignored(tmp_path):
+    text = HEAD.replace("  port: 8080\n", "  port: 8080\n  target_port: 9090\n") + GATEWAY + """stages:
+  - {name: canary, weight: 5%, hold: 1h}
+  - {name: full, weight: 100%}
+current: canary
+"""
+    (found,) = problems(tmp_path, text)
+    assert found.startswith("7:3: error: service.target_port is only used by blue-green rollouts")
+
+
+def test_explain_shows_a_testers_only_stage_as_testers_only(tmp_path):
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(HEAD + GATEWAY.replace("}}", "}, testers: {header: X-Canary, values: [qa]}}") + """stages:
+  - {name: dark, weight: 0%, hold: 1h, gates: {error_rate: "< 1%"}}
+  - {name: full, weight: 100%}
+current: dark
+""")
+    out = subprocess.run([sys.executable, "-m", "compiler", "explain", str(spec)], capture_output=True, text=True)
+    row = next(line for line in out.stdout.splitlines() if " dark " in line)
+    assert "testers only" in row and " 0% " not in row
+
+
+def test_an_istio_mirror_of_a_third_says_the_nearest_double_not_a_rounding_error():
+    plan = plan_of(ROOT / "tests" / "golden" / "in-shadow.yaml")
+    import dataclasses
+    from fractions import Fraction
+
+    stage = dataclasses.replace(plan.current, mirror=Fraction(1, 3))
+    text = "".join(istio.render(dataclasses.replace(plan, stages=(stage,), current=stage)).values())
+    assert "the nearest double" in text and not re.search(r"\d[eE]-\d", text)
+
+
+def test_schema_defaults_are_valid_values_of_their_own_fields():
+    schema = json.loads((ROOT / "schema" / "rollout.schema.json").read_text())
+    checked = 0
+
+    def walk(node: object) -> None:
+        nonlocal checked
+        if isinstance(node, dict):
+            if "default" in node and node["default"] is not None and "type" in node:
+                jsonschema.validate(node["default"], {k: v for k, v in node.items() if k != "default"})
+                checked += 1
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    assert checked > 10
+    assert schema["$defs"]["Metrics"]["properties"]["window"]["default"] == "5m"
+
+
+def test_the_readme_example_passes_lint_strict(tmp_path):
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"## A spec\n\n```yaml\n(.*?)```", readme, re.S)
+    assert example is not None
+    spec = tmp_path / "checkout.yaml"
+    spec.write_text(example.group(1))
+    assert pipeline.analyse([spec]).diagnostics == []
+
+
+def test_an_unquoted_hash_gets_a_word_about_comments(tmp_path):
+    text = HEAD + GATEWAY + """stages:
+  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}
+  - {name: full, weight: 100%}
+current: canary
+alerting:
+  receivers:
+    team:
+      slack:
+        channel: #payments-alerts
+        api_url_file: /etc/alertmanager/slack
+  routes: {critical: [team]}
+"""
+    (found,) = problems(tmp_path, text)
+    assert "expected a string, got nothing" in found and "a `#` after `: ` starts a comment" in found
+
+
+@pytest.mark.parametrize("stages, expected", [
+    ('strategy: {preset: custom, steps: [0, 10, 100], gates: {error_rate: "< 1%"}}\ncurrent: canary-10\n',
+     "stage 'canary-0' serves 0% and has no testers: its gates never judge"),
+    ('metrics: {source: ingress-nginx}\nstages:\n  - {name: shadow, mirror: 100%, hold: 1h, gates: {error_rate: '
+     '"< 1%"}}\n  - {name: full, weight: 100%}\ncurrent: shadow\n',
+     "the gates of stage 'shadow' never judge: it only mirrors traffic, and ingress-nginx counts the requests"),
+])
+def test_gates_that_can_never_judge_are_warned_about(tmp_path, stages, expected):
+    traffic = "traffic: {targets: [ingress-nginx]}\n"
+    assert any(expected in p and "warning" in p for p in problems(tmp_path, HEAD + traffic + stages))
+
+
+def test_the_plan_s_gantt_reads_the_same_in_every_time_zone():
+    plan_md = (ROOT / "generated" / "genesis" / "genesis-orchestrator" / "PLAN.md").read_text()
+    assert "dateFormat X" not in plan_md and "dateFormat YYYY-MM-DD" in plan_md
+    assert re.search(r":active, s0, 2000-01-01, ", plan_md)
+
+
+def test_deep_nesting_is_refused_where_it_happens_without_the_slow_loader(monkeypatch):
+    def slow(*args: object, **kwargs: object) -> object:
+        raise AssertionError("the full loader was asked")
+
+    monkeypatch.setattr(load, "parse_text", slow)
+    for text, where in (("[" * 10_000, (1, 65)), ("a: 1\nb: " + "{x: " * 10_000, (2, 4 + 4 * 63))):
+        with pytest.raises(load.SpecError) as caught:
+            load.load_bytes(text.encode(), "deep.yaml")
+        (d,) = caught.value.diagnostics
+        assert (d.line, d.col) == where and "nests deeper than 64 levels" in d.message
+
+
+def test_a_file_name_with_a_control_character_is_refused_where_it_is(tmp_path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    (folder / "x\x1fy.yaml").write_text(HEAD + GATEWAY + "stages:\n  - {name: full, weight: 100%}\ncurrent: full\n")
+    proc = subprocess.run([sys.executable, "-m", "compiler", "compile", str(folder), "-o", str(tmp_path / "out")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 1 and "\x1f" not in proc.stderr
+    assert "x\\x1fy.yaml:1:1: error: the file name has a character (\\x1f)" in proc.stderr
+    assert not (tmp_path / "out").exists()
