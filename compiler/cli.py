@@ -36,6 +36,8 @@ LAZY = {
         "Set SPEC's `current` to rollback: every route on stable once compiled.",
     ),
     "set-stage": ("compiler.ops.workflow:set_stage", "Set SPEC's `current` to the stage NAME (or rollback)."),
+    "approve": ("compiler.ops.workflow:approve", "Record that BY approves SPEC's stage in effect, so that it may "
+                "advance (one line of the spec)."),
     "diff": (
         "compiler.ops.workflow:diff",
         "Show what `rollout compile` would change in OUTPUT: one line per rollout that changes, then a unified diff.",
@@ -47,6 +49,14 @@ LAZY = {
     "serve": (
         "compiler.ops.serve:serve",
         "Serve Alertmanager's webhook: a firing rollback alert sets its spec to rollback and recompiles.",
+    ),
+    "runtime": (
+        "compiler.ops.runtime:runtime",
+        "Send the HAProxy Runtime API commands of FILE to the admin socket, one by one, and print the answers.",
+    ),
+    "advance": (
+        "compiler.ops.advance:advance",
+        "Promote every rollout whose hold is over and whose gates pass: promote, compile and commit each.",
     ),
 }
 

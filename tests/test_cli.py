@@ -75,7 +75,7 @@ def test_strict_turns_warnings_into_failure(tmp_path):
     )
     assert run("lint", spec).exit_code == 0
     result = run("lint", "--strict", spec)
-    assert result.exit_code == 1 and "warning: stage 'half' has no `hold`" in result.stderr
+    assert result.exit_code == 1 and "warning: stage 'half' has neither a `hold` nor an approval" in result.stderr
 
 
 def test_check_reports_drift_with_a_diff(tmp_path):

@@ -9,6 +9,7 @@ minutes before now: healthy, a 10x error breach, a starved canary, a latency bre
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import time
 import urllib.request
@@ -111,8 +112,8 @@ def gate(url: str, *args: object, spec: Path = SPEC):
     return result
 
 
-def report(url: str, at: int, spec: Path = SPEC) -> tuple[int, dict]:
-    result = gate(url, "--at", at, "--format", "json", spec=spec)
+def report(url: str, at: int, spec: Path = SPEC, *args: str) -> tuple[int, dict]:
+    result = gate(url, "--at", at, "--format", "json", *args, spec=spec)
     return result.exit_code, json.loads(result.stdout)
 
 
@@ -138,7 +139,7 @@ def test_a_healthy_canary_may_be_promoted(prometheus):
 def test_a_tenfold_error_rate_rolls_back(prometheus):
     url, at = prometheus
     code, data = report(url, at["errors"])
-    assert (code, data["decision"]) == (1, "rollback")
+    assert (code, data["decision"], data["exit_code"]) == (4, "rollback", 4)
     assert verdicts(data) == {"error_rate": "breached", "p99_latency": "pass"}
     assert data["gates"][0]["measured"] == pytest.approx(0.10, rel=0.01)
     assert data["gates"][0]["judged"] > 0.01
@@ -148,7 +149,7 @@ def test_a_tenfold_error_rate_rolls_back(prometheus):
 def test_a_starved_canary_holds(prometheus):
     url, at = prometheus
     code, data = report(url, at["starved"])
-    assert (code, data["decision"]) == (1, "hold")
+    assert (code, data["decision"], data["exit_code"]) == (3, "hold", 3)
     assert verdicts(data) == {"error_rate": "not judged", "p99_latency": "not judged"}
     assert data["traffic"][0]["starved"] and data["traffic"][0]["requests"] == pytest.approx(60, rel=0.01)
     assert data["command"] is None
@@ -157,7 +158,7 @@ def test_a_starved_canary_holds(prometheus):
 def test_a_latency_breach_rolls_back(prometheus):
     url, at = prometheus
     code, data = report(url, at["latency"])
-    assert (code, data["decision"]) == (1, "rollback")
+    assert (code, data["decision"], data["exit_code"]) == (4, "rollback", 4)
     assert verdicts(data) == {"error_rate": "pass", "p99_latency": "breached"}
     assert data["gates"][1]["judged"] > 0.2
 
@@ -166,7 +167,7 @@ def test_the_table_names_each_gate_the_decision_and_the_command(prometheus):
     url, at = prometheus
     moment = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(at["errors"]))
     result = gate(url, "--at", moment)
-    assert result.exit_code == 1
+    assert result.exit_code == 4
     lines = result.stdout.splitlines()
     assert lines[0] == f"shop/checkout at stage canary (1%), {moment}"
     assert lines[1].split() == ["GATE", "WINDOW", "REQUESTS", "MEASURED", "JUDGED", "THRESHOLD", "VERDICT"]
@@ -183,7 +184,7 @@ def test_the_table_names_each_gate_the_decision_and_the_command(prometheus):
         "rollback",
     ]
     assert lines[4].split() == ["min_requests", "5m", "600", "-", "-", "min", "200", "pass"]
-    assert "decision: rollback" in lines
+    assert "decision: rollback (exit 4)" in lines
     assert (
         lines[-1]
         == "run: rollout rollback tests/golden/in-checkout.yaml --reason 'gate error_rate breached at stage canary'"
@@ -193,9 +194,9 @@ def test_the_table_names_each_gate_the_decision_and_the_command(prometheus):
 def test_the_hold_is_checked_with_since(prometheus):
     url, at = prometheus
     early = gate(url, "--at", at["healthy"], "--since", at["healthy"] - 3600)
-    assert early.exit_code == 1 and "hold not over: 1h of 2h at stage canary" in early.stdout
+    assert early.exit_code == 3 and "hold not over: 1h of 2h at stage canary" in early.stdout
     late = gate(url, "--at", at["healthy"], "--since", at["healthy"] - 7200)
-    assert late.exit_code == 0 and "decision: promote to ramp" in late.stdout
+    assert late.exit_code == 0 and "decision: promote to ramp (exit 0)" in late.stdout
 
 
 def test_a_breach_shorter_than_its_for_holds_and_an_alert_stage_never_rolls_back(prometheus, tmp_path):
@@ -203,35 +204,59 @@ def test_a_breach_shorter_than_its_for_holds_and_an_alert_stage_never_rolls_back
     spec.write_text(SPEC.read_text().replace("current: canary", "current: full"))
     url, at = prometheus
     code, data = report(url, at["errors"], spec)  # error_rate at full: max 0.1% for 1h; breached for 15 minutes
-    assert (code, data["decision"]) == (1, "hold")
+    assert (code, data["decision"], data["exit_code"]) == (3, "hold", 3)
     assert verdicts(data)["error_rate"] == "pending"
     code, data = report(url, at["latency"], spec)  # p99 breached; the stage's breach action is alert
-    assert (code, data["decision"]) == (1, "hold")
+    assert (code, data["decision"], data["exit_code"]) == (3, "hold", 3)
     assert verdicts(data)["p99_latency"] == "breached" and data["gates"][1]["action"] == "notify"
     spec.write_text(spec.read_text().replace("for: 1h", "for: 10m"))
     code, data = report(url, at["errors"], spec)  # breached for the whole 10m
-    assert (code, data["decision"], verdicts(data)["error_rate"]) == (1, "hold", "breached")
+    assert (code, data["decision"], verdicts(data)["error_rate"]) == (3, "hold", "breached")
 
 
 def test_a_rolled_back_rollout_has_nothing_to_judge(prometheus):
     url, at = prometheus
     result = gate(url, "--at", at["healthy"], spec=GOLDEN / "in-rollback.yaml")
-    assert result.exit_code == 1 and "decision: hold" in result.stdout
+    assert result.exit_code == 3 and "decision: hold" in result.stdout
     assert "is rolled back: resume with `rollout set-stage tests/golden/in-rollback.yaml STAGE`" in result.stdout
 
 
-def test_an_unreachable_prometheus_is_one_line_and_exit_1():
+def test_an_unreachable_prometheus_cannot_judge_exit_6():
     result = gate(f"http://127.0.0.1:{free_port()}", "--at", "1700000000")
-    assert result.exit_code == 1
-    assert result.output.startswith("Error: cannot reach Prometheus at http://127.0.0.1:")
-    assert result.output.count("\n") == 1 and "Traceback" not in result.output
+    assert result.exit_code == 6 and "Traceback" not in result.output
+    assert "decision: cannot-judge (exit 6)" in result.stdout
+    assert "cannot reach Prometheus at http://127.0.0.1:" in result.stdout
+    code, data = report(f"http://127.0.0.1:{free_port()}", 1700000000)
+    assert (code, data["decision"], data["exit_code"]) == (6, "cannot-judge", 6)
 
 
-def test_a_refused_query_is_one_line_and_exit_1(prometheus):
+def test_a_refused_query_cannot_judge_exit_6(prometheus):
     url, _ = prometheus
     result = gate(url + "/no/such/prefix", "--at", "1700000000")
-    assert result.exit_code == 1 and result.output.count("\n") == 1
-    assert result.output.startswith("Error: HTTP 404 from ")
+    assert result.exit_code == 6 and "HTTP 404 from " in result.stdout
+
+
+def test_missing_series_cannot_judge_exit_6(prometheus, tmp_path):
+    url, at = prometheus
+    spec = tmp_path / "checkout.yaml"
+    spec.write_text(SPEC.read_text().replace("namespace: shop", "namespace: elsewhere"))
+    code, data = report(url, at["healthy"], spec)
+    assert (code, data["decision"]) in ((6, "cannot-judge"), (3, "hold"))  # no series: nothing to judge
+    assert code == 6 or any("starved" in r for r in data["reasons"])
+
+
+def test_a_stage_that_needs_approval_waits_for_a_person_exit_5(prometheus, tmp_path):
+    url, at = prometheus
+    spec = tmp_path / "checkout.yaml"
+    text = SPEC.read_text()
+    spec.write_text(re.sub(r"(- name: canary\n)", r"\1    approve: manual\n", text, count=1))
+    code, data = report(url, at["healthy"], spec, "--since", str(at["healthy"] - 7200))
+    assert (code, data["decision"], data["exit_code"]) == (5, "approval", 5)
+    assert any("needs a person's approval" in r and "rollout approve" in r for r in data["reasons"])
+    approved = CliRunner().invoke(main, ["approve", str(spec), "--by", "alice"])
+    assert approved.exit_code == 0, approved.output
+    code, data = report(url, at["healthy"], spec, "--since", str(at["healthy"] - 7200))
+    assert (code, data["decision"]) == (0, "promote")
 
 
 @pytest.mark.parametrize("args", [["--at", "yesterday"], ["--at", "2024-05-01T10:00:00"], ["--format", "yaml"]])

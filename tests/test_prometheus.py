@@ -43,6 +43,10 @@ def rules_of(plan: Plan) -> list[dict]:
     return group["rules"]
 
 
+def alerts_of(plan: Plan) -> list[dict]:
+    return [r for r in rules_of(plan) if "alert" in r]
+
+
 def spec(tmp_path: Path, *replacements: tuple[str, str]) -> Path:
     text = MINIMAL
     for old, new in replacements:
@@ -172,7 +176,7 @@ def test_rules_are_named_by_convention_and_parse(plan):
         labels = alert["labels"]
         assert {"rollout", "namespace", "stage", "gate", "severity", "action"} <= set(labels)
         assert labels["rollout"] == plan.name and labels["namespace"] == plan.namespace
-        assert labels["stage"] == plan.current.name
+        assert labels["stage"] == plan.current.name or rule["expr"] == "vector(0) > 1"  # a resolver
         assert labels["severity"] in SEVERITIES and labels["action"] in ACTIONS
         assert labels.get("environment") == plan.environment
         notes = alert["annotations"]
@@ -233,13 +237,19 @@ def test_the_full_stage_gets_multiwindow_burn_rate_alerts():
     assert not [r for r in rules_of(plan_of(GOLDEN / "in-ramp.yaml")) if r.get("alert", "").endswith("Burn")]
 
 
-def test_rollback_state_has_the_guard_alert_only():
+def test_rollback_state_has_the_guard_alert_and_resolvers_only():
     plan = plan_of(GOLDEN / "in-rollback.yaml")
     alerts = [r for r in rules_of(plan) if "alert" in r]
-    assert [a["alert"] for a in alerts] == [plan.names.rollback_guard_alert]
-    (guard,) = alerts
+    guard, *resolvers = alerts
+    assert guard["alert"] == plan.names.rollback_guard_alert
     assert guard["for"] == "5m" and guard["labels"]["stage"] == "rollback"
-    assert 'variant="canary"' in guard["expr"] and "rate2m" in guard["expr"]
+    # the window the guard reads ends one scrape and one evaluation before `within`
+    assert 'variant="canary"' in guard["expr"] and "rate4m30s" in guard["expr"]
+    # every gate alert of every stage, never firing, with the labels of the alert it resolves
+    assert resolvers and all(r["expr"] == "vector(0) > 1" and "for" not in r for r in resolvers)
+    ramp = alerts_of(plan.at("canary"))
+    assert {(r["alert"], tuple(sorted(r["labels"].items()))) for r in ramp if r["labels"]["gate"] != "min_requests"} \
+        <= {(r["alert"], tuple(sorted(r["labels"].items()))) for r in resolvers}
     rolled = prometheus.render(plan_of(GOLDEN / "in-ramp.yaml"))
     assert prometheus.RULES in rolled  # the main state; the pipeline adds rollback/ from the same target
     assert prometheus.TARGET.rollback

@@ -187,7 +187,7 @@ def test_the_haproxy_runtime_file_the_runbook_names_exists():
     golden = Path("tests/golden/in-checkout.yaml")
     plan, text = runbook(golden)
     assert f"{plan.out}/{rollback.HAPROXY_RUNTIME}" in compile_files(golden)
-    assert "socat stdio unix-connect:" in text
+    assert f"rollout runtime ../{rollback.HAPROXY_RUNTIME} --socket /run/haproxy/admin.sock" in text
     assert files  # compiled without error
 
 

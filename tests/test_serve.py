@@ -1,9 +1,9 @@
-"""`rollout serve` on a temporary Git repository: alerts in, rollback commits out.
+"""`rollout serve` on a temporary Git repository: alerts in, rollback commits out, for the holder of the token.
 
 The repository holds copies of tests/golden/in-checkout.yaml (shop/checkout) and
 in-ramp.yaml (shop/cart) under specs/ and their compiled generated/; the server runs as
-a subprocess on a free port, and last behind a real Alertmanager running the compiled
-routes of shop/cart.
+a subprocess on a free port with a bearer token, and last behind a real Alertmanager running
+the compiled routes of shop/cart, which sends the token from a file.
 """
 
 from __future__ import annotations
@@ -28,13 +28,16 @@ from compiler.ops import serve
 from compiler.cli import main
 from conftest import GIT_IDENTITY, GOLDEN, ROOT, free_port, git, plans_of, tool
 
+TOKEN = "s3rve-t0ken-for-the-tests-0123456789"
+
+
 def commits(repo: Path) -> int:
     return int(git(repo, "rev-list", "--count", "HEAD"))
 
 
-def call(port: int, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method,
-                                     headers={"Content-Type": "application/json"})
+def call(port: int, method: str, path: str, body: bytes | None = None, token: str | None = TOKEN) -> tuple[int, dict]:
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method=method, headers=headers)
     try:
         with urllib.request.urlopen(request, timeout=30) as response:
             return response.status, json.loads(response.read())
@@ -53,15 +56,22 @@ def wait_until(ready, what: str, attempts: int = 150, pause: float = 0.1) -> Non
     pytest.fail(f"timed out waiting for {what}")
 
 
+def now() -> str:
+    from datetime import datetime, UTC
+
+    return datetime.now(UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
+
+
 def alert(rollout: str, name: str, severity: str = "critical", action: str = "rollback", status: str = "firing",
-          gate: str = "error_rate") -> dict:
-    labels = {"alertname": name, "rollout": rollout, "namespace": "shop", "stage": "canary", "gate": gate,
+          gate: str = "error_rate", stage: str | None = None, starts: str | None = None) -> dict:
+    stage = stage or {"cart": "ramp"}.get(rollout, "canary")
+    labels = {"alertname": name, "rollout": rollout, "namespace": "shop", "stage": stage, "gate": gate,
               "severity": severity, "action": action}
     return {
         "status": status,
         "labels": labels,
         "annotations": {"summary": f"shop/{rollout}: gate {gate} breached at stage canary"},
-        "startsAt": "2024-05-01T10:00:00Z",
+        "startsAt": starts or now(),
         "endsAt": "0001-01-01T00:00:00Z",
         "generatorURL": "",
         "fingerprint": "1",
@@ -88,10 +98,12 @@ def served(tmp_path_factory):
     git(repo, "add", "--all")
     git(repo, "commit", "--quiet", "--message", "Specs and their compiled files")
     port = free_port()
+    token = repo.parent / "token"
+    token.write_text(TOKEN + "\n")
     log = (repo.parent / "serve.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "compiler", "serve", "--specs", "specs", "--output", "generated",
-         "--listen", f"127.0.0.1:{port}", "--commit"],
+         "--listen", f"127.0.0.1:{port}", "--commit", "--token-file", str(token)],
         cwd=repo, stdout=log, stderr=log, env={**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(ROOT)})
     try:
         wait_until(lambda: call(port, "GET", "/healthz")[0] == 200, "rollout serve")
@@ -171,6 +183,7 @@ def test_bad_requests_are_refused_and_the_server_keeps_serving(served):
     too_long = http.client.HTTPConnection("127.0.0.1", port, timeout=10)  # refused before its body is read
     too_long.putrequest("POST", "/alerts")
     too_long.putheader("Content-Length", str(5 << 20))
+    too_long.putheader("Authorization", f"Bearer {TOKEN}")
     too_long.endheaders()
     assert too_long.getresponse().status == 413
     too_long.close()
@@ -184,8 +197,10 @@ def test_a_real_alertmanager_delivers_the_rollback(served, tmp_path):
     config = yaml.safe_load((repo / "generated/shop/cart/alertmanager/alertmanager.yaml").read_text())
     hook = f"http://127.0.0.1:{port}/alerts"
     # the webhook points at the server; the other receivers keep their names and deliver nowhere
+    credentials = {"authorization": {"type": "Bearer", "credentials_file": str(repo.parent / "token")}}
     config["receivers"] = [
-        {"name": r["name"], "webhook_configs": [{**c, "url": hook} for c in r["webhook_configs"]]}
+        {"name": r["name"], "webhook_configs": [{**c, "url": hook, "http_config": credentials}
+                                                for c in r["webhook_configs"]]}
         if "webhook_configs" in r else {"name": r["name"]}
         for r in config["receivers"]
     ]
@@ -241,7 +256,7 @@ def test_an_environment_alert_rolls_back_that_environment_only(tmp_path):
     spec = tmp_path / "specs" / "ai-orchestra.yaml"
     shutil.copy(ROOT / "specs" / "ai-orchestra.yaml", spec)
     before = spec.read_text()
-    fired = alert("ai-orchestra", "AiOrchestraErrorRateBreached")
+    fired = alert("ai-orchestra", "AiOrchestraErrorRateBreached", stage="preview")
     fired["labels"].update(namespace="production", environment="production")
     rollbacks = serve.Rollbacks(tmp_path / "specs", tmp_path / "generated", commit=False)
     (outcome,) = rollbacks.handle(json.loads(payload(fired)))
@@ -258,3 +273,116 @@ def test_an_environment_alert_rolls_back_that_environment_only(tmp_path):
         "**rollback** (all on stable)"
         in (tmp_path / "generated/production/production/ai-orchestra/PLAN.md").read_text()
     )
+
+
+# --------------------------------------------------------------------------- who may ask, and when
+
+
+def test_a_request_without_the_token_is_refused_and_changes_nothing(served):
+    repo, port = served
+    head, spec = git(repo, "rev-parse", "HEAD"), (repo / "specs" / "cart.yaml").read_text()
+    for token in (None, "wrong-token-0123456789abcdef", TOKEN[:-1]):
+        status, body = call(port, "POST", "/alerts", payload(alert("cart", "CartErrorRateBreached")), token=token)
+        assert status == 401 and "token" in body["error"]
+    assert git(repo, "rev-parse", "HEAD") == head and (repo / "specs" / "cart.yaml").read_text() == spec
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    assert 'rollout_serve_refused_total{reason="token"} 3' in metrics
+    assert 'rollout_serve_requests_total{code="401"} 3' in metrics
+
+
+def test_serve_will_not_start_without_a_token_except_on_loopback(tmp_path):
+    (tmp_path / "specs").mkdir()
+    for args, words in ((["--listen", "0.0.0.0:9095"], "give --token-file"),
+                        (["--listen", "0.0.0.0:9095", "--no-token"], "loopback address only")):
+        done = subprocess.run([sys.executable, "-m", "compiler", "serve", "--specs", str(tmp_path / "specs"),
+                               "-o", str(tmp_path / "out"), *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and words in done.stderr, done.stderr
+
+
+def _repository(tmp_path: Path) -> Path:
+    repo = tmp_path / "repo"
+    (repo / "specs").mkdir(parents=True)
+    shutil.copy(GOLDEN / "in-checkout.yaml", repo / "specs" / "checkout.yaml")
+    shutil.copy(GOLDEN / "in-ramp.yaml", repo / "specs" / "cart.yaml")
+    assert CliRunner().invoke(main, ["compile", str(repo / "specs"), "-o", str(repo / "generated")]).exit_code == 0
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "--message", "fleet")
+    return repo
+
+
+def test_a_replayed_alert_after_a_resume_changes_nothing_but_a_new_breach_rolls_back(tmp_path, monkeypatch):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+    old = alert("checkout", "CheckoutErrorRateBreached", starts=now())
+    (first,) = rollbacks.handle(json.loads(payload(old)))
+    assert first.result == "rolled back"
+    time.sleep(1.1)  # commit times have one-second resolution
+    resumed = CliRunner().invoke(main, ["set-stage", str(repo / "specs/checkout.yaml"), "canary"])
+    assert resumed.exit_code == 0, resumed.output
+    assert CliRunner().invoke(main, ["compile", str(repo / "specs"), "-o", str(repo / "generated")]).exit_code == 0
+    git(repo, "commit", "--quiet", "-am", "resume checkout at canary")
+    count = commits(repo)
+    stale_start = "2024-05-01T10:00:00.123456789Z"
+    (replay,) = rollbacks.handle(json.loads(payload(alert("checkout", "CheckoutErrorRateBreached",
+                                                           starts=stale_start))))
+    (stale,) = rollbacks.handle(json.loads(payload(alert("checkout", "CheckoutErrorRateBreached", stage="ramp"))))
+    assert (replay.result, stale.result) == ("replay", "stale") and commits(repo) == count
+    (again,) = rollbacks.handle(json.loads(payload(alert("checkout", "CheckoutErrorRateBreached", starts=now()))))
+    assert again.result == "rolled back" and commits(repo) == count + 1
+
+
+def test_a_broken_spec_elsewhere_never_blocks_a_rollback(tmp_path, monkeypatch):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    broken = repo / "specs" / "broken.yaml"
+    broken.write_text((GOLDEN / "in-ramp.yaml").read_text().replace("name: cart", "name: basket")
+                      .replace("weight: 10%", "weight: 120%"))
+    git(repo, "add", "--all")
+    git(repo, "commit", "--quiet", "--message", "a broken spec")
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+    (outcome,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
+    assert outcome.result == "rolled back", outcome.detail
+    changed = git(repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert "specs/cart.yaml" in changed and all(p == "specs/cart.yaml" or p.startswith("generated/shop/cart/")
+                                                 for p in changed), changed
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_a_rollback_is_pushed_and_retried_when_the_remote_moved(tmp_path, monkeypatch):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "--quiet", "-u", "origin", "main")
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "--quiet", str(remote), str(other))
+    (other / "NOTES.md").write_text("someone else's change\n")
+    git(other, "add", "NOTES.md")
+    git(other, "commit", "--quiet", "-m", "meanwhile")
+    git(other, "push", "--quiet")
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True, push=True)
+    (outcome,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
+    assert outcome.result == "rolled back" and "pushed" in outcome.detail, outcome.detail
+    log = git(remote, "log", "--format=%s", "main").splitlines()
+    assert log[0] == "rollback shop/cart: CartErrorRateBreached (error_rate)" and "meanwhile" in log
+
+
+def test_a_burst_of_requests_gets_answers_and_label_values_cannot_forge_log_lines(served):
+    repo, port = served
+    import concurrent.futures
+
+    forged = alert("nothing", "Fake\n2030-01-01T00:00:00Z rollout serve: rolled back: shop/cart")
+    body = payload(forged)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=60) as pool:
+        answers = list(pool.map(lambda _: call(port, "POST", "/alerts", body)[0], range(60)))
+    assert answers == [200] * 60
+    log = (repo.parent / "serve.log").read_text()
+    lines = [line for line in log.splitlines() if line.strip()]
+    assert all(line.startswith("{") and json.loads(line) for line in lines)
+    assert not any(line.startswith("2030-01-01") for line in lines)

@@ -64,7 +64,7 @@ class AlertRule:
     """One alerting rule; ``kind`` says which of the conditions above it is."""
 
     name: str
-    kind: str  # gate | starved | burn | guard
+    kind: str  # gate | starved | burn | guard | resolve
     expr: Expr
     for_: int  # seconds
     labels: tuple[tuple[str, str], ...]
@@ -190,7 +190,7 @@ def burn_expr(plan: Plan, burn: c.BurnRate, threshold: Fraction) -> Expr:
 
 
 def guard_expr(plan: Plan) -> Expr:
-    return compare(c.series(plan, "canary", c.requests_record(c.GUARD_WINDOW)), ">", 0)
+    return compare(c.series(plan, "canary", c.requests_record(c.guard_window(plan))), ">", 0)
 
 
 # --------------------------------------------------------------------------- the rules of a rollout
@@ -257,7 +257,7 @@ def alert_rules(plan: Plan) -> list[AlertRule]:
     stage = plan.current
     if plan.is_rollback:
         return [AlertRule(plan.names.rollback_guard_alert, "guard", guard_expr(plan), plan.rollback_within,
-                          _alert_labels(plan, "rollback_guard", "critical", "rollback"))]
+                          _alert_labels(plan, "rollback_guard", "critical", "rollback"))] + resolvers(plan)
     out = []
     for gate in stage.gates:
         out.append(AlertRule(f"{prefix}{camel(gate.name)}Breached", "gate", gate_expr(plan, gate), gate.for_,
@@ -274,6 +274,27 @@ def alert_rules(plan: Plan) -> list[AlertRule]:
                              _alert_labels(plan, "error_budget", burn.severity, stage.action if page else "notify",
                                            window=window(burn.long)), burn=burn))
     return out
+
+
+def resolvers(plan: Plan) -> list[AlertRule]:
+    """In the rollback state, every stage's gate and burn-rate alerts as rules that never fire.
+
+    Prometheus carries an alert's state over a reload to the rule of the same name and labels in the same
+    group; such a rule that yields nothing resolves it at its next evaluation, and Alertmanager sends the
+    resolution. A breach after a resume is then a new alert, notified at once (``group_wait``), not held
+    back until the repeat interval as a repeat of the one that led to the rollback.
+    """
+    out, seen = [], set()
+    for stage in plan.stages:
+        for rule in alert_rules(plan.at(stage.name)):
+            if rule.kind in ("gate", "burn") and (rule.name, rule.labels) not in seen:
+                seen.add((rule.name, rule.labels))
+                out.append(AlertRule(rule.name, "resolve", NEVER, 0, rule.labels))
+    return out
+
+
+#: A condition that never yields a sample.
+NEVER = compare(call("vector", 0.0), ">", 1)
 
 
 # ------------------------------------------------------------- the same conditions without recording rules

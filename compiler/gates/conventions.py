@@ -19,8 +19,25 @@ from compiler.ir.plan import GatePlan, Plan, StagePlan
 
 #: Rule groups are evaluated this often (seconds) unless the spec says otherwise; alert timings assume it.
 EVALUATION_INTERVAL = 15
-#: The window of the post-rollback traffic check.
-GUARD_WINDOW = 120
+#: A rate needs this many scrapes in its window.
+SCRAPES_PER_WINDOW = 4
+
+
+def min_window(plan: Plan) -> int:
+    """The shortest window a rate can be judged over: four scrapes."""
+    return SCRAPES_PER_WINDOW * plan.metrics.scrape_interval
+
+
+def guard_window(plan: Plan) -> int:
+    """The window of the post-rollback traffic check: traffic that stopped when the rollback took effect has left
+    it, scraped and evaluated, before ``rollback.within`` is over, so the guard fires only on traffic after it."""
+    m = plan.metrics
+    return max(min_window(plan), plan.rollback_within - m.scrape_interval - m.evaluation_interval)
+
+
+def min_within(plan: Plan) -> int:
+    """The shortest ``rollback.within`` the guard can observe."""
+    return min_window(plan) + plan.metrics.scrape_interval + plan.metrics.evaluation_interval
 #: Level of the per-variant recorded series (``level:metric:operations``).
 LEVEL = "rollout_variant"
 STAGE_RECORD = "rollout:canary_weight:ratio"
@@ -158,7 +175,7 @@ def burn_windows(plan: Plan) -> tuple[int, ...]:
 def canary_windows(plan: Plan) -> tuple[int, ...]:
     extra = set(burn_windows(plan))
     if plan.is_rollback:
-        extra.add(GUARD_WINDOW)
+        extra.add(guard_window(plan))
     return tuple(sorted(set(recorded_windows(plan)) | extra))
 
 

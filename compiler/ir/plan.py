@@ -106,6 +106,7 @@ class StagePlan:
     testers: bool  # the tester header reaches the canary
     active_color: str | None  # blue-green: the colour the main Service selects
     loc: Loc
+    approve: bool = False  # a person approves the stage before it may advance
 
     @property
     def is_shadow(self) -> bool:
@@ -164,6 +165,21 @@ class FlagState:
 
 
 @dataclass(frozen=True)
+class MonitorPlan:
+    kind: str  # ServiceMonitor | PodMonitor
+    selector: tuple[tuple[str, str], ...]
+    port: str
+    path: str
+
+
+@dataclass(frozen=True)
+class HAProxyPlan:
+    exporter_port: int
+    admin_socket: str
+    hosts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class MetricsPlan:
     source: str
     min_requests: int
@@ -171,6 +187,9 @@ class MetricsPlan:
     window: int
     stable: presets.VariantMetrics
     canary: presets.VariantMetrics
+    scrape_interval: int = 15  # seconds
+    evaluation_interval: int = 15
+    monitor: MonitorPlan | None = None
 
     def queries(self, role: str) -> presets.VariantMetrics:
         return self.stable if role == "stable" else self.canary
@@ -308,6 +327,13 @@ class Names:
 
 
 @dataclass(frozen=True)
+class ApprovalPlan:
+    stage: str
+    by: str
+    at: str  # RFC 3339
+
+
+@dataclass(frozen=True)
 class Plan:
     source: Source
     environment: str | None
@@ -342,8 +368,16 @@ class Plan:
     preserve: tuple[str, ...]
     gitops: GitOpsPlan | None
     names: Names
+    approved: ApprovalPlan | None = None  # the last approval recorded in the spec
+    haproxy: HAProxyPlan = HAProxyPlan(8405, "/run/haproxy/admin.sock", ("localhost",))
 
     # ---- navigation
+
+    @property
+    def awaits_approval(self) -> bool:
+        """The stage in effect needs a person's approval that the spec does not record yet."""
+        stage = self.current
+        return stage.approve and not (self.approved is not None and self.approved.stage == stage.name)
 
     @property
     def id(self) -> str:

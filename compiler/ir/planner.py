@@ -9,11 +9,15 @@ never look at the spec.
 
 from __future__ import annotations
 
+import dataclasses
 from fractions import Fraction
 from typing import Any
 
 from compiler.gates import presets
 from compiler.ir.plan import (
+    ApprovalPlan,
+    HAProxyPlan,
+    MonitorPlan,
     ACTIONS,
     DEFAULT_FOR,
     JUDGED_FOR,
@@ -120,7 +124,20 @@ def _kind(weight: Fraction, mirror: Fraction) -> str:
 
 def stages_of(spec: model.RolloutSpec) -> tuple[StagePlan, ...]:
     """The stages of a spec: its own, or those its strategy expands into."""
-    return _stages(spec, spec.traffic.testers is not None)
+    return _approvals(spec, _stages(spec, spec.traffic.testers is not None))
+
+
+def _approvals(spec: model.RolloutSpec, stages: tuple[StagePlan, ...]) -> tuple[StagePlan, ...]:
+    """The stages a person approves: `approve: manual` on a stage, or named in the strategy's `approve`."""
+    if spec.stages is not None:
+        wanted = {s.name for s in spec.stages if s.approve == "manual"}
+    elif isinstance(spec.strategy, model.PresetStrategy):
+        wanted = set(spec.strategy.approve)
+    elif isinstance(spec.strategy, model.BlueGreenStrategy):
+        wanted = set(spec.strategy.blue_green.approve)
+    else:
+        wanted = set()
+    return tuple(dataclasses.replace(s, approve=True) if s.name in wanted else s for s in stages)
 
 
 def _stages(spec: model.RolloutSpec, testers: bool) -> tuple[StagePlan, ...]:
@@ -255,7 +272,10 @@ def _metrics(spec: model.RolloutSpec, stable: VariantPlan, canary: VariantPlan, 
             scrape = presets.Scrape(m.namespace_label, m.workload_label, m.workload)
             queries[variant.role] = presets.preset(m.source, spec.metadata.name, spec.metadata.namespace, ingress,
                                                    labels, scrape)
-    return MetricsPlan(m.source, m.min_requests, m.expected_rps, m.window, queries["stable"], queries["canary"])
+    monitor = (MonitorPlan(m.monitor.kind, tuple(sorted(m.monitor.selector.items())), m.monitor.port, m.monitor.path)
+               if m.monitor else None)
+    return MetricsPlan(m.source, m.min_requests, m.expected_rps, m.window, queries["stable"], queries["canary"],
+                       m.scrape_interval, m.evaluation_interval, monitor)
 
 
 def _secret(ref: model.SecretRef | None) -> SecretPlan | None:
@@ -303,7 +323,7 @@ def build(spec: model.RolloutSpec, source: Source, environment: str | None = Non
     stable = _variant("stable", spec.service.stable, spec.service.port, blue_green.old_color if blue_green else None)
     canary = _variant("canary", spec.service.canary, spec.service.port, blue_green.new_color if blue_green else None)
     testers = spec.traffic.testers
-    stages = _stages(spec, testers is not None)
+    stages = _approvals(spec, _stages(spec, testers is not None))
     rollback = _rollback_stage(blue_green)
     current = rollback if spec.current == ROLLBACK else next(s for s in stages if s.name == spec.current)
     flags = _flags(spec, stages, rollback)
@@ -339,4 +359,7 @@ def build(spec: model.RolloutSpec, source: Source, environment: str | None = Non
         metrics=_metrics(spec, stable, canary, plan_names.ingress),
         alerting=alerting, rollback_within=spec.rollback.within, preserve=tuple(spec.rollback.preserve),
         gitops=_gitops(spec.gitops), names=plan_names,
+        approved=ApprovalPlan(spec.approved.stage, spec.approved.by, spec.approved.at) if spec.approved else None,
+        haproxy=HAProxyPlan(spec.traffic.haproxy.exporter_port, spec.traffic.haproxy.admin_socket,
+                            tuple(spec.traffic.haproxy.hosts)),
     )

@@ -189,3 +189,66 @@ def _verify(old_text: str, new_text: str, environment: str | None, value: str, p
         ok = added and new_lines[:line - 1] + new_lines[line:] == old_lines
     if not ok:
         raise EditError(path, line, 1, f"cannot set `{KEY}` by changing a single line; edit the spec by hand")
+
+
+# --------------------------------------------------------------------------- approvals
+
+APPROVED = "approved"
+
+
+def approval_token(stage: str, by: str, at: str) -> str:
+    """``{stage: NAME, by: "WHO", at: "TIME"}``: one line, quoted where a person's words could be read as YAML."""
+    import json
+
+    if not _SIMPLE.match(stage):
+        raise ValueError(f"'{stage}' is not a stage name")
+    return f"{{stage: {scalar_token(stage, 'plain')}, by: {json.dumps(one_line(by))}, at: {json.dumps(at)}}}"
+
+
+def record_approval(text: str, stage: str, by: str, at: str, environment: str | None, path: str) -> Edit:
+    """The spec ``text`` with ``approved`` (at the top level or in the environment) set to the approval, on one
+    line: replacing the one there, or added after ``current`` (every other byte kept)."""
+    root = _load(text, path)
+    node = _mapping_at(root, environment, path)
+    token = approval_token(stage, by, at)
+    lines = text.splitlines(keepends=True)
+    old = None
+    if APPROVED in node:
+        key_line, key_col = node.lc.key(APPROVED)
+        value = node[APPROVED]
+        end_line = value.lc.line if hasattr(value, "lc") else key_line
+        line = lines[key_line]
+        if end_line != key_line or not line.rstrip("\r\n").rstrip().endswith("}") or line.lstrip().startswith("{"):
+            raise EditError(path, key_line + 1, key_col + 1, f"cannot replace `{APPROVED}` in place: write it on "
+                            "one line as a flow mapping {stage, by, at}, or remove it")
+        newline = line[len(line.rstrip("\r\n")):]
+        lines[key_line] = line[:key_col] + f"{APPROVED}: {token}" + newline
+        changed = key_line + 1
+        old = str(dict(value)) if isinstance(value, dict) else None
+    elif KEY in node and not _flow(lines, node):
+        key_line, key_col = node.lc.key(KEY)
+        lines.insert(key_line + 1, " " * key_col + f"{APPROVED}: {token}\n")
+        changed = key_line + 2
+    else:
+        line, col = (node.lc.line + 1, node.lc.col + 1)
+        raise EditError(path, line, col, f"cannot add `{APPROVED}` here: write `current` of this mapping in block "
+                        "style (one key per line)")
+    new_text = "".join(lines)
+    try:
+        before, _, _ = parse_text(text, path)
+        after, _, _ = parse_text(new_text, path)
+    except SpecError as exc:
+        d = exc.diagnostics[0]
+        raise EditError(path, d.line, d.col, f"the edit would not leave a valid YAML file: {d.message}") from None
+    expected = copy.deepcopy(before)
+    target = expected if environment is None else expected["environments"][environment]
+    target[APPROVED] = {"stage": stage, "by": one_line(by), "at": at}
+    if after != expected:
+        raise EditError(path, changed, 1, f"cannot set `{APPROVED}` without changing other values; edit by hand")
+    return Edit(new_text, changed, old, token)
+
+
+def _flow(lines: list[str], node: CommentedMap) -> bool:
+    """The mapping is written in flow style (``{current: x, ...}``) on its line."""
+    line, col = node.lc.key(KEY)
+    return col > 0 and "{" in lines[line][:col]

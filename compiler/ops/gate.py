@@ -7,10 +7,13 @@ starved (hold) condition, with every recorded series inlined
 metrics, not the rollout's recording rules.  All queries are evaluated at one
 instant: ``--at``, or the Prometheus server's own time.
 
-Decision: ``rollback`` when a gate of a stage whose breach action is rollback is
-breached; ``hold`` when the canary is starved, a gate cannot judge, or any other
-gate is breached (or breached for less than its ``for``); otherwise
-``promote``.  Exit 0 for promote, 1 for hold or rollback, 2 for usage.
+Decision, and its exit code (:data:`EXIT`): ``rollback`` (4) when a gate of a
+stage whose breach action is rollback is breached; ``cannot-judge`` (6) when
+Prometheus cannot be asked or a gate's series are missing; ``hold`` (3) when the
+canary is starved, the hold is not over, or any other gate is breached (or
+breached for less than its ``for``); ``approval`` (5) when everything passes and
+the stage waits for a person (``approve: manual``); otherwise ``promote`` (0).
+1 is an invalid spec, 2 a usage error.
 """
 
 from __future__ import annotations
@@ -37,6 +40,9 @@ from compiler.ir.plan import GatePlan, Plan
 from compiler.spec.units import format_decimal, format_duration, format_latency, format_percent
 
 MAX_RESPONSE = 16 << 20  # bytes read from one API answer
+
+#: The exit code of each decision: scripts tell them apart (`case $?`), and only 0 promotes.
+EXIT = {"promote": 0, "hold": 3, "rollback": 4, "approval": 5, "cannot-judge": 6}
 
 
 class PrometheusError(Exception):
@@ -168,12 +174,16 @@ class Report:
     environment: str | None
     stage: str
     at: str
-    decision: str  # promote | hold | rollback
+    decision: str  # promote | hold | rollback | approval | cannot-judge
     reasons: list[str]
     command: str | None
     next_stage: str | None
     gates: list[GateResult] = field(default_factory=list)
     traffic: list[WindowResult] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT[self.decision]
 
 
 def measures(plan: Plan, gate: GatePlan) -> tuple[Expr, Expr]:
@@ -239,22 +249,52 @@ def judge(plan: Plan, prometheus: Prometheus, at: float, since: float | None = N
 
 def decide(plan: Plan, at: float, since: float | None, gates: list[GateResult], traffic: list[WindowResult]) -> Report:
     stage = plan.current
-    reasons: list[str] = []
-    decision = "promote"
     following = plan.next_stage()
-    if plan.is_rollback:
-        decision = "hold"
-        reasons.append(f"{plan.out} is rolled back: resume with `{plan.command('set-stage')} STAGE`")
     breached = [g for g in gates if g.verdict == "breached"]
+    reasons = _reasons(plan, at, since, gates, traffic)
     if any(g.action == "rollback" for g in breached):
         decision = "rollback"
-    for g in breached:
-        reasons.append(f"gate {g.gate} breached ({g.threshold}); breach action: {g.action}")
+    elif any(g.verdict == "no data" for g in gates):
+        decision = "cannot-judge"
+    elif reasons:
+        decision = "hold"
+    elif plan.awaits_approval:
+        decision = "approval"
+        reasons.append(f"stage {stage.name} needs a person's approval: `{plan.command('approve')} --by NAME` "
+                       f"(the owner: {plan.owner}), reviewed in a pull request")
+    else:
+        decision = "promote"
+        if stage.hold and since is None:
+            reasons.append(f"the hold ({format_duration(stage.hold)} at stage {stage.name}) is not checked: "
+                           "pass --since to check it")
+        if following is None:
+            reasons.append(f"{stage.name} is the last stage: nothing to promote to")
+    command = None
+    if decision == "rollback":
+        why = f"gate {breached[0].gate} breached at stage {stage.name}"
+        command = f"{plan.command('rollback')} --reason {shlex.quote(why)}"
+    elif decision == "promote" and following is not None:
+        command = plan.command("promote")
+    elif decision == "approval":
+        command = f"{plan.command('approve')} --by NAME"
+    return Report(plan.out, plan.environment, stage.name, rfc3339(at), decision, reasons, command,
+                  following.name if following and decision == "promote" else None, gates, traffic)
+
+
+def _reasons(plan: Plan, at: float, since: float | None, gates: list[GateResult],
+             traffic: list[WindowResult]) -> list[str]:
+    """Why the stage may not advance now: each breach, gap in the data, starved window or unfinished hold."""
+    stage = plan.current
+    reasons: list[str] = []
+    if plan.is_rollback:
+        reasons.append(f"{plan.out} is rolled back: resume with `{plan.command('set-stage')} STAGE`")
     for g in gates:
-        if g.verdict == "pending":
+        if g.verdict == "breached":
+            reasons.append(f"gate {g.gate} breached ({g.threshold}); breach action: {g.action}")
+        elif g.verdict == "pending":
             reasons.append(f"gate {g.gate} breached, for less than its `for`: not yet a rollback, not a promotion")
         elif g.verdict == "no data":
-            reasons.append(f"gate {g.gate}: no measurement from Prometheus (are the metrics exported?)")
+            reasons.append(f"gate {g.gate}: no measurement from Prometheus (are the metrics exported and scraped?)")
     for t in traffic:
         if t.starved:
             reasons.append(f"canary starved: {t.requests:.0f} requests in {t.window}, fewer than the "
@@ -262,21 +302,7 @@ def decide(plan: Plan, at: float, since: float | None, gates: list[GateResult], 
     if since is not None and stage.hold and at - since < stage.hold:
         reasons.append(f"hold not over: {format_duration(int(at - since))} of {format_duration(stage.hold)} "
                        f"at stage {stage.name}")
-    if decision == "promote" and reasons:
-        decision = "hold"
-    if decision == "promote" and stage.hold and since is None:
-        reasons.append(f"the hold ({format_duration(stage.hold)} at stage {stage.name}) is not checked: "
-                       "pass --since to check it")
-    if decision == "promote" and following is None:
-        reasons.append(f"{stage.name} is the last stage: nothing to promote to")
-    command = None
-    if decision == "rollback":
-        why = f"gate {breached[0].gate} breached at stage {stage.name}"
-        command = f"{plan.command('rollback')} --reason {shlex.quote(why)}"
-    elif decision == "promote" and following is not None:
-        command = plan.command("promote")
-    return Report(plan.out, plan.environment, stage.name, rfc3339(at), decision, reasons, command,
-                  following.name if following and decision == "promote" else None, gates, traffic)
+    return reasons
 
 
 # --------------------------------------------------------------------------- output
@@ -317,7 +343,7 @@ def render_text(plan: Plan, report: Report) -> str:
     else:
         lines.append("no gates at this stage")
     judged = f" to {report.next_stage}" if report.next_stage else ""
-    lines.append(f"decision: {report.decision}{judged}")
+    lines.append(f"decision: {report.decision}{judged} (exit {report.exit_code})")
     lines += [f"  {r}" for r in report.reasons]
     if report.command:
         lines.append(f"run: {report.command}")
@@ -332,6 +358,7 @@ def _json_number(value: float | None) -> float | str | None:
 
 def render_json(report: Report) -> str:
     data = asdict(report)
+    data["exit_code"] = report.exit_code
     for g in data["gates"]:
         for key in ("requests", "measured", "judged"):
             g[key] = _json_number(g[key])
@@ -400,17 +427,21 @@ def gate(spec: Path, env: str | None, url: str, at: float | None, since: float |
     breached, or a breach has lasted less than its `for`.  Otherwise promote; the
     stage's hold is checked only with --since.
 
-    Exit 0: promote. 1: hold or rollback, or Prometheus unreachable or refusing
-    a query. 2: usage.
+    Exit 0: promote. 3: hold. 4: rollback. 5: approval pending (a person must
+    approve the stage: `rollout approve`). 6: cannot judge (Prometheus unreachable
+    or erroring, or a gate's series missing). 1: an invalid spec. 2: usage.
     """
     plan = pick_plan(spec, env)
-    prometheus = Prometheus(url, timeout)
+    report = ask(plan, Prometheus(url, timeout), at, since)
+    click.echo(render_json(report) if fmt == "json" else render_text(plan, report), nl=False)
+    raise SystemExit(report.exit_code)
+
+
+def ask(plan: Plan, prometheus: Prometheus, at: float | None = None, since: float | None = None) -> Report:
+    """The decision for the stage in effect; ``cannot-judge`` when Prometheus cannot answer."""
     try:
         server_time = prometheus.now()  # also tells an unreachable Prometheus before any judging
-        moment = at if at is not None else server_time
-        report = judge(plan, prometheus, moment, since)
+        return judge(plan, prometheus, at if at is not None else server_time, since)
     except PrometheusError as exc:
-        raise click.ClickException(str(exc)) from None
-    click.echo(render_json(report) if fmt == "json" else render_text(plan, report), nl=False)
-    if report.decision != "promote":
-        raise SystemExit(1)
+        moment = rfc3339(at) if at is not None else rfc3339(datetime.now(UTC).timestamp())
+        return Report(plan.out, plan.environment, plan.current.name, moment, "cannot-judge", [str(exc)], None, None)

@@ -1,27 +1,40 @@
-"""``rollout serve``: turn a firing rollback alert into a rollback commit.
+"""``rollout serve``: turn a firing rollback alert into a rollback commit, for the sender that holds the token.
 
-An HTTP server for Alertmanager's webhook (payload version 4) on ``POST /alerts``.
-For each firing alert labelled ``action="rollback"``, the spec under ``--specs``
-whose rollout matches the alert's ``rollout``, ``namespace`` and ``environment``
-labels gets ``current: rollback`` (the edit of ``rollout rollback``, with the
-alert as the reason), ``--specs`` is recompiled into ``--output``, and with
-``--commit`` the spec and the output are committed in the spec's Git
-repository (never pushed).  A rollout already rolled back, a resolved alert, an
-alert without ``action="rollback"`` and an unknown rollout change nothing.
+An HTTP(S) server for Alertmanager's webhook (payload version 4) on ``POST /alerts``:
 
-Requests are handled one at a time (a lock), bodies are bounded, and nothing a
-request sends can stop the server: malformed JSON is a 400, a failure to roll
-back a 500 (Alertmanager retries), everything else a 200 with a JSON summary.
+- **Authenticated.** Every ``POST`` carries ``Authorization: Bearer <token>``, the token read from
+  ``--token-file`` (Alertmanager sends it with ``http_config.authorization.credentials_file``; the
+  spec's webhook receiver says ``bearer_token_file``), compared in constant time. The server does not
+  start without a token unless ``--no-token`` is given and it listens on loopback only. TLS with
+  ``--tls-cert`` and ``--tls-key``.
+- **Only what the alert says, only when it is news.** A firing alert labelled ``action="rollback"``
+  rolls back the rollout its ``rollout``, ``namespace`` and ``environment`` labels name, at the stage its
+  ``stage`` label names: an alert about an earlier stage, or one that started before the stage last
+  changed (a replay of an old payload), changes nothing. A new breach after a resume is news, and rolls
+  back as fast as the first (the rolled-back rules let the gate alerts resolve, so Alertmanager sends
+  the next one at once).
+- **Isolated.** The rollout's spec is found through its folder's manifest, edited, compiled alone and
+  committed with exactly the files that changed (:mod:`compiler.ops.repo`); a broken spec elsewhere
+  cannot stop it. With ``--push`` the commit is pushed, rebased and retried when the remote moved.
+  ``rollout advance`` takes the same repository lock: they never commit over each other.
+- **Accountable.** One JSON line per decision on stderr (who asked, which alert, what was done; every
+  value escaped), and ``GET /metrics`` for Prometheus. ``GET /healthz`` answers 200.
+
+Requests are handled in threads behind one lock, bodies are bounded, the listen backlog takes bursts,
+and nothing a request sends can stop the server: malformed JSON is a 400, a missing or wrong token a
+401, a failure to roll back the rollout concerned a 500 (Alertmanager retries), everything else a 200.
 """
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
 import json
-import os
 import signal
-import subprocess
+import ssl
 import sys
 import threading
+from collections import Counter
 from dataclasses import asdict, dataclass
 from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -30,20 +43,26 @@ from typing import Any
 
 import click
 
-from compiler import build
 from compiler import pipeline
-from compiler.ops.edit import one_line
 from compiler.ir.plan import ROLLBACK
-from compiler.ops.workflow import WorkflowError, apply_edit
+from compiler.ops import repo
+from compiler.ops.edit import one_line
+from compiler.ops.workflow import WorkflowError
 
 MAX_BODY = 4 << 20  # bytes of one webhook request
 READ_TIMEOUT = 30  # seconds a client may take to send its request
-GIT_TIMEOUT = 60
+BACKLOG = 256  # connections waiting to be accepted: a burst of Alertmanager retries is not reset
+REPLAY_TOLERANCE = 10.0  # seconds: an alert that started this long before the stage changed is a replay
+LOCK_TIMEOUT = 120.0
 
 
-def log(message: str) -> None:
-    stamp = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    click.echo(f"{stamp} rollout serve: {message}", err=True)
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def audit(event: dict[str, Any]) -> None:
+    """One JSON line per decision: label values can hold anything, and JSON escapes all of it."""
+    click.echo(json.dumps({"time": _now(), "server": "rollout serve", **event}, sort_keys=True), err=True)
 
 
 class PayloadError(ValueError):
@@ -54,7 +73,7 @@ class PayloadError(ValueError):
 class Outcome:
     alert: str
     rollout: str | None
-    result: str  # rolled back | already rolled back | ignored | failed
+    result: str  # rolled back | already rolled back | ignored | stale | replay | failed
     detail: str
     commit: str | None = None
 
@@ -87,6 +106,57 @@ def find_unit(units: list[pipeline.Unit], labels: dict[str, str]) -> pipeline.Un
     return exact[0] if len(exact) == 1 else None
 
 
+def parse_rfc3339(text: str) -> float | None:
+    """Alertmanager's times (nanoseconds, ``Z``) as Unix seconds; None when it is not one."""
+    import re
+
+    match = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$", text)
+    if match is None:
+        return None
+    fraction = (match.group(2) or "")[:7]  # Python reads at most microseconds
+    zone = "+00:00" if match.group(3) == "Z" else match.group(3)
+    try:
+        return datetime.fromisoformat(match.group(1) + fraction + zone).timestamp()
+    except ValueError:
+        return None
+
+
+# --------------------------------------------------------------------------- metrics
+
+
+class Metrics:
+    """Counters for ``GET /metrics`` (the Prometheus text format)."""
+
+    HELP = {
+        "rollout_serve_requests_total": ("Webhook requests, by HTTP status.", "code"),
+        "rollout_serve_alerts_total": ("Alerts received, by what was done.", "result"),
+        "rollout_serve_refused_total": ("Requests refused before reading an alert, by reason.", "reason"),
+        "rollout_serve_broken_specs_total": ("Specs found broken while looking for a rollout.", None),
+    }
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def add(self, name: str, value: str = "") -> None:
+        with self.lock:
+            self.counts[(name, value)] += 1
+
+    def text(self) -> str:
+        lines = []
+        with self.lock:
+            counts = dict(self.counts)
+        for name, (help_text, label) in self.HELP.items():
+            lines += [f"# HELP {name} {help_text}", f"# TYPE {name} counter"]
+            values = sorted((v, n) for (m, v), n in counts.items() if m == name)
+            if label is None:
+                lines.append(f"{name} {sum(n for _, n in values)}")
+            for value, count in values if label is not None else []:
+                escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+                lines.append(f'{name}{{{label}="{escaped}"}} {count}')
+        return "\n".join(lines) + "\n"
+
+
 # --------------------------------------------------------------------------- acting
 
 
@@ -95,109 +165,109 @@ class Rollbacks:
     specs: Path
     output: Path
     commit: bool
+    push: bool = False
+    metrics: Metrics | None = None
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
+        if self.metrics is None:
+            self.metrics = Metrics()
 
-    def handle(self, payload: object) -> list[Outcome]:
+    def handle(self, payload: object, client: str = "-") -> list[Outcome]:
         alerts = alerts_of(payload)
         outcomes = []
         with self.lock:
-            analysis = pipeline.analyse([self.specs])
             for alert in alerts:
-                outcomes.append(self._one(alert, analysis))
-                if outcomes[-1].result == "rolled back":  # later alerts of the payload see the rollback
-                    analysis = pipeline.analyse([self.specs])
-        for outcome in outcomes:
-            log(f"{outcome.result}: {outcome.rollout or '-'} ({outcome.alert}): {outcome.detail}")
+                outcome = self._one(alert)
+                outcomes.append(outcome)
+                assert self.metrics is not None
+                self.metrics.add("rollout_serve_alerts_total", outcome.result.replace(" ", "_"))
+                audit({"client": client, "alert": outcome.alert, "rollout": outcome.rollout, "result": outcome.result,
+                       "detail": outcome.detail, "commit": outcome.commit})
         return outcomes
 
-    def _one(self, alert: object, analysis: pipeline.Result) -> Outcome:
+    def _locate(self, labels: dict[str, str]) -> tuple[pipeline.Unit | None, list[str]]:
+        """The rollout the labels name: through its folder's manifest (its spec alone is read), else by reading
+        every spec (a broken one is reported, and never stops the others)."""
+        name, namespace, environment = labels.get("rollout"), labels.get("namespace"), labels.get("environment")
+        folders = ([f"{environment}/{namespace}/{name}"] if environment else []) + [f"{namespace}/{name}"]
+        for out in folders:
+            spec = repo.one_spec_of(self.output, out) if name and namespace else None
+            if spec is not None:
+                units, found = pipeline.analyse_file(spec)
+                unit = find_unit(units, labels)
+                if unit is not None:
+                    return unit, []
+        analysis = pipeline.analyse([self.specs])
+        broken = sorted({d.path for d in analysis.diagnostics if d.severity == "error"})
+        for _ in broken:
+            assert self.metrics is not None
+            self.metrics.add("rollout_serve_broken_specs_total")
+        return find_unit(analysis.units, labels), broken
+
+    def _one(self, alert: object) -> Outcome:
         if not isinstance(alert, dict):
             return Outcome("-", None, "ignored", "not an alert object")
         labels = _labels(alert, "labels")
         name = labels.get("alertname", "-")
-        named = (
-            "/".join(v for v in (labels.get("environment"), labels.get("namespace"), labels.get("rollout")) if v)
-            or None
-        )
+        named = "/".join(v for v in (labels.get("environment"), labels.get("namespace"), labels.get("rollout")) if v)
         if alert.get("status") != "firing":
-            return Outcome(name, named, "ignored", f"status {alert.get('status')!r}, not firing")
+            return Outcome(name, named or None, "ignored", f"status {alert.get('status')!r}, not firing")
         if labels.get("action") != ROLLBACK:
-            return Outcome(name, named, "ignored", f"action {labels.get('action')!r}, not rollback")
-        unit = find_unit(analysis.units, labels)
+            return Outcome(name, named or None, "ignored", f"action {labels.get('action')!r}, not rollback")
+        unit, broken = self._locate(labels)
+        warning = f" (broken specs elsewhere, left alone: {', '.join(broken)})" if broken else ""
         if unit is None:
-            return Outcome(name, named, "ignored", f"no rollout {named or '(no rollout label)'} in {self.specs}")
+            return Outcome(name, named or None, "ignored", f"no rollout {named or '(no rollout label)'} in "
+                           f"{self.specs}{warning}")
         plan = unit.plan
+        spec = Path(unit.doc.path)
         if plan.is_rollback:
-            return Outcome(name, plan.out, "already rolled back", f"{unit.doc.path} has current: rollback")
-        if not analysis.ok:
-            first = next(d for d in analysis.diagnostics if d.severity == "error")
-            return Outcome(name, plan.out, "failed", f"{self.specs} does not compile: {first.text()}")
+            self._push_pending(spec)
+            return Outcome(name, plan.out, "already rolled back", f"{unit.doc.path} has current: rollback{warning}")
+        stage = labels.get("stage")
+        if stage is not None and stage != plan.current.name:
+            return Outcome(name, plan.out, "stale", f"the alert is about stage {stage}; {plan.out} is at "
+                           f"{plan.current.name}{warning}")
+        started = parse_rfc3339(str(alert.get("startsAt", "")))
+        changed = repo.stage_since(spec, plan.environment, plan.current.name)
+        if started is not None and changed is not None and started < changed - REPLAY_TOLERANCE:
+            return Outcome(name, plan.out, "replay", f"the alert started at {alert.get('startsAt')}, before the stage "
+                           f"last changed ({datetime.fromtimestamp(changed, UTC).isoformat()}){warning}")
         gate = labels.get("gate", "-")
         summary = _labels(alert, "annotations").get("summary", "")
         reason = one_line(f"{name} ({gate})" + (f": {summary}" if summary else ""))
-        spec = Path(unit.doc.path)
+        subject = one_line(f"rollback {plan.out}: {name} ({gate})")
         try:
-            written = self._roll_back(spec, plan.environment, reason)
-            subject = one_line(f"rollback {plan.out}: {name} ({gate})")
-            commit = git_commit(spec, self.output, f"{subject}\n\n{reason}\n") if self.commit else None
-        except (OSError, WorkflowError, GitError) as exc:
-            return Outcome(name, plan.out, "failed", one_line(str(exc)))
-        done = f"{spec}: current: rollback ({reason}); {written} files written into {self.output}"
-        return Outcome(name, plan.out, "rolled back", done + (f"; commit {commit[:12]}" if commit else ""), commit)
+            top = repo.toplevel(spec) if self.commit else None
+            with repo.locked(top, LOCK_TIMEOUT) if top else _nothing():
+                change = repo.change_spec(spec, ROLLBACK, plan.environment, self.output, f"{subject}\n\n{reason}\n",
+                                          reason=reason, commit=self.commit, push=self.push)
+        except (OSError, WorkflowError, repo.GitError) as exc:
+            return Outcome(name, plan.out, "failed", one_line(str(exc)) + warning)
+        done = f"{spec}: current: rollback ({reason}); {len(change.written)} files written into {self.output}"
+        if change.commit:
+            done += f"; commit {change.commit[:12]}" + ("; pushed" if change.pushed else "")
+        return Outcome(name, plan.out, "rolled back", done + warning, change.commit)
 
-    def _roll_back(self, spec: Path, environment: str | None, reason: str) -> int:
-        """Set the spec to rollback and recompile; the spec is restored when the compile fails."""
-        before = spec.read_bytes()
-        try:
-            apply_edit(spec, ROLLBACK, environment, reason)
-        except WorkflowError:  # no room for a comment on that line: the reason stays in the commit message
-            apply_edit(spec, ROLLBACK, environment)
-        report = build.build([self.specs], self.output)
-        if not report.ok:
-            _restore(spec, before)
-            raise WorkflowError(d for d in report.diagnostics if d.severity == "error")
-        return len(report.written)
-
-
-def _restore(spec: Path, data: bytes) -> None:
-    tmp = spec.with_name(f".{spec.name}.restore")
-    tmp.write_bytes(data)
-    os.replace(tmp, spec)
+    def _push_pending(self, spec: Path) -> None:
+        """A rollback committed earlier whose push failed is pushed when its alert comes again."""
+        if self.commit and self.push:
+            try:
+                top = repo.toplevel(spec)
+                with repo.locked(top, LOCK_TIMEOUT):
+                    if repo.unpushed(top):
+                        repo.push_head(top)
+            except repo.GitError as exc:
+                audit({"event": "push", "result": "failed", "detail": one_line(str(exc))})
 
 
-# --------------------------------------------------------------------------- git
+class _nothing:
+    def __enter__(self) -> None:
+        return None
 
-
-class GitError(Exception):
-    pass
-
-
-def _git(cwd: Path, *args: str) -> str:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
-    try:
-        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=GIT_TIMEOUT,
-                              stdin=subprocess.DEVNULL, env=env)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise GitError(f"git {args[0]}: {exc}") from None
-    if done.returncode != 0:
-        raise GitError(f"git {args[0]} failed: {(done.stderr or done.stdout).strip()}")
-    return done.stdout.strip()
-
-
-def git_commit(spec: Path, output: Path, message: str) -> str:
-    """Commit the spec and the output folder (whatever of it is in the spec's repository); the new commit's id."""
-    top = Path(_git(spec.resolve().parent, "rev-parse", "--show-toplevel")).resolve()
-    paths = []
-    for path in (spec.resolve(), output.resolve()):
-        try:
-            paths.append(path.relative_to(top).as_posix() or ".")
-        except ValueError:
-            log(f"warning: {path} is outside the repository {top}: not committed")
-    _git(top, "add", "--all", "--", *paths)
-    _git(top, "commit", "--quiet", "--message", message, "--", *paths)
-    return _git(top, "rev-parse", "HEAD")
+    def __exit__(self, *args: object) -> None:
+        return None
 
 
 # --------------------------------------------------------------------------- HTTP
@@ -211,53 +281,79 @@ class Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
         if self.path == "/healthz":
             self._reply(200, {"status": "ok"})
+        elif self.path == "/metrics":
+            self._send(200, self.server.rollbacks.metrics.text().encode() if self.server.rollbacks.metrics else b"",
+                       "text/plain; version=0.0.4")
         else:
-            self._reply(404, {"error": "not found: POST /alerts, GET /healthz"})
+            self._reply(404, {"error": "not found: POST /alerts, GET /healthz, GET /metrics"})
+
+    def _authorized(self) -> bool:
+        token = self.server.token
+        if token is None:
+            return True
+        offered = self.headers.get("Authorization", "")
+        scheme, _, credentials = offered.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), token)
 
     def do_POST(self) -> None:  # noqa: N802
+        client = self.client_address[0]
         if self.path != "/alerts":
-            self._reply(404, {"error": "not found: POST /alerts, GET /healthz"})
+            self._reply(404, {"error": "not found: POST /alerts, GET /healthz, GET /metrics"})
+            return
+        if not self._authorized():
+            self._refuse("token", 401, {"error": "a valid bearer token is required"}, client)
             return
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            self._reply(411, {"error": "a Content-Length is required"})
+            self._refuse("length", 411, {"error": "a Content-Length is required"}, client)
             return
         if length < 0 or length > MAX_BODY:
-            log(f"refused {length} bytes from {self.client_address[0]} (at most {MAX_BODY})")
-            self._reply(413, {"error": f"the body is limited to {MAX_BODY} bytes"})
+            self._refuse("size", 413, {"error": f"the body is limited to {MAX_BODY} bytes"}, client)
             self.close_connection = True
             return
         try:
             body = self.rfile.read(length)
         except OSError as exc:  # a client that stops sending
-            log(f"cannot read the request from {self.client_address[0]}: {exc}")
+            audit({"client": client, "event": "request", "result": "unreadable", "detail": str(exc)})
             self.close_connection = True
             return
         try:
             payload = json.loads(body)
-            outcomes = self.server.rollbacks.handle(payload)
+            outcomes = self.server.rollbacks.handle(payload, client)
         except (ValueError, RecursionError) as exc:  # PayloadError and JSON errors are ValueErrors
-            log(f"bad request from {self.client_address[0]}: {one_line(str(exc))[:120]}")
-            self._reply(400, {"error": one_line(str(exc))[:200]})
+            self._refuse("payload", 400, {"error": one_line(str(exc))[:200]}, client)
             return
         except Exception as exc:  # a bug: one line in the log, a 500 for the sender to retry
-            log(f"internal error: {type(exc).__name__}: {one_line(str(exc))[:200]}")
+            audit({"client": client, "event": "request", "result": "internal error",
+                   "detail": f"{type(exc).__name__}: {one_line(str(exc))[:200]}"})
             self._reply(500, {"error": "internal error"})
             return
         failed = [o for o in outcomes if o.result == "failed"]
         self._reply(500 if failed else 200, summary(outcomes))
 
-    def _reply(self, status: int, body: dict[str, Any]) -> None:
-        data = (json.dumps(body, sort_keys=True) + "\n").encode()
+    def _refuse(self, reason: str, status: int, body: dict[str, Any], client: str) -> None:
+        if self.server.rollbacks.metrics is not None:
+            self.server.rollbacks.metrics.add("rollout_serve_refused_total", reason)
+        audit({"client": client, "event": "request", "result": "refused", "detail": f"{status}: {body['error']}"})
+        self._reply(status, body, {"WWW-Authenticate": 'Bearer realm="rollout serve"'} if status == 401 else None)
+
+    def _reply(self, status: int, body: dict[str, Any], headers: dict[str, str] | None = None) -> None:
+        self._send(status, (json.dumps(body, sort_keys=True) + "\n").encode(), "application/json", headers)
+
+    def _send(self, status: int, data: bytes, kind: str, headers: dict[str, str] | None = None) -> None:
+        if self.server.rollbacks.metrics is not None and self.command == "POST":
+            self.server.rollbacks.metrics.add("rollout_serve_requests_total", str(status))
         self.send_response(status)
-        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Type", kind)
         self.send_header("Content-Length", str(len(data)))
+        for key, value in (headers or {}).items():
+            self.send_header(key, value)
         self.end_headers()
         self.wfile.write(data)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002
-        pass  # one line per action is logged by the handling itself
+        pass  # one line per decision is logged by the handling itself
 
 
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
@@ -268,21 +364,27 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
         "rolled_back": rollouts("rolled back"),
         "unchanged": rollouts("already rolled back"),
         "failed": rollouts("failed"),
-        "ignored": sum(o.result == "ignored" for o in outcomes),
+        "ignored": sum(o.result in ("ignored", "stale", "replay") for o in outcomes),
         "alerts": [asdict(o) for o in outcomes],
     }
 
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
+    request_queue_size = BACKLOG
 
-    def __init__(self, address: tuple[str, int], rollbacks: Rollbacks):
+    def __init__(self, address: tuple[str, int], rollbacks: Rollbacks, token: bytes | None = None,
+                 tls: ssl.SSLContext | None = None):
         super().__init__(address, Handler)
         self.rollbacks = rollbacks
+        self.token = token
+        if tls is not None:  # the handshake happens in the request's thread, not in the accepting loop
+            self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
-    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+    def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]  # socketserver's signature
         error = sys.exc_info()[1]
-        log(f"error serving {client_address[0]}: {type(error).__name__}: {one_line(str(error))[:200]}")
+        audit({"client": client_address[0], "event": "connection", "result": "error",
+               "detail": f"{type(error).__name__}: {one_line(str(error))[:200]}"})
 
 
 def parse_listen(value: str) -> tuple[str, int]:
@@ -291,6 +393,25 @@ def parse_listen(value: str) -> tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ValueError(f"'{value}' is not HOST:PORT (e.g. 127.0.0.1:9095)")
     return host, int(port)
+
+
+def loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: Path) -> bytes:
+    try:
+        token = path.read_bytes().strip()
+    except OSError as exc:
+        raise click.ClickException(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    if len(token) < 16 or any(b < 0x21 or b > 0x7E for b in token):
+        raise click.ClickException(f"{path}: the token must be at least 16 printable characters without spaces")
+    return token
 
 
 def _listen(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, int]:
@@ -311,34 +432,66 @@ def _stop(signum: int, frame: object) -> None:
               help="The output folder the specs compile into (e.g. generated).")
 @click.option("--listen", default="127.0.0.1:9095", show_default=True, callback=_listen,
               help="HOST:PORT to serve on.")
+@click.option("--token-file", type=click.Path(dir_okay=False, path_type=Path),
+              help="The bearer token every POST must carry (Alertmanager: http_config.authorization).")
+@click.option("--no-token", is_flag=True, help="Serve without a token: only on a loopback address.")
+@click.option("--tls-cert", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Serve HTTPS with this certificate (PEM, with its chain).")
+@click.option("--tls-key", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The certificate's private key (PEM).")
 @click.option("--commit/--no-commit", default=False, show_default=True,
-              help="Commit the changed spec and output in the spec's Git repository (never pushed).")
-def serve(specs: Path, output: Path, listen: tuple[str, int], commit: bool) -> None:
+              help="Commit the changed spec and files in the spec's Git repository.")
+@click.option("--push", is_flag=True, help="Also push each rollback commit (rebasing and retrying when the remote "
+              "moved): for branches a rollback may reach without review.")
+def serve(specs: Path, output: Path, listen: tuple[str, int], token_file: Path | None, no_token: bool,
+          tls_cert: Path | None, tls_key: Path | None, commit: bool, push: bool) -> None:
     """Serve Alertmanager's webhook: a firing rollback alert sets its spec to rollback and recompiles.
 
-    POST /alerts takes Alertmanager webhook payloads (version 4).  For each
-    firing alert labelled action="rollback", the spec in SPECS whose rollout
-    matches the labels rollout, namespace and environment gets `current:
-    rollback` (the edit of `rollout rollback`, the alert as the reason), SPECS
-    is recompiled into OUTPUT, and with --commit the spec and OUTPUT are
-    committed (no push).  Repeated and resolved alerts, other actions and
-    unknown rollouts change nothing.  GET /healthz answers 200.
+    POST /alerts takes Alertmanager webhook payloads (version 4) with
+    `Authorization: Bearer TOKEN`. For each firing alert labelled
+    action="rollback" about the stage in effect, the spec whose rollout matches
+    the labels rollout, namespace and environment gets `current: rollback`, that
+    spec alone is recompiled into OUTPUT, and with --commit the spec and the files
+    that changed are committed (with --push, pushed). Replays of alerts older
+    than the stage, repeated and resolved alerts, other actions and unknown
+    rollouts change nothing. GET /healthz and GET /metrics answer without a
+    token.
 
-    Point a webhook receiver named in the spec's `alerting.routes.rollback` at
-    http://HOST:PORT/alerts.  One line per action is logged to stderr.
+    Point the webhook receiver named in the spec's `alerting.routes.rollback` at
+    http://HOST:PORT/alerts, with `bearer_token_file` holding the same token.
     """
-    rollbacks = Rollbacks(specs, output, commit)
+    host = listen[0]
+    if token_file is None and not no_token:
+        raise click.UsageError("give --token-file: without a token anyone who reaches the server can roll back any "
+                               "rollout (--no-token serves a loopback address only)")
+    if token_file is None and not loopback(host):
+        raise click.UsageError(f"--no-token serves a loopback address only, not {host}: give --token-file")
+    if (tls_cert is None) != (tls_key is None):
+        raise click.UsageError("give both --tls-cert and --tls-key, or neither")
+    if push and not commit:
+        raise click.UsageError("--push needs --commit")
+    token = read_token(token_file) if token_file is not None else None
+    tls = None
+    if tls_cert is not None and tls_key is not None:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        try:
+            tls.load_cert_chain(tls_cert, tls_key)
+        except (OSError, ssl.SSLError) as exc:
+            raise click.ClickException(f"cannot load the TLS certificate and key: {exc}") from None
+    rollbacks = Rollbacks(specs, output, commit, push)
     try:
-        server = Server(listen, rollbacks)
+        server = Server(listen, rollbacks, token, tls)
     except OSError as exc:
-        raise click.ClickException(f"cannot listen on {listen[0]}:{listen[1]}: {exc.strerror or exc}") from None
+        raise click.ClickException(f"cannot listen on {host}:{listen[1]}: {exc.strerror or exc}") from None
     signal.signal(signal.SIGTERM, _stop)
-    host, port = str(server.server_address[0]), server.server_address[1]
-    log(f"listening on http://{host}:{port}/alerts (specs {specs}, output {output}, "
-        f"{'commit' if commit else 'no commit'})")
+    bound_host, port = str(server.server_address[0]), server.server_address[1]
+    scheme = "https" if tls else "http"
+    audit({"event": "start", "detail": f"listening on {scheme}://{bound_host}:{port}/alerts (specs {specs}, output "
+           f"{output}, {'commit' + (' and push' if push else '') if commit else 'no commit'}, "
+           f"{'token required' if token else 'no token: loopback only'})"})
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        log("stopped")
+        audit({"event": "stop"})
     finally:
         server.server_close()

@@ -1,4 +1,4 @@
-"""The pull-request workflow: ``promote``, ``rollback``, ``set-stage`` and ``diff``.
+"""The pull-request workflow: ``promote``, ``rollback``, ``set-stage``, ``approve`` and ``diff``.
 
 ``promote``, ``rollback`` and ``set-stage`` change the spec's ``current`` (or an
 environment's) through :mod:`compiler.edit`: one line changes.  The edited spec
@@ -7,10 +7,13 @@ atomically; on any problem the command prints a located message, exits 1 and
 leaves the file as it was.  ``rollout compile`` then turns the change into
 generated files, and ``rollout check`` fails until it has.
 
+``approve`` records that a person let the stage in effect advance: an
+``approved: {stage, by, at}`` line beside ``current``, reviewed in the pull
+request like any other edit.
+
 ``diff`` shows what a compile would change in an output folder, with one line
-per rollout naming the stage before and after.  The stage before is read from
-the compiled ``kustomization.yaml`` of each rollout (its
-``rollout-compiler.dev/stage`` annotation).
+per rollout naming the stage before and after (the stage before is read from
+each rollout's manifest).
 """
 
 from __future__ import annotations
@@ -231,6 +234,51 @@ def set_stage(spec: Path, name: str, env: str | None) -> None:
         _report(spec, apply_edit(spec, name, env), name, env)
 
     _run(action)
+
+
+@click.command()
+@SPEC
+@ENV
+@click.option("--by", required=True, help="Who approves (a name or an email address), recorded in the spec.")
+def approve(spec: Path, env: str | None, by: str) -> None:
+    """Record that BY approves SPEC's stage in effect, so that it may advance (one line of the spec)."""
+
+    def action() -> None:
+        from datetime import datetime, UTC
+
+        units = _analyse(spec)
+        data = _doc_data(spec)
+        where = _where(spec, data, env)
+        chosen = [u for u in units if u.plan.environment == where] if where else _inheriting(units, data, None)
+        if not chosen:
+            raise _error(spec, "every environment sets its own `current`: choose one with --env")
+        stages = {u.plan.current.name for u in chosen}
+        if len(stages) > 1 or chosen[0].plan.is_rollback:
+            raise _error(spec, "nothing to approve: the rollout is rolled back" if chosen[0].plan.is_rollback else
+                         "the environments that share `current` are at different stages: choose one with --env")
+        stage = stages.pop()
+        if not one_line_ok(by):
+            raise _error(spec, "--by must be a name on one line, without secrets")
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        text = spec.read_bytes().decode("utf-8")
+        try:
+            change = edit.record_approval(text, stage, by, at, where, display_path(spec))
+        except edit.EditError as exc:
+            raise WorkflowError([exc.diagnostic]) from None
+        tmp = _analyse_candidate(spec, change.text)
+        os.replace(tmp, spec)
+        click.echo(f"{display_path(spec)}:{change.line}: approved{f' (environment {where})' if where else ''}: "
+                   f"stage {stage} by {edit.one_line(by)} at {at}", err=True)
+        click.echo("next: commit the spec (a pull request reviews the approval); `rollout gate` and `rollout "
+                   "advance` then let the stage advance", err=True)
+
+    _run(action)
+
+
+def one_line_ok(text: str) -> bool:
+    from compiler.spec import secrets
+
+    return bool(text.strip()) and edit.one_line(text) == text.strip() and secrets.in_text(text) is None
 
 
 # --------------------------------------------------------------------------- diff

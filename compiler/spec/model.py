@@ -308,7 +308,18 @@ class GatewayRef(Model):
     section: DNSLabel | None = Field(None, description="sectionName of the Gateway listener.")
 
 
+class HAProxySettings(Model):
+    """Where the haproxy target's HAProxy keeps its exporter and its admin socket."""
+
+    exporter_port: int = Field(8405, ge=1, le=65535, description="Port of HAProxy's Prometheus exporter frontend.")
+    admin_socket: SecretFile = Field("/run/haproxy/admin.sock", description="Path of the Runtime API socket.")
+    hosts: list[Annotated[str, _checked(names.check_hostname), _string(maxLength=253)]] = Field(
+        default_factory=lambda: ["localhost"], min_length=1, max_length=64,
+        description="Where HAProxy runs: the generated scrape job reads HOST:exporter_port.")
+
+
 class Traffic(Model):
+    haproxy: HAProxySettings = Field(default_factory=HAProxySettings)
     targets: list[routers.Router] = Field(
         default_factory=list,
         description="Routers to compile for. Empty: the stages are realised by flags that follow the stage.",
@@ -332,8 +343,22 @@ class CustomQueries(Model):
     latency: PromQL | None = Field(None, description="The $quantile latency of one variant over $window, in seconds.")
 
 
+class Monitor(Model):
+    """A Prometheus Operator ServiceMonitor or PodMonitor for the application's own metrics (source generic)."""
+
+    kind: Literal["ServiceMonitor", "PodMonitor"] = "ServiceMonitor"
+    selector: dict[LabelKey, LabelValue] = Field(min_length=1, description="Labels of the Services (or Pods).")
+    port: DNSLabel = Field(description="The name of the port serving the metrics.")
+    path: UrlPath = "/metrics"
+
+
 class Metrics(Model):
     source: Literal["generic", "ingress-nginx", "istio", "haproxy", "custom"] = "generic"
+    scrape_interval: Annotated[int, PlainValidator(_window), _string(pattern=r"^(\d+(ms|s|m|h|d|w))+$")] = Field(
+        15, description="How often Prometheus scrapes the series the gates read (windows need four scrapes).")
+    evaluation_interval: Annotated[int, PlainValidator(_window), _string(pattern=r"^(\d+(ms|s|m|h|d|w))+$")] = Field(
+        15, description="How often the rule group is evaluated (its `interval`).")
+    monitor: Monitor | None = Field(None, description="Generate a ServiceMonitor or PodMonitor for the application.")
     min_requests: int = Field(
         100, ge=1, le=1_000_000, description="Fewer requests than this in a gate's window: the gate cannot judge."
     )
@@ -441,8 +466,13 @@ class Stage(Model):
     weight: Percent | None = Field(None, description="Share of live traffic on the canary.")
     mirror: Percent | None = Field(None, description="Share of traffic mirrored to the canary (a shadow stage).")
     hold: Duration | None = Field(None, description="How long the stage runs before it may advance.")
+    approve: Literal["manual"] | None = Field(
+        None, description="manual: a person approves the stage (`rollout approve`) before it may advance.")
     gates: Gates | None = None
     on_breach: OnBreach = "rollback"
+
+
+Approve = list[StageName]
 
 
 class Step(Model):
@@ -469,6 +499,7 @@ class PresetStrategy(Model):
     gates: Gates | None = None
     on_breach: OnBreach = "rollback"
     final_on_breach: OnBreach | None = Field(None, description="on_breach of the last (100%) stage.")
+    approve: Approve = Field(default_factory=list, description="Stages a person approves before they may advance.")
 
 
 class BlueGreen(Model):
@@ -482,6 +513,7 @@ class BlueGreen(Model):
     switch_hold: Duration | None = Field(None, description="How long the switched stage is watched.")
     gates: Gates | None = None
     on_breach: OnBreach = "rollback"
+    approve: Approve = Field(default_factory=list, description="Stages a person approves before they may advance.")
 
 
 class BlueGreenStrategy(Model):
@@ -704,6 +736,14 @@ class Metadata(Model):
     )
 
 
+class Approval(Model):
+    """Written by `rollout approve`: a person let the stage advance."""
+
+    stage: StageName
+    by: Text
+    at: Annotated[str, _checked(units.check_timestamp), _string(format="date-time")]
+
+
 class RolloutSpec(Model):
     """One service's progressive delivery: how a new version goes live."""
 
@@ -719,6 +759,8 @@ class RolloutSpec(Model):
     stages: list[Stage] | None = None
     strategy: Strategy | None = None
     current: Annotated[str, WithJsonSchema({"type": "string", "description": "A stage name, or 'rollback'."})]
+    approved: Approval | None = Field(None, description="The last approval (`rollout approve`); it lets the stage it "
+                                      "names advance.")
     flags: dict[FlagKey, Flag] = Field(default_factory=dict, max_length=256,
                                        description="Feature flags (at most 256 per spec).")
     alerting: Alerting | None = None

@@ -116,10 +116,12 @@ def stage_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]
             "stages",
         )
     for i, stage in enumerate(spec.stages[:-1]):
-        if stage.hold is None:
+        if stage.hold is None and stage.approve is None:
             yield doc.warning(
                 ("stages", i, "name"),
-                f"stage '{stage.name}' has no `hold`: it may be promoted as soon as it starts",
+                f"stage '{stage.name}' has neither a `hold` nor an approval: `rollout gate` and `rollout advance` "
+                "would promote it as soon as it starts; give it `hold: DURATION`, or `approve: manual` for a person "
+                "to decide",
                 "stages",
             )
 
@@ -190,6 +192,25 @@ def current_stage(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic
         "current",
         prefer_key=False,
     )
+
+
+@rule("stages", "strategy", "traffic", "approved")
+def approvals(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    names = [stage.name for stage in _planned_stages(spec)]
+    if not names:
+        return
+    listed: list[tuple[str, Loc]] = []
+    if isinstance(spec.strategy, model.PresetStrategy):
+        listed = [(n, ("strategy", "approve", i)) for i, n in enumerate(spec.strategy.approve)]
+    elif isinstance(spec.strategy, model.BlueGreenStrategy):
+        listed = [(n, ("strategy", "blue-green", "approve", i)) for i, n in enumerate(spec.strategy.blue_green.approve)]
+    if spec.approved is not None:
+        listed.append((spec.approved.stage, ("approved", "stage")))
+    for name, loc in listed:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else f" (stages: {', '.join(names)})"
+            yield doc.error(loc, f"'{name}' is not a stage of this rollout{hint}", "stages", prefer_key=False)
 
 
 @rule("service", "traffic")

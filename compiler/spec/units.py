@@ -139,3 +139,19 @@ def format_latency(seconds: Fraction) -> str:
     if millis.denominator == 1 and millis < 1000:
         return f"{millis.numerator}ms"
     return f"{format_decimal(seconds)}s"
+
+
+_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def check_timestamp(value: str) -> str:
+    """An RFC 3339 time with its offset: ``2026-12-02T09:30:00Z``."""
+    from datetime import datetime
+
+    try:
+        if _TIMESTAMP.match(value):
+            datetime.fromisoformat(value.replace("Z", "+00:00"))
+            return value
+    except ValueError:
+        pass
+    raise ValueError(f"'{value}' is not an RFC 3339 time such as 2026-12-02T09:30:00Z")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from compiler.targets import fleets, flagd, gitops, kustomize, plan_md, rollback
 from compiler.targets.base import FleetTarget, Summary, Target
-from compiler.targets.observability import alertmanager, grafana, prometheus
+from compiler.targets.observability import alertmanager, grafana, prometheus, scrape
 from compiler.targets.routers import gateway_api, haproxy, ingress_nginx, istio, kube_service, nginx
 
 REGISTRY: tuple[Target, ...] = (
@@ -15,6 +15,7 @@ REGISTRY: tuple[Target, ...] = (
     haproxy.TARGET,
     nginx.TARGET,
     prometheus.TARGET,
+    scrape.TARGET,
     alertmanager.TARGET,
     grafana.TARGET,
     flagd.TARGET,

@@ -25,11 +25,11 @@ from compiler.targets.base import OTHER, Target
 
 RUNBOOK = "rollback/RUNBOOK.md"
 HAPROXY_RUNTIME = routing.HAPROXY_RUNTIME_ROLLBACK
-HAPROXY_COMMAND = (
-    f"grep -v '^#' ../{HAPROXY_RUNTIME} | while read -r cmd; do\n"
-    f'  echo "$cmd" | socat stdio unix-connect:{routing.HAPROXY_ADMIN_SOCKET}\n'
-    "done"
-)
+def haproxy_command(plan: Plan) -> str:
+    """Send the Runtime API commands with rollout itself (no socat on a minimal host)."""
+    import shlex
+
+    return f"rollout runtime ../{HAPROXY_RUNTIME} --socket {shlex.quote(plan.haproxy.admin_socket)}"
 VERIFY_WINDOW = 60
 BREACH = {
     "rollback": "roll back now (the alert has action=rollback)",
@@ -138,7 +138,7 @@ def render(plan: Plan) -> dict[str, str]:
         promote_command=plan.command("promote"),
         haproxy="haproxy" in plan.targets,
         haproxy_runtime=HAPROXY_RUNTIME,
-        haproxy_command=HAPROXY_COMMAND,
+        haproxy_command=haproxy_command(plan),
         kill_switches=[f for f in plan.flags if f.kind == "kill_switch"],
         engaged_on_rollback=[f.name for f in plan.flags if f.kind == "kill_switch" and dict(f.engaged)["rollback"]],
         overrides=flag_overrides(plan),

@@ -38,7 +38,6 @@ RULES = f"{NAME}/rules.yaml"
 RULE_OBJECT = f"{NAME}/prometheusrule.yaml"
 TESTS = f"{NAME}/rules.test.yaml"
 API_VERSION = "monitoring.coreos.com/v1"
-MIN_WINDOW = 60
 
 
 # --------------------------------------------------------------------------- rules
@@ -65,7 +64,8 @@ def rule_group(plan: Plan) -> dict[str, Any]:
         item["labels"] = dict(rule.labels)
         item["annotations"] = rule_annotations(plan, rule, template_value)
         rules.append(item)
-    return {"name": plan.names.rule_group, "interval": format_duration(conventions.EVALUATION_INTERVAL), "rules": rules}
+    return {"name": plan.names.rule_group, "interval": format_duration(plan.metrics.evaluation_interval),
+            "rules": rules}
 
 
 def test_file(plan: Plan) -> dict[str, Any]:
@@ -145,6 +145,11 @@ def _kind_of(rule: alerts.AlertRule) -> str:
 def _texts(plan: Plan, rule: alerts.AlertRule) -> tuple[str, str]:
     stage = plan.current.name
     action = f"Breach action: {rule.action}."
+    if rule.kind == "resolve":
+        stage_of = dict(rule.labels).get("stage", "")
+        return (f"{scope(plan)}: resolves the alert of stage {stage_of} once rolled back",
+                "Never fires: it lets the alert of the rolled-back stage resolve, so that a breach after a resume "
+                "is notified at once.")
     if rule.kind == "guard":
         return (f"{scope(plan)}: the canary still receives traffic after the rollback",
                 f"The canary still receives {_MARK} requests/s {format_duration(plan.rollback_within)} after the "
@@ -195,11 +200,18 @@ STAGE = "\0stage\0"
 
 
 def lint(plan: Plan) -> list[Finding]:
+    out: list[Finding] = []
+    if plan.rollback_within < conventions.min_within(plan):
+        out.append(Finding(("rollback", "within"), f"rollback.within {format_duration(plan.rollback_within)} is "
+                           "shorter than the post-rollback guard can observe: the canary's request rate over "
+                           f"{format_duration(conventions.min_window(plan))} (four scrapes), one scrape and one "
+                           f"evaluation after it; give at least {format_duration(conventions.min_within(plan))}",
+                           code="rollback"))
     stages: dict[Finding, list[str]] = {}
     for stage in plan.stages:
         for finding in _lint_stage(plan, stage):
             stages.setdefault(finding, []).append(stage.name)
-    return [replace(f, message=f.message.replace(STAGE, _stages(names))) for f, names in stages.items()]
+    return out + [replace(f, message=f.message.replace(STAGE, _stages(names))) for f, names in stages.items()]
 
 
 def _stages(names: list[str]) -> str:
@@ -213,12 +225,13 @@ def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
     out: list[Finding] = []
     for gate in stage.gates:
         windowed = gate.kind != "custom" or "$window" in (gate.query or "")  # a custom query may take no window
-        if windowed and gate.window < MIN_WINDOW:
+        if windowed and gate.window < conventions.min_window(plan):
             out.append(
                 Finding(
                     gate.loc,
                     f"gate {gate.name} of {STAGE} has a {format_duration(gate.window)} "
-                    f"window: a rate needs at least {format_duration(MIN_WINDOW)} of scrapes",
+                    f"window: a rate needs at least {format_duration(conventions.min_window(plan))} of scrapes "
+                    f"(four, every {format_duration(plan.metrics.scrape_interval)})",
                     code="gates",
                 )
             )

@@ -42,7 +42,7 @@ def test_file(plan: Plan, rule_file: str, annotate: Annotate) -> dict[str, Any]:
     scenario = Scenario(plan, annotate)
     tests = [scenario.healthy(), *scenario.zero(rules)]
     for rule in _distinct(rules):
-        if rule.kind != "starved":  # the zero-traffic tests are its breach
+        if rule.kind not in ("starved", "resolve"):  # the zero-traffic tests are its breach; resolvers never fire
             tests.append(scenario.breach(rules, rule))
     return {
         "rule_files": [rule_file],

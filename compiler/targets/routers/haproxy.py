@@ -64,6 +64,11 @@ class Runtime:
     admin_socket: str = routing.HAPROXY_ADMIN_SOCKET
 
 
+def runtime_of(plan: Plan) -> Runtime:
+    """The exporter port and admin socket the spec sets (traffic.haproxy)."""
+    return Runtime("", plan.haproxy.exporter_port, plan.haproxy.admin_socket)
+
+
 # --------------------------------------------------------------------------- the split
 
 
@@ -218,13 +223,14 @@ def runtime_rollback(plan: Plan, runtime: Runtime = Runtime()) -> str:
 def render(plan: Plan) -> Files:
     if NAME not in plan.targets:
         return {}
-    text = config(plan)
+    runtime = runtime_of(plan)
+    text = config(plan, runtime)
     configmap = kube.config_map(plan, plan.names.haproxy_configmap, {CONFIGMAP_KEY: text},
                                 {"app.kubernetes.io/component": "haproxy"})
     return {
         CONFIG: text,
         CONFIGMAP: kube.manifest(plan, configmap),
-        RUNTIME_ROLLBACK: runtime_rollback(plan),
+        RUNTIME_ROLLBACK: runtime_rollback(plan, runtime),
     }
 
 
@@ -236,7 +242,7 @@ def lint(plan: Plan) -> list[Finding]:
         return []
     found = [Finding(loc, message) for loc, message in
              escaping.name_problems(plan, escaping.haproxy_header_problem, escaping.haproxy_cookie_problem)]
-    if plan.port == Runtime().metrics_port:
+    if plan.port == plan.haproxy.exporter_port:
         found.append(Finding(
             ("service", "port"),
             f"haproxy: service.port {plan.port} is the port of HAProxy's Prometheus exporter frontend "

@@ -1,0 +1,213 @@
+"""The repository the closed loop changes: one writer at a time, one rollout per change, all of it or nothing.
+
+``rollout serve`` (a rollback) and ``rollout advance`` (a promotion) edit a spec, compile that spec alone (the
+other rollouts' files are left as they are, and a broken spec elsewhere cannot stop it), and commit exactly
+the spec and the files the compile wrote or removed; with ``push``, they push and retry on a remote that
+moved by rebasing. They take the repository's lock (``.git/rollout.lock``, never committed) for the whole
+change, so they never commit over each other; and a change that fails half way is undone: the spec is
+restored and compiled again, which puts its files back as they were.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import re
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from compiler import build
+from compiler.diagnostics import Diagnostic
+from compiler.ops.workflow import WorkflowError, apply_edit
+
+GIT_TIMEOUT = 60
+PUSH_ATTEMPTS = 5
+
+
+class GitError(Exception):
+    pass
+
+
+def git(cwd: Path, *args: str, timeout: float = GIT_TIMEOUT) -> str:
+    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                              stdin=subprocess.DEVNULL, env=env)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise GitError(f"git {args[0]}: {exc}") from None
+    if done.returncode != 0:
+        raise GitError(f"git {args[0]} failed: {(done.stderr or done.stdout).strip()}")
+    return done.stdout.strip()
+
+
+def toplevel(path: Path) -> Path:
+    folder = path if path.is_dir() else path.parent
+    return Path(git(folder.resolve(), "rev-parse", "--show-toplevel")).resolve()
+
+
+@contextmanager
+def locked(top: Path, timeout: float) -> Iterator[None]:
+    """The repository's lock (in its Git folder: never committed), held while a change is made."""
+    folder = Path(git(top, "rev-parse", "--absolute-git-dir"))
+    fd = os.open(folder / "rollout.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise GitError(f"another rollout command has held {folder / 'rollout.lock'} for more than "
+                                   f"{timeout:g}s") from None
+                time.sleep(0.05)
+        yield
+    finally:
+        os.close(fd)
+
+
+def stage_since(spec: Path, environment: str | None, current: str, depth: int = 200) -> float | None:
+    """When the rollout entered its stage ``current``: the commit time of the commit that set it, found by reading
+    the spec's history (an environment's own `current`, else the top-level one). None outside a repository, when
+    the stage in the working tree is not committed yet, or when the history is deeper than ``depth`` commits."""
+    try:
+        top = toplevel(spec)
+        relative = spec.resolve().relative_to(top).as_posix()
+        history = git(top, "log", f"-{depth}", "--format=%H %ct", "--", relative).splitlines()
+    except (GitError, ValueError):
+        return None
+    since = None
+    for line in history:
+        sha, stamp = line.split()
+        if _current_at(top, sha, relative, environment) != current:
+            return since
+        since = float(stamp)
+    return since if len(history) < depth else None
+
+
+def _current_at(top: Path, sha: str, relative: str, environment: str | None) -> str | None:
+    """The stage a version of the spec puts the rollout (or its environment) at."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(git(top, "show", f"{sha}:{relative}"))
+    except (GitError, yaml.YAMLError):
+        return None
+    if not isinstance(data, dict):
+        return None
+    envs = data.get("environments")
+    if environment is not None and isinstance(envs, dict) and isinstance(envs.get(environment), dict) \
+            and "current" in envs[environment]:
+        return str(envs[environment]["current"])
+    value = data.get("current")
+    return str(value) if value is not None else None
+
+
+def paused(top: Path, name: str) -> bool:
+    return (top / name).exists()
+
+
+@dataclass
+class Change:
+    """The outcome of one change: what the compile wrote, and the commit."""
+
+    written: list[str] = field(default_factory=list)
+    commit: str | None = None
+    pushed: bool = False
+
+
+def change_spec(spec: Path, value: str, environment: str | None, output: Path, message: str, *, reason: str | None,
+                commit: bool, push: bool) -> Change:
+    """Set the spec's ``current`` to ``value``, compile the spec alone into ``output``, and commit (and push) the
+    spec with the files that changed; undone whole on any failure."""
+    before = spec.read_bytes()
+    try:
+        apply_edit(spec, value, environment, reason)
+    except WorkflowError:
+        if reason is None:
+            raise
+        apply_edit(spec, value, environment)  # no room for a comment on that line: the reason is in the message
+    try:
+        report = build.build([spec], output)
+        if not report.ok:
+            raise WorkflowError(d for d in report.diagnostics if d.severity == "error")
+        done = Change(sorted(set(report.written) | set(report.removed)))
+        if commit:
+            done.commit = commit_files(spec, output, done.written, message)
+    except BaseException:
+        _undo(spec, before, output)
+        raise
+    if commit and push:  # the commit stands; a push that fails is tried again by the next request (`unpushed`)
+        push_head(toplevel(spec))
+        done.pushed = True
+    return done
+
+
+def unpushed(top: Path) -> bool:
+    """The branch has commits its upstream does not have."""
+    try:
+        return git(top, "rev-list", "--count", "@{upstream}..HEAD") not in ("", "0")
+    except GitError:
+        return False
+
+
+def _undo(spec: Path, before: bytes, output: Path) -> None:
+    """The spec as it was, and its files compiled from it again (deterministic: the files as they were)."""
+    tmp = spec.with_name(f".{spec.name}.restore")
+    tmp.write_bytes(before)
+    os.replace(tmp, spec)
+    build.build([spec], output)
+    try:
+        top = toplevel(spec)
+        git(top, "reset", "--quiet")  # nothing half-staged
+    except GitError:
+        pass
+
+
+def commit_files(spec: Path, output: Path, written: list[str], message: str) -> str:
+    """Commit the spec and the output files a compile wrote or removed; the commit's id."""
+    top = toplevel(spec)
+    paths = [spec.resolve().relative_to(top).as_posix()]
+    base = output.resolve()
+    for relative in written:
+        try:
+            paths.append((base / relative).relative_to(top).as_posix())
+        except ValueError:
+            raise GitError(f"{output} is outside the repository {top}") from None
+    git(top, "add", "--all", "--", *paths)
+    if not git(top, "diff", "--cached", "--name-only", "--", *paths):
+        return git(top, "rev-parse", "HEAD")
+    git(top, "commit", "--quiet", "--message", message, "--", *paths)
+    return git(top, "rev-parse", "HEAD")
+
+
+def push_head(top: Path, attempts: int = PUSH_ATTEMPTS) -> None:
+    """Push the branch; when the remote moved, rebase onto it and try again (a few times)."""
+    for attempt in range(attempts):
+        try:
+            git(top, "push", "--quiet")
+            return
+        except GitError as exc:
+            if attempt == attempts - 1:
+                raise GitError(f"push failed {attempts} times: {exc}") from None
+            git(top, "pull", "--rebase", "--quiet")
+            time.sleep(0.2 * (attempt + 1))
+
+
+def errors_of(exc: WorkflowError) -> list[Diagnostic]:
+    return list(exc.diagnostics)
+
+
+def one_spec_of(output: Path, out: str) -> Path | None:
+    """The spec a rollout folder was compiled from, as its manifest records it (relative to the output's parent)."""
+    from compiler.output import ledger
+
+    record = ledger.read(output, out)
+    if record is None or record.spec is None or not re.match(r"^[^\0]+$", record.spec):
+        return None
+    spec = (output.resolve().parent / record.spec).resolve()
+    return spec if spec.is_file() else None
