@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 DEBIAN_TOOLS := promtool:prometheus amtool:prometheus-alertmanager haproxy:haproxy nginx:nginx-light
 KUSTOMIZE_VERSION := 4.5.4
 
-.PHONY: install compile lint unit test tools schema bench fuzz clean
+.PHONY: install compile lint unit test tools schema bench fuzz e2e clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,7 @@ schema: install
 # ruff (with line length and complexity) and mypy --strict on compiler/ (settings in pyproject.toml).
 lint: install
 	$(ROLLOUT) lint --strict specs
-	$(BIN)/ruff check compiler tests benchmarks
+	$(BIN)/ruff check compiler tests benchmarks e2e
 	$(BIN)/mypy
 
 tools:
@@ -63,6 +63,10 @@ unit: install
 test: install tools lint
 	$(ROLLOUT) check specs -o generated
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/pytest -q -n auto $(PYTEST_ARGS)
+
+# The closed loop with the real programs, measured (about 30 minutes); `make test` runs its short form.
+e2e: install tools
+	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m e2e
 
 bench: install tools
 	PATH="$$PATH:/usr/sbin:/sbin" $(BIN)/python -m benchmarks

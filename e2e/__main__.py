@@ -58,7 +58,8 @@ def full() -> list[str]:
         measured(loop, "a tenfold breach (50% errors against a 5% gate)", lines, error_ratio=0.5)
         resume(loop)
         broken = loop.repo / "specs" / "broken.yaml"
-        broken.write_text(loop.spec_text().replace("name: shop-api", "name: other").replace("weight: 10%", "weight: 120%"))
+        text = loop.spec_text().replace("name: shop-api", "name: other").replace("weight: 10%", "weight: 120%")
+        broken.write_text(text)
         loop.git("add", "specs/broken.yaml")
         loop.git("commit", "--quiet", "-m", "a broken spec beside the rollout")
         warm_up(loop)

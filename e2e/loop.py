@@ -92,7 +92,8 @@ def wait_for(what: str, check: Callable[[], Any], budget: float, step: float = 0
 
 
 def get_json(url: str, body: bytes | None = None, headers: dict[str, str] | None = None) -> Any:
-    request = urllib.request.Request(url, data=body, headers=headers or {}, method="POST" if body is not None else "GET")
+    method = "POST" if body is not None else "GET"
+    request = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or b"null")
 
@@ -315,7 +316,8 @@ class Loop:
                     f"{self.ports['prometheus']}", "--web.enable-lifecycle", "--log.level=warn"], "prometheus.log")
         config = _yaml(self.committed("alertmanager/alertmanager.yaml"))
         (self.folder / "alertmanager.yml").write_text(json.dumps(config))
-        self.start([_tool("prometheus-alertmanager", "alertmanager"), f"--config.file={self.folder / 'alertmanager.yml'}",
+        self.start([_tool("prometheus-alertmanager", "alertmanager"),
+                    f"--config.file={self.folder / 'alertmanager.yml'}",
                     f"--storage.path={self.folder / 'am'}", f"--web.listen-address=127.0.0.1:"
                     f"{self.ports['alertmanager']}", "--cluster.listen-address=", "--log.level=warn"], "am.log")
         self.serve = self.start([sys.executable, "-m", "compiler", "serve", "--specs", "specs", "-o", "generated",

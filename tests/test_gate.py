@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import re
+import os
 import subprocess
+import sys
 import time
 import urllib.request
 from dataclasses import dataclass
@@ -23,7 +25,7 @@ from click.testing import CliRunner
 from compiler.gates import alerts, conventions
 from compiler.gates.algebra import render
 from compiler.cli import main
-from conftest import ALL_SPECS, GOLDEN, free_port, plans_of, tool
+from conftest import ALL_SPECS, GOLDEN, ROOT, free_port, plans_of, tool
 
 SPEC = GOLDEN / "in-checkout.yaml"
 SCRAPE = 15
@@ -280,3 +282,64 @@ def test_inlined_conditions_read_only_exporter_metrics():
                 inlined = render(alerts.inline(staged, expr))
                 assert "rollout_variant:" not in inlined and "rollout_gate:" not in inlined, inlined
                 promql_parser.parse(inlined)
+
+
+# --------------------------------------------------------------------------- rollout advance
+
+
+def _repository(tmp_path: Path, since: float, text: str | None = None) -> Path:
+    """specs/checkout.yaml and its compiled files, committed as if at ``since``."""
+    from conftest import GIT_IDENTITY, git
+
+    repo = tmp_path / "repo"
+    (repo / "specs").mkdir(parents=True)
+    (repo / "specs" / "checkout.yaml").write_text(text or SPEC.read_text())
+    assert CliRunner().invoke(main, ["compile", str(repo / "specs"), "-o", str(repo / "generated")]).exit_code == 0
+    git(repo, "init", "--quiet", "--initial-branch=main")
+    git(repo, "add", "--all")
+    stamp = f"@{int(since)} +0000"
+    subprocess.run(["git", "commit", "--quiet", "-m", "checkout at canary"], cwd=repo, check=True,
+                   env={**os.environ, **GIT_IDENTITY, "GIT_AUTHOR_DATE": stamp, "GIT_COMMITTER_DATE": stamp})
+    return repo
+
+
+def advance(repo: Path, url: str, at: float, *args: str) -> subprocess.CompletedProcess[str]:
+    from conftest import GIT_IDENTITY
+
+    return subprocess.run([sys.executable, "-m", "compiler", "advance", "specs", "-o", "generated", "--prometheus",
+                           url, "--at", str(at), *args], cwd=repo, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(ROOT)})
+
+
+def test_advance_promotes_a_healthy_canary_whose_hold_is_over(prometheus, tmp_path):
+    from conftest import git
+
+    url, at = prometheus
+    repo = _repository(tmp_path, at["healthy"] - 7200)
+    dry = advance(repo, url, at["healthy"], "--dry-run")
+    assert dry.returncode == 0 and "shop/checkout at canary: would advance: canary -> ramp" in dry.stdout, dry.stderr
+    assert "current: canary" in (repo / "specs/checkout.yaml").read_text()
+    done = advance(repo, url, at["healthy"])
+    assert done.returncode == 0 and "shop/checkout at canary: advanced: canary -> ramp" in done.stdout, done.stderr
+    assert "current: ramp" in (repo / "specs/checkout.yaml").read_text()
+    assert git(repo, "log", "-1", "--format=%s").strip() == "advance shop/checkout: canary -> ramp"
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_advance_leaves_alone_what_must_not_move(prometheus, tmp_path):
+    url, at = prometheus
+    early = _repository(tmp_path / "early", at["healthy"] - 600)  # a 2h hold, 10 minutes in
+    assert "held: hold: hold not over: 10m of 2h" in advance(early, url, at["healthy"]).stdout
+    breached = _repository(tmp_path / "breached", at["errors"] - 7200)
+    assert "held: rollback" in advance(breached, url, at["errors"]).stdout  # advance never rolls back: serve does
+    text = re.sub(r"(- name: canary\n)", r"\1    approve: manual\n", SPEC.read_text(), count=1)
+    approval = _repository(tmp_path / "approval", at["healthy"] - 7200, text)
+    out = advance(approval, url, at["healthy"]).stdout
+    assert "waits for approval" in out and "rollout approve specs/checkout.yaml --by NAME" in out
+    rolled = _repository(tmp_path / "rolled", at["healthy"] - 7200, SPEC.read_text().replace("current: canary",
+                                                                                           "current: rollback"))
+    assert "rolled back: resume with set-stage" in advance(rolled, url, at["healthy"]).stdout
+    paused = _repository(tmp_path / "paused", at["healthy"] - 7200)
+    (paused / ".rollout-pause").write_text("change freeze until Monday\n")
+    out = advance(paused, url, at["healthy"]).stdout
+    assert out.startswith("paused:") and "current: canary" in (paused / "specs/checkout.yaml").read_text()

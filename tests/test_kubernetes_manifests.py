@@ -25,7 +25,7 @@ from compiler.targets.routers import istio
 from compiler.targets.routers import kube_service
 
 import kubecheck
-from conftest import ALL_SPECS, compile_files, plan_of, plans_of
+from conftest import ALL_SPECS, ROOT, compile_files, plan_of, plans_of
 
 ROUTING_KINDS = {
     ("networking.k8s.io/v1", "Ingress"),
@@ -236,3 +236,14 @@ def test_hostile_strings_are_located_errors_or_land_inert(tmp_path, place, value
     assert not problems, problems
     leaves = [leaf for m in found for _, leaf in kubecheck._walk(m.doc) if isinstance(leaf, str)]
     assert any(value in leaf or value.lower() in leaf for leaf in leaves), f"{value!r} ({place}) is in no manifest"
+
+
+def test_the_deployment_manifests_of_serve_and_advance_are_valid_kubernetes():
+    """deploy/kubernetes: schemas and names as the API server checks them."""
+    files = {p.relative_to(ROOT).as_posix(): p.read_text() for p in (ROOT / "deploy" / "kubernetes").glob("*.yaml")}
+    found, problems = kubecheck.check_files(files, lambda m: "rollout")
+    assert {m.doc["kind"] for m in found} == {"Deployment", "Service", "CronJob"}
+    assert not problems, problems[:5]
+    (serve,) = [m.doc for m in found if m.doc["kind"] == "Deployment"]
+    container = serve["spec"]["template"]["spec"]["containers"][0]
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz" and "--token-file" in container["args"]

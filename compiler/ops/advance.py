@@ -44,16 +44,16 @@ class Advance:
     commit: str | None = None
 
 
-def firing_rollback(plan: Plan, prometheus: gates.Prometheus) -> bool:
+def firing_rollback(plan: Plan, prometheus: gates.Prometheus, at: float | None = None) -> bool:
     """A rollback alert of the rollout is firing (rollback wins over any promotion)."""
     matchers = ['alertstate="firing"', 'action="rollback"', f"rollout={string(plan.name)}",
                 f"namespace={string(plan.namespace)}"]
     if plan.environment:
         matchers.append(f"environment={string(plan.environment)}")
-    return bool(prometheus.instant(f"ALERTS{{{','.join(matchers)}}}", prometheus.now()))
+    return bool(prometheus.instant(f"ALERTS{{{','.join(matchers)}}}", at if at is not None else prometheus.now()))
 
 
-def judge_one(spec: Path, plan: Plan, prometheus: gates.Prometheus) -> Advance | gates.Report:
+def judge_one(spec: Path, plan: Plan, prometheus: gates.Prometheus, at: float | None = None) -> Advance | gates.Report:
     """A reason to leave the rollout alone, or the gates' report."""
     stage = plan.current.name
     if plan.is_rollback:
@@ -62,19 +62,19 @@ def judge_one(spec: Path, plan: Plan, prometheus: gates.Prometheus) -> Advance |
     if following is None:
         return Advance(plan.out, stage, "last", f"{stage} is the last stage")
     try:
-        if firing_rollback(plan, prometheus):
+        if firing_rollback(plan, prometheus, at):
             return Advance(plan.out, stage, "firing", "a rollback alert is firing: rollback wins")
     except gates.PrometheusError as exc:
         return Advance(plan.out, stage, "held", f"cannot judge: {exc}")
     since = repo.stage_since(spec, plan.environment, stage)
     if since is None:
         return Advance(plan.out, stage, "held", f"cannot tell when {stage} took effect: commit the spec first")
-    return gates.ask(plan, prometheus, None, since)
+    return gates.ask(plan, prometheus, at, since)
 
 
 def advance_one(spec: Path, plan: Plan, prometheus: gates.Prometheus, output: Path, *, dry_run: bool, commit: bool,
-                push: bool) -> Advance:
-    judged = judge_one(spec, plan, prometheus)
+                push: bool, at: float | None = None) -> Advance:
+    judged = judge_one(spec, plan, prometheus, at)
     if isinstance(judged, Advance):
         return judged
     stage = plan.current.name
@@ -134,8 +134,9 @@ def _prometheus_urls(ctx: click.Context, param: click.Parameter, values: tuple[s
 @click.option("--push", is_flag=True, help="Push each promotion (rebasing and retrying when the remote moved).")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait for each answer from Prometheus.")
+@click.option("--at", type=gates.Time(), help="Judge at this time (RFC 3339 or Unix seconds) instead of now.")
 def advance(paths: tuple[Path, ...], output: Path, url: str | None, urls: dict[str, str], dry_run: bool, commit: bool,
-            push: bool, timeout: float) -> None:
+            push: bool, timeout: float, at: float | None) -> None:
     """Promote every rollout whose hold is over and whose gates pass: promote, compile and commit each.
 
     The hold is measured from the commit that set the stage. A stage that needs
@@ -173,7 +174,7 @@ def advance(paths: tuple[Path, ...], output: Path, url: str | None, urls: dict[s
                 failed = True
                 continue
             done = advance_one(spec.path, unit.plan, gates.Prometheus(chosen, timeout), output, dry_run=dry_run,
-                               commit=commit, push=push)
+                               commit=commit, push=push, at=at)
             suffix = f" (commit {done.commit[:12]})" if done.commit else ""
             click.echo(f"{done.rollout} at {done.stage}: {done.result}: {done.detail}{suffix}")
             failed = failed or done.result == "failed"

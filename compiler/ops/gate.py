@@ -384,7 +384,7 @@ def pick_plan(spec: Path, env: str | None) -> Plan:
     return units[0].plan
 
 
-class _Time(click.ParamType[float, "str | float"]):
+class Time(click.ParamType[float, "str | float"]):
     name = "TIME"
 
     def convert(self, value: str | float, param: click.Parameter | None, ctx: click.Context | None) -> float:
@@ -408,8 +408,8 @@ def _prometheus_url(ctx: click.Context, param: click.Parameter, value: str) -> s
 @click.option("--env", help="The environment to judge, for specs with `environments`.")
 @click.option("--prometheus", "url", required=True, callback=_prometheus_url,
               help="Base URL of the Prometheus that scrapes the exporters (e.g. http://prometheus:9090).")
-@click.option("--at", type=_Time(), help="Judge at this time (RFC 3339 or Unix seconds) instead of now.")
-@click.option("--since", type=_Time(),
+@click.option("--at", type=Time(), help="Judge at this time (RFC 3339 or Unix seconds) instead of now.")
+@click.option("--since", type=Time(),
               help="When the stage took effect (RFC 3339 or Unix seconds): also check that its hold is over.")
 @click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
               help="Seconds to wait for each answer from Prometheus.")

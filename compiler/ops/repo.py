@@ -124,6 +124,8 @@ def change_spec(spec: Path, value: str, environment: str | None, output: Path, m
                 commit: bool, push: bool) -> Change:
     """Set the spec's ``current`` to ``value``, compile the spec alone into ``output``, and commit (and push) the
     spec with the files that changed; undone whole on any failure."""
+    if commit and push:  # the change is made on what the remote has now
+        git(toplevel(spec), "pull", "--rebase", "--quiet")
     before = spec.read_bytes()
     try:
         apply_edit(spec, value, environment, reason)

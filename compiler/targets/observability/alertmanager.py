@@ -48,9 +48,11 @@ OPERATOR = f"{NAME}/alertmanagerconfig.yaml"
 OPERATOR_API = "monitoring.coreos.com/v1alpha1"
 UNROUTED = "rollout-unrouted"  # the root's receiver: no integration, nothing routed here is sent
 SEVERITIES = ("critical", "warning", "info")
-#: group_wait, group_interval, repeat_interval per kind of route.
+#: group_wait, group_interval, repeat_interval per kind of route. The rollback route flushes every 10s: the
+#: resolution of a rolled-back stage's alert (its resolver rule) is sent within seconds, so that a breach after
+#: a resume is a new notification at once rather than a repeat held back for the repeat interval.
 TIMING = {
-    "rollback": ("0s", "1m", "1h"),
+    "rollback": ("0s", "10s", "1h"),
     "critical": ("10s", "1m", "1h"),
     "warning": ("30s", "5m", "4h"),
     "info": ("1m", "10m", "24h"),
