@@ -370,7 +370,10 @@ class Loop:
 
     def judging(self) -> bool:
         """The gate's recorded series exist for the canary (it can judge)."""
-        query = urllib.parse.urlencode({"query": f'rollout_variant:requests:rate{self.window}s{{variant="canary"}}'})
+        from compiler.gates.algebra import window
+
+        series = f"rollout_variant:requests:rate{window(self.window)}"
+        query = urllib.parse.urlencode({"query": f'{series}{{variant="canary"}}'})
         data = get_json(self.prom(f"/api/v1/query?{query}"))
         return bool(data["data"]["result"])
 

@@ -122,6 +122,8 @@ def load(text: str, max_nodes: int, max_depth: int) -> tuple[Any, dict[Loc, Posi
     """(data, key positions, value positions) of a plain YAML document; :class:`Decline` for anything else."""
     if _Loader is None or "%" in text[:1]:
         raise Decline("no libyaml, or a directive")
+    if any(c in text for c in "\x85\u2028\u2029"):
+        raise Decline("a character libyaml counts as a line break")
     keys: dict[Loc, Position] = {}
     values: dict[Loc, Position] = {}
     stack: list[_Frame] = []
@@ -172,6 +174,8 @@ def _node(event: Any, kind: str, stack: list[_Frame], root: list[Any], keys: dic
             raise Decline("an explicit tag")
         if not _is_text(event.value):
             raise Decline("a control character")
+        if event.value == "" and event.style in ("", None):
+            raise Decline("an empty value")  # the loaders place its position differently
         value = _plain(event.value) if event.style in ("", None) and implicit[0] else event.value
         _place(stack, root, value, pos, keys, values)
         return
