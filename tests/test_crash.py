@@ -34,11 +34,12 @@ import pytest
 
 from compiler import build
 from compiler.output import transaction
-from conftest import FUZZ, ROOT, report_line
+from conftest import FUZZ, ROOT, UNIT, report_line
 
 sys.path.insert(0, str(ROOT))
 from benchmarks.fleet import write_fleet  # noqa: E402  # the benchmarks' varied fleet: every example's shape
 
+pytestmark = pytest.mark.skipif(UNIT, reason="kills and races of real compiles: `make test` runs them")
 KILLS = {1: 20, 8: 40, 60: 40} if FUZZ else {1: 2, 8: 8}
 PAIRS = 50 if FUZZ else 5
 MOMENTS = ("random", "writes", "renames")

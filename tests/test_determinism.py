@@ -44,3 +44,26 @@ def test_no_timestamps_or_absolute_paths_in_output(tmp_path):
         assert str(ROOT) not in text, path
         assert str(tmp_path) not in text, path
         assert "2026-" not in text and "2025-" not in text, path
+
+
+def test_the_recorded_compiler_digest_is_the_same_from_a_checkout_and_from_a_wheel(tmp_path):
+    """Manifests are committed: the digest in them must not depend on how or where rollout was installed."""
+    import shutil
+
+    site = tmp_path / "site-packages"
+    shutil.copytree(ROOT / "compiler", site / "compiler", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(ROOT / "templates", site / "compiler" / "templates")
+    probe = "from compiler.output.digest import compiler_digest; print(compiler_digest())"
+
+    def digest(path: Path, cwd: Path) -> str:
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        env["PYTHONPATH"] = str(path)
+        proc = subprocess.run([sys.executable, "-c", probe], cwd=cwd, env=env, capture_output=True, text=True,
+                              timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout.strip()
+
+    checkout = digest(ROOT, tmp_path)
+    assert digest(site, tmp_path) == checkout
+    (site / "compiler" / "templates" / "PLAN.md.j2").write_text("changed\n")
+    assert digest(site, tmp_path) != checkout

@@ -1,25 +1,28 @@
 """Digests: of the compiler itself, of each spec's inputs, of files.
 
 A rollout's outputs are a pure function of its spec's bytes, the path the
-generated files name it by, and the compiler (its sources, templates and the
-versions of the libraries that write the bytes).  The digest of those inputs is
-recorded in the rollout's manifest: a compile or a check that finds the same
-digest, and the files the manifest lists unchanged, need not render anything.
+generated files name it by, and the compiler (its version, sources and
+templates).  The digest of those inputs is recorded in the rollout's manifest:
+a compile or a check that finds the same digest, and the files the manifest
+lists unchanged, need not render anything.
+
+The digest reads the same on every machine that runs the same release, whether
+it runs from a checkout or from an installed wheel: it is committed, so a
+machine-dependent digest would make `rollout check` fail on one machine for a
+tree another compiled.  The versions of the libraries that write the bytes
+(PyYAML, ruamel.yaml, jinja2, orjson) are bounded by the package's
+requirements and their output is held by the golden tests; they are not part of
+it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
-import sys
 from functools import cache
 from pathlib import Path
 
 import compiler
 
-#: Libraries whose version can change the bytes written (distribution names, normalised).
-LIBRARIES = ("pydantic", "pydantic_core", "ruamel_yaml", "pyyaml", "jinja2", "markupsafe", "orjson", "promql_parser")
-_DIST_INFO = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)\.dist-info$")
 CHUNK = 1 << 20
 
 
@@ -37,41 +40,17 @@ def file_sha256(path: Path) -> str:
 
 @cache
 def compiler_digest() -> str:
-    """The compiler's sources and templates and the versions of the libraries that shape its output."""
-    import yaml
-
-    h = hashlib.sha256()
-    package = Path(compiler.__file__).resolve().parent
+    """The compiler's version, sources and templates, named the same in a checkout and in a wheel."""
     from compiler import templating
 
-    sources = sorted(package.rglob("*.py")) + sorted(
-        p for d in templating.template_dirs() for p in Path(d).glob("*.j2")
-    )
-    for path in sources:
-        name = path.relative_to(package.parent) if path.is_relative_to(package.parent) else Path(path.name)
-        h.update(name.as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    versions = installed()
-    for library in LIBRARIES:
-        h.update(f"{library}={versions.get(library, '-')}\0".encode())
-    h.update(f"libyaml={getattr(yaml, '__with_libyaml__', False)}".encode())
+    package = Path(compiler.__file__).resolve().parent
+    named = [(path.relative_to(package).as_posix(), path) for path in package.rglob("*.py")
+             if "__pycache__" not in path.parts]
+    named += [(f"templates/{path.name}", path) for d in templating.template_dirs() for path in Path(d).glob("*.j2")]
+    h = hashlib.sha256(f"rollout {compiler.__version__}\0".encode())
+    for name, path in sorted(named):
+        h.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
-
-
-def installed() -> dict[str, str]:
-    """Versions of the installed distributions, from their ``.dist-info`` folders (the first on sys.path wins,
-    as imports do); faster than importlib.metadata for a command that must start quickly."""
-    found: dict[str, str] = {}
-    for entry in sys.path:
-        try:
-            names = Path(entry or ".").iterdir()
-            for path in names:
-                match = _DIST_INFO.match(path.name)
-                if match:
-                    key = re.sub(r"[-_.]+", "_", match["name"]).lower()
-                    found.setdefault(key, match["version"])
-        except OSError:
-            continue
-    return found
 
 
 def inputs_digest(spec_path: str, spec_bytes: bytes) -> str:
