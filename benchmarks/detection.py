@@ -233,10 +233,10 @@ def _cell(d: Detection) -> str:
 
 
 def _why(d: Detection, plan: Plan) -> str | None:
-    window = plan.metrics.window
-    n = d.rps * window
+    seconds = plan.metrics.window
+    n = d.rps * seconds
     if n < plan.metrics.min_requests:
-        return (f"{d.rps:g} request/s (every breach): {n:.0f} requests per {window(window)} window is below "
+        return (f"{d.rps:g} request/s (every breach): {n:.0f} requests per {window(seconds)} window is below "
                 f"min_requests ({plan.metrics.min_requests}), so the gate does not judge; the hold alert says the "
                 "canary is starved instead")
     if any(t is None for t in d.seconds):

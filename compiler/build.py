@@ -56,10 +56,10 @@ class RolloutOutcome:
     """One rollout of a rendered spec: its files' hashes, what was staged, what is in the way."""
 
     out: str
-    files: dict[str, str]  # relative to the rollout's folder -> sha256 (the manifest included)
+    files: tuple[str, ...]  # its files, relative to the rollout's folder (the manifest included)
     texts: dict[str, bytes] | None  # every file's bytes, when kept in memory (check, diff)
-    staged: list[tuple[str, str]] = field(default_factory=list)  # (path in the output folder, staged name)
-    changed: list[str] = field(default_factory=list)  # paths in the output folder that differ from the disk
+    staged: list[tuple[str, str]] = field(default_factory=list)  # (name in the folder, staged name) until journaled
+    changed: list[str] = field(default_factory=list)  # names in the rollout's folder that differ from the disk
     blocked: list[tuple[str, str]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # files of the old manifest no longer written
     entry: FleetEntry | None = None
@@ -67,6 +67,10 @@ class RolloutOutcome:
     before: str | None = None  # the stage in effect when the folder was compiled last, in words
     at: tuple[int, int] = (1, 1)  # line and column of `current` in the spec (where annotations point)
     claim: Claim | None = None
+
+    def changed_paths(self) -> list[str]:
+        """The files that differ, as paths in the output folder."""
+        return [f"{self.out}/{name}" for name in self.changed]
 
 
 @dataclass
@@ -84,7 +88,6 @@ class Report:
     rendered: int = 0
     skipped: int = 0  # unchanged since their manifests were written: not rendered
     left_alone: int = 0  # rollouts of the folder that were not compiled
-    written: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
     files: int = 0
     recovered: str | None = None
@@ -96,6 +99,12 @@ class Report:
     @property
     def ok(self) -> bool:
         return not has_errors(self.diagnostics)
+
+    @property
+    def written(self) -> list[str]:
+        """Every file written (or, for check and diff, that would be), as paths in the output folder: derived, so
+        that a fleet's compile keeps one short name per file in memory, not a path."""
+        return [path for o in self.outcomes for r in o.rollouts for path in r.changed_paths()] + self.fleet_changed
 
 
 def _error(path: Path | str, message: str, code: str = "output") -> Diagnostic:
@@ -209,8 +218,7 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
                     compiler=compiler_digest())
     data = {path: text.encode() for path, text in files.items()}
     data[ledgers.NAME] = _kept_ledger(job, old, record) or record.text().encode()
-    hashes[ledgers.NAME] = sha256(data[ledgers.NAME])
-    result = RolloutOutcome(plan.out, hashes, data if job.staging is None else None, entry=entry,
+    result = RolloutOutcome(plan.out, tuple(sorted(data)), data if job.staging is None else None, entry=entry,
                             stage=plan.label(plan.current), before=_before(plan, old),
                             at=unit.doc.locate(("current",), prefer_key=False),
                             claim=claim_of(unit))
@@ -228,13 +236,13 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
         if existing is not None and not _ours(existing, relative, owned, job.output, plan.out):
             result.blocked.append((relative, "a file rollout did not generate is in the way"))
             continue
-        result.changed.append(relative)
+        result.changed.append(path)
         if job.staging is not None:
             try:
                 name = write_staged(job.staging, data[path], _mode(target) if existing else 0o644)
             except OSError as exc:
                 raise OutputError(target, f"cannot write it: {describe(exc)}; nothing written") from None
-            result.staged.append((relative, name))
+            result.staged.append((path, name))
     if old is not None:
         result.stale = sorted(f"{plan.out}/{p}" for p in old.files if p not in data)
     return result
@@ -272,10 +280,8 @@ def current(root: Path, mine: Sequence[Ledger], digest: str, cache: Cache, sibli
     for ledger in mine:
         if (ledger.inputs or "") != digest or (siblings and set(ledger.siblings) != outs):
             return False
-        folder = f"{base}/{ledger.out}/"
-        for relative, recorded in ledger.files.items():
-            if relative != ledgers.NAME and cache.sha256(folder + relative) != recorded:
-                return False
+        if not cache.matches(f"{base}/{ledger.out}/", ledger.files, skip=ledgers.NAME):
+            return False
     return True
 
 
@@ -339,11 +345,18 @@ class _Survey:
 
     def fleet_current(self, output: Path, fresh: list[RolloutOutcome], gone: list[Ledger],
                       entries: list[FleetEntry]) -> bool:
-        """Nothing rendered or removed, and _fleet/ is what its manifest says it was compiled from: the fleet
-        files are a function of the rollouts' entries, which their manifests hold unchanged."""
+        """No rollout removed, every rollout rendered now the same for the fleet files as before (a promote
+        changes only its stage, which they do not read), and _fleet/ what its manifest says it was compiled
+        from: the fleet files are a function of the rollouts' entries, which their manifests hold."""
         fleet = self.existing.get(FLEET_DIR)
-        if fresh or gone or self.legacy or fleet is None or set(fleet.siblings) != {e.out for e in entries}:
+        if gone or self.legacy or fleet is None or set(fleet.siblings) != {e.out for e in entries}:
             return False
+        for rollout in fresh:
+            old = self.existing.get(rollout.out)
+            if rollout.entry is None or old is None or old.fleet is None or old.compiler != compiler_digest():
+                return False  # new, or compiled by another compiler (whose fleet files may differ)
+            if rollout.entry.for_fleet() != old.fleet.for_fleet():
+                return False
         return current(output, [dataclasses.replace(fleet, inputs="")], "", self.cache, siblings=False)
 
 
@@ -374,12 +387,18 @@ def _survey(found: list[SpecPath], root: Path, output: Path, staging: Path | Non
 
 
 def _render_work(survey: _Survey, jobs: int, report: Report, progress: Progress | None,
-                 total: int) -> list[RolloutOutcome]:
-    """Render the specs that are not current; the rollouts rendered."""
+                 total: int, tx: Transaction | None = None) -> list[RolloutOutcome]:
+    """Render the specs that are not current; the rollouts rendered. With ``tx``, each rollout's staged files go
+    into its journal as they come (the journal is applied only if the compile commits)."""
     done = total - len(survey.work)
     outcomes: list[SpecOutcome] = []
     for outcome in _run(survey.work, jobs):
         outcomes.append(outcome)
+        if tx is not None:
+            for rollout in outcome.rollouts:
+                for path, name in rollout.staged:
+                    tx.stage(f"{rollout.out}/{path}", name)
+                rollout.staged = []
         done += 1
         if progress is not None:
             progress(done, total)
@@ -420,7 +439,7 @@ def _orphans(survey: _Survey, fresh: list[RolloutOutcome], found: list[SpecPath]
 def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path], root: Path, output: Path, jobs: int,
              prune: bool, force: bool, report: Report, progress: Progress | None) -> None:
     survey = _survey(found, root, output, tx.staging, force, report)
-    fresh = _render_work(survey, jobs, report, progress, len(found))
+    fresh = _render_work(survey, jobs, report, progress, len(found), tx)
     for rollout in fresh:
         for relative, why in rollout.blocked:
             report.diagnostics.append(_error(output / relative, f"{why}: nothing written", "emit"))
@@ -434,9 +453,6 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
             tx.remove(relative)
             report.removed.append(relative)
     for rollout in fresh:
-        for relative, name in rollout.staged:
-            tx.stage(relative, name)
-            report.written.append(relative)
         for relative in rollout.stale:
             if _still_ours(output, relative, survey.existing.get(rollout.out)):
                 tx.remove(relative)
@@ -480,7 +496,6 @@ def _write_fleet(tx: Transaction, output: Path, entries: list[FleetEntry], surve
                                              "nothing written", "emit"))
             continue
         tx.write(relative, data, _mode(output / relative) if current_bytes is not None else 0o644)
-        report.written.append(relative)
         report.fleet_changed.append(relative)
     if old_fleet is not None:
         for path in sorted(old_fleet.files):
@@ -494,14 +509,25 @@ def _remember(output: Path, report: Report) -> None:
     """The hashes of the files just written, so that the next check need not read them (while the lock is
     held, so no other compile writes them meanwhile)."""
     cache = Cache()
+    if not cache.enabled:
+        return
     base = str(output.resolve())
     for outcome in report.outcomes:
         for rollout in outcome.rollouts:
-            for relative in rollout.changed:
-                path = f"{base}/{relative}"
+            if not rollout.changed:
+                continue
+            record = ledgers.read(output, rollout.out)  # the hashes, as just committed
+            if record is None:
+                continue
+            hashes = dict(record.files)
+            manifest = _read(output / rollout.out / ledgers.NAME)
+            if manifest is not None:
+                hashes[ledgers.NAME] = sha256(manifest)
+            for name in rollout.changed:
+                path = f"{base}/{rollout.out}/{name}"
                 stat = stat_of(path)
-                if stat is not None:
-                    cache.remember(path, stat, rollout.files[relative[len(rollout.out) + 1:]])
+                if stat is not None and name in hashes:
+                    cache.remember(path, stat, hashes[name])
     cache.close()
 
 
@@ -534,7 +560,8 @@ def _still_ours(root: Path, relative: str, ledger: Ledger | None, legacy: bool =
 def _fleet(entries: list[FleetEntry]) -> tuple[dict[str, bytes], Ledger]:
     from compiler.targets import fleets
 
-    texts = {path: text.encode() for path, text in fleets.render(sorted(entries, key=lambda e: e.out)).items()}
+    shown = sorted((e.for_fleet() for e in entries), key=lambda e: e.out)
+    texts = {path: text.encode() for path, text in fleets.render(shown).items()}
     record = Ledger(FLEET_DIR, {path: sha256(data) for path, data in texts.items()},
                     siblings=tuple(sorted({e.out for e in entries})))
     texts[ledgers.NAME] = record.text().encode()
@@ -548,7 +575,8 @@ def _run(work: list[Job], jobs: int) -> Iterator[SpecOutcome]:
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             yield from pool.map(render_spec, work, chunksize=max(1, len(work) // (jobs * 8)))
     else:
-        for job in work:
+        for index in range(len(work)):
+            job, work[index] = work[index], None  # type: ignore[call-overload]  # a rendered job's bytes are let go
             yield render_spec(job)
 
 
@@ -589,9 +617,9 @@ def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jo
         return
     for rollout in fresh:
         assert rollout.texts is not None
-        for relative in rollout.changed:
-            new = rollout.texts[relative[len(rollout.out) + 1:]]
-            report.diffs.append((relative, unified(_read(output / relative), new, relative)))
+        for name in rollout.changed:
+            relative = f"{rollout.out}/{name}"
+            report.diffs.append((relative, unified(_read(output / relative), rollout.texts[name], relative)))
         for relative in rollout.stale:
             report.diffs.append((relative, unified(_read(output / relative), None, relative)))
     gone, left, entries = _orphans(survey, fresh, found, paths, root, prune=False)
@@ -627,7 +655,7 @@ def drift(report: Report, output: Path) -> list[Diagnostic]:
     for outcome in report.outcomes:
         shown = outcome.spec.shown
         for rollout in outcome.rollouts:
-            paths = rollout.changed + rollout.stale
+            paths = rollout.changed_paths() + rollout.stale
             if not paths:
                 continue
             names = ", ".join(p[len(rollout.out) + 1 :] for p in paths[:listed]) + (

@@ -10,6 +10,8 @@ what each rollout tells the fleet (:class:`compiler.ir.fleet.FleetEntry`).
 
 from __future__ import annotations
 
+import sys
+
 from collections.abc import Hashable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
@@ -261,8 +263,9 @@ def render_unit_files(plan: Plan) -> tuple[Files, dict[str, str]]:
             continue
         rendered = live[target.name] if plan.is_rollback else target.render(rolled_back)
         for path, text in rendered.items():
-            _merge(files, {f"rollback/{path}": text}, "rollback")
-            kinds[f"rollback/{path}"] = _kind(target.kinds, path, target.name)
+            name = sys.intern(f"rollback/{path}")  # one string for every rollout's folder, not one each
+            _merge(files, {name: text}, "rollback")
+            kinds[name] = _kind(target.kinds, path, target.name)
 
     def keys(stage: StagePlan) -> dict[str, Hashable]:
         out: dict[str, Hashable] = {}

@@ -305,3 +305,55 @@ def test_promoting_one_environment_leaves_the_other_environment_s_folder_untouch
     assert build.verify([specs], out).diffs == []
     again = compiled(specs, out)
     assert again.written == [] and again.removed == []
+
+
+def test_a_promote_changes_no_fleet_file_and_the_fleet_files_are_not_rendered(tmp_path, monkeypatch):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a", "b"])
+    compiled(specs, out)
+    before = {p: (out / "_fleet" / p).read_bytes() for p in ledger.read(out, "_fleet").files}
+    (specs / "b.yaml").write_text(spec_text("b", current="full"))
+    rendered = []
+    real = build._fleet
+    monkeypatch.setattr(build, "_fleet", lambda entries: rendered.append(1) or real(entries))
+    report = compiled([specs / "b.yaml"], out)
+    assert report.rendered == 1 and report.fleet_changed == [] and rendered == []
+    assert all(p.startswith("shop/b/") for p in report.written), report.written
+    assert {p: (out / "_fleet" / p).read_bytes() for p in before} == before
+    assert build.verify([specs], out).diffs == []
+    (out / "_fleet" / sorted(before)[0]).write_text("edited\n")  # a hand edit is still found beside a promote
+    (specs / "b.yaml").write_text(spec_text("b", current="canary"))
+    assert compiled([specs / "b.yaml"], out).fleet_changed == [f"_fleet/{sorted(before)[0]}"]
+
+
+def test_the_fleet_files_do_not_read_a_rollout_s_stage():
+    """A promote leaves _fleet/ alone because its targets read everything of a rollout but its stage."""
+    import dataclasses
+    from fractions import Fraction
+
+    from compiler import pipeline
+    from compiler.ir.fleet import FleetEntry
+    from compiler.targets import fleets
+
+    entries = []
+    for spec in sorted((ROOT / "specs").glob("*.yaml")):
+        units, _ = pipeline.analyse_file(spec)
+        entries += [FleetEntry.of(u.plan, "gitops") for u in units]
+    assert len(entries) >= 5 and any(e.alerting for e in entries)
+    moved = [dataclasses.replace(e, stage="somewhere-else", weight=Fraction(1, 3)) for e in entries]
+    assert fleets.render(moved) == fleets.render(entries)
+
+
+def test_a_journal_in_the_single_object_form_is_finished_too(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a"])
+    compiled(specs, out)
+    staging = out / transaction.STATE / transaction.STAGING
+    staging.mkdir(exist_ok=True)
+    (staging / "1-2-0").write_text("staged\n")
+    import json
+    (out / transaction.STATE / transaction.JOURNAL).write_text(json.dumps(
+        {"ops": [["write", "1-2-0", "shop/a/NOTES.txt"], ["remove", "shop/a/PLAN.md"]]}))
+    assert transaction.interrupted(out)
+    assert "finished an interrupted compile (2 operations)" in (transaction.recover(out) or "")
+    assert (out / "shop/a/NOTES.txt").read_text() == "staged\n" and not (out / "shop/a/PLAN.md").exists()

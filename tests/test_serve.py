@@ -373,6 +373,30 @@ def test_a_rollback_is_pushed_and_retried_when_the_remote_moved(tmp_path, monkey
     assert log[0] == "rollback shop/cart: CartErrorRateBreached (error_rate)" and "meanwhile" in log
 
 
+def test_a_pull_that_conflicts_is_undone_and_reported_never_left_half_rebased(tmp_path, monkeypatch):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "--quiet", "-u", "origin", "main")
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "--quiet", str(remote), str(other))
+    for where, stage in ((other, "shadow"), (repo, "full")):  # the same line changed both ways
+        spec = where / "specs" / "checkout.yaml"
+        spec.write_text(spec.read_text().replace("current: canary", f"current: {stage}"))
+        git(where, "commit", "--quiet", "-am", f"checkout at {stage}")
+    git(other, "push", "--quiet")
+    head = git(repo, "rev-parse", "HEAD")
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True, push=True)
+    (outcome,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
+    assert outcome.result == "failed" and "undone" in outcome.detail, outcome.detail
+    git_dir = Path(git(repo, "rev-parse", "--absolute-git-dir"))
+    assert not (git_dir / "rebase-merge").exists() and not (git_dir / "rebase-apply").exists()
+    assert git(repo, "rev-parse", "HEAD") == head and git(repo, "status", "--porcelain") == ""
+
+
 def test_a_burst_of_requests_gets_answers_and_label_values_cannot_forge_log_lines(served):
     repo, port = served
     import concurrent.futures

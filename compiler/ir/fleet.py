@@ -8,7 +8,7 @@ rollout of the output folder, without loading the other specs.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from fractions import Fraction
 from typing import Any
 
@@ -35,6 +35,11 @@ class FleetEntry:
     dashboard_uid: str
     alerting: AlertingPlan | None
     controller_folder: str | None  # the sub-folder holding its GitOps controller object, if any
+
+    def for_fleet(self) -> FleetEntry:
+        """What the fleet files may read: everything but the stage, so that a promote never changes them (and a
+        compile of a promoted rollout need not render them)."""
+        return replace(self, stage="", weight=Fraction(0))
 
     @classmethod
     def of(cls, plan: Plan, controller_folder: str | None) -> FleetEntry:

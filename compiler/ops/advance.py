@@ -11,7 +11,8 @@ the command to run). A pause file at the repository's top (``.rollout-pause``) s
 freeze. ``--dry-run`` says what it would do and changes nothing. Rollback always wins: ``advance`` never
 promotes a rollout that is rolled back or has a firing rollback alert.
 
-Exit 0 when every rollout was judged (advanced or left alone), 1 when a promotion failed or a spec is broken.
+Exit 0 when every rollout was judged (advanced or left alone), 1 when a promotion failed, a spec is broken or a
+rollout has no Prometheus to ask.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def advance(paths: tuple[Path, ...], output: Path, url: str | None, urls: dict[s
     approval (`approve: manual`) is reported, never advanced; a rolled-back rollout
     or one with a firing rollback alert is never promoted. A file named
     .rollout-pause at the top of the repository stops every advance. Exit 0 when
-    every rollout was judged, 1 when a promotion failed or a spec is broken.
+    every rollout was judged, 1 when a promotion failed, a spec is broken or a
+    rollout has no Prometheus.
     """
     if push and not commit:
         raise click.UsageError("--push needs --commit")

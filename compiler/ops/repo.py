@@ -125,7 +125,7 @@ def change_spec(spec: Path, value: str, environment: str | None, output: Path, m
     """Set the spec's ``current`` to ``value``, compile the spec alone into ``output``, and commit (and push) the
     spec with the files that changed; undone whole on any failure."""
     if commit and push:  # the change is made on what the remote has now
-        git(toplevel(spec), "pull", "--rebase", "--quiet")
+        pull_rebase(toplevel(spec))
     before = spec.read_bytes()
     try:
         apply_edit(spec, value, environment, reason)
@@ -196,8 +196,22 @@ def push_head(top: Path, attempts: int = PUSH_ATTEMPTS) -> None:
         except GitError as exc:
             if attempt == attempts - 1:
                 raise GitError(f"push failed {attempts} times: {exc}") from None
-            git(top, "pull", "--rebase", "--quiet")
+            pull_rebase(top)
             time.sleep(0.2 * (attempt + 1))
+
+
+def pull_rebase(top: Path) -> None:
+    """Bring in what the remote has, replaying local commits on it; a conflict is undone (never a repository left
+    in the middle of a rebase, which would stop every later change) and reported."""
+    try:
+        git(top, "pull", "--rebase", "--quiet")
+    except GitError as exc:
+        try:
+            git(top, "rebase", "--abort")
+        except GitError:
+            pass  # no rebase was started: the pull failed before it
+        raise GitError(f"the pull from the remote failed and was undone, the repository is left as it was: "
+                       f"{exc}") from None
 
 
 def errors_of(exc: WorkflowError) -> list[Diagnostic]:

@@ -44,6 +44,10 @@ def stat_of(path: Path | str) -> Stat | None:
     return (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
 
 
+#: Rows written to the database at a time.
+BATCH = 4096
+
+
 class Cache:
     """File hashes by path and stat; every failure of the database turns the cache off for the process."""
 
@@ -104,9 +108,35 @@ class Cache:
             return None
         return found[1] if found[2] == _check(key, stat, found[1]) else None
 
+    @property
+    def enabled(self) -> bool:
+        return self.db is not None
+
     def remember(self, path: Path | str, stat: Stat, sha: str) -> None:
         if self.db is not None:
             self.pending.append((str(path), *stat, sha, _check(str(path), stat, sha)))
+            if len(self.pending) >= BATCH:  # a fleet's hashes go to the database in batches, not all in memory
+                self.flush()
+
+    def matches(self, folder: str, recorded: dict[str, str], skip: str = "") -> bool:
+        """Every file ``folder + name`` of ``recorded`` (but ``skip``) has the recorded sha256: the fast path of
+        :meth:`sha256` for a whole rollout folder, which an unchanged fleet's check spends its time in."""
+        loaded = self.loaded if self.db is not None else {}
+        for name, sha in recorded.items():
+            if name == skip:
+                continue
+            path = folder + name
+            try:
+                s = os.stat(path, follow_symlinks=False)
+            except OSError:
+                return False
+            stat = (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+            found = loaded.get(path)
+            if found is not None and found[0] == stat and found[1] == sha and found[2] == _check(path, stat, sha):
+                continue
+            if self.sha256(path) != sha:
+                return False
+        return True
 
     def sha256(self, path: Path | str) -> str | None:
         """The file's sha256 (from the cache when its stat is unchanged); None when it cannot be read."""

@@ -6,9 +6,10 @@ so a killed compile never blocks the next), waits up to a bound for another
 compile to finish, and first completes any compile that was interrupted.
 
 New and changed files are written into ``.rollout/staging/``; nothing in the
-tree changes while they are.  Then the journal (``.rollout/journal``: every
-rename into place and every removal) is written to a temporary file, flushed
-and renamed: that rename is the commit.  The operations are applied, the
+tree changes while they are.  Every rename into place and every removal is
+appended, as it is decided, to ``.rollout/journal.new`` (one JSON array per
+line: a fleet's bookkeeping is on disk, not in memory), which is flushed and
+renamed to ``.rollout/journal``: that rename is the commit.  The operations are applied, the
 journal removed.  A compile killed before the commit leaves only staged files,
 which the next compile deletes; one killed after it leaves the journal, which
 the next compile applies again (each operation is idempotent) before anything
@@ -24,8 +25,10 @@ import errno
 import fcntl
 import os
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
 import orjson
 
@@ -162,19 +165,6 @@ def write_staged(staging: Path, data: bytes, mode: int) -> str:
 # --------------------------------------------------------------------------- the journal
 
 
-def _write_journal(state: Path, ops: list[list[str]]) -> None:
-    tmp = state / f"{JOURNAL}.new"
-    data = orjson.dumps({"ops": ops})
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, state / JOURNAL)
-    _sync_dir(state)
-
-
 def _sync_dir(folder: Path) -> None:
     try:
         fd = os.open(folder, os.O_RDONLY)
@@ -188,7 +178,7 @@ def _sync_dir(folder: Path) -> None:
         os.close(fd)
 
 
-def _apply(out: Path, ops: list[list[str]]) -> None:
+def _apply(out: Path, ops: Iterable[list[str]]) -> None:
     """Every operation of a journal; each one is done at most once whatever ran before."""
     staging = state_dir(out) / STAGING
     removed: list[str] = []
@@ -223,16 +213,35 @@ def _prune(out: Path, folder: Path) -> None:
 
 
 def _read_journal(state: Path) -> list[list[str]] | None:
+    """The operations of a committed journal (JSON arrays, one per line); None when there is none or it cannot be
+    read (it was never committed: the rename is atomic, after a flush)."""
     try:
-        data = orjson.loads((state / JOURNAL).read_bytes())
-        ops = data["ops"]
-        if not isinstance(ops, list):
+        data = (state / JOURNAL).read_bytes()
+    except OSError:
+        return None
+    try:
+        if data.startswith(b"{"):  # the single-object form: {"ops": [...]}
+            ops = orjson.loads(data)["ops"]
+        else:
+            ops = [orjson.loads(line) for line in data.splitlines() if line.strip()]
+        if not isinstance(ops, list) or not all(_valid(op) for op in ops):
             return None
-        return [[str(x) for x in op] for op in ops]
-    except FileNotFoundError:
+        return ops
+    except (orjson.JSONDecodeError, KeyError, TypeError):
         return None
-    except (OSError, orjson.JSONDecodeError, KeyError, TypeError):
-        return None
+
+
+def _valid(op: object) -> bool:
+    return isinstance(op, list) and all(isinstance(x, str) for x in op) and (
+        (len(op) == 3 and op[0] == "write") or (len(op) == 2 and op[0] == "remove"))
+
+
+def _journal_ops(path: Path) -> Iterator[list[str]]:
+    """The operations of the journal this compile just wrote, read as they are applied."""
+    with path.open("rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield orjson.loads(line)
 
 
 def _clear_staging(state: Path) -> int:
@@ -280,8 +289,9 @@ class Transaction:
 
     out: Path
     timeout: float = 60.0
-    ops: list[list[str]] = field(default_factory=list)
+    count: int = 0  # operations recorded in the journal
     recovered: str | None = None
+    _log: BinaryIO | None = None
     _fd: int | None = None
     _created: list[Path] = field(default_factory=list)
     _committed: bool = False
@@ -347,7 +357,7 @@ class Transaction:
 
     def stage(self, relative: str, name: str) -> None:
         """A file already written into :attr:`staging` as ``name`` goes to ``relative`` on commit."""
-        self.ops.append(["write", name, relative])
+        self._record(["write", name, relative])
 
     def write(self, relative: str, data: bytes, mode: int = 0o644) -> None:
         try:
@@ -357,23 +367,47 @@ class Transaction:
         self.stage(relative, name)
 
     def remove(self, relative: str) -> None:
-        self.ops.append(["remove", relative])
+        self._record(["remove", relative])
+
+    def _record(self, op: list[str]) -> None:
+        """One operation, appended to the journal being written (not the journal until the commit renames it)."""
+        try:
+            if self._log is None:
+                self._log = (state_dir(self.out) / f"{JOURNAL}.new").open("wb")
+            self._log.write(orjson.dumps(op) + b"\n")
+        except OSError as exc:
+            raise OutputError(self.out, f"cannot write the compile's journal: {describe(exc)}; "
+                              "nothing written") from None
+        self.count += 1
+
+    def _close_log(self) -> None:
+        if self._log is not None:
+            log, self._log = self._log, None
+            log.close()
 
     def commit(self) -> None:
-        if not self.ops:
+        if not self.count:
+            self._close_log()
             self._committed = True
             return
         state = state_dir(self.out)
+        pending = state / f"{JOURNAL}.new"
         try:
-            _write_journal(state, self.ops)
+            assert self._log is not None
+            self._log.flush()
+            os.fsync(self._log.fileno())
+            self._close_log()
+            os.replace(pending, state / JOURNAL)
+            _sync_dir(state)
         except OSError as exc:
-            (state / f"{JOURNAL}.new").unlink(missing_ok=True)
+            self._close_log()
+            pending.unlink(missing_ok=True)
             raise OutputError(
                 self.out, f"cannot write the compile's journal: {describe(exc)}; nothing written"
             ) from None
         self._committed = True
         try:
-            _apply(self.out, self.ops)
+            _apply(self.out, _journal_ops(state / JOURNAL))
             (state / JOURNAL).unlink()
         except OSError as exc:
             raise OutputError(self.out / self._failing(exc), f"{describe(exc)} while the compile was moving its files "
@@ -387,7 +421,9 @@ class Transaction:
             return "."
 
     def __exit__(self, kind: object, value: object, tb: object) -> None:
+        self._close_log()
         if not self._committed:
+            (state_dir(self.out) / f"{JOURNAL}.new").unlink(missing_ok=True)
             _clear_staging(state_dir(self.out))
         self._leave()
 
