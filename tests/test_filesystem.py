@@ -140,3 +140,28 @@ def test_a_rename_refused_half_way_is_finished_by_the_next_compile(tmp_path: Pat
     assert transaction.interrupted(out)
     assert build.build([specs], out).ok and not transaction.interrupted(out)
     assert build.verify([specs], out).diffs == []
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EIO])
+def test_a_journal_that_cannot_be_written_changes_nothing(tmp_path: Path, monkeypatch, code: int):
+    """The journal is written as the compile goes and made durable at the commit: a failure there (a full disk,
+    an I/O error) is a located error, the tree is the old one and nothing of the compile is left behind."""
+    specs = specs_in(tmp_path / "specs", ["a", "b"])
+    out = tmp_path / "out"
+    assert build.build([specs], out).ok
+    specs_in(specs, ["a", "b"], current="full")
+    before = tree(out)
+
+    def failing(fd: int) -> None:
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(transaction.os, "fsync", failing)
+    report = build.build([specs], out)
+    monkeypatch.undo()
+    assert not report.ok and any("journal" in d.message and "nothing written" in d.message for d in report.diagnostics)
+    state = out / transaction.STATE
+    assert not (state / transaction.JOURNAL).exists() and not (state / f"{transaction.JOURNAL}.new").exists()
+    assert not any((state / transaction.STAGING).iterdir())
+    assert {k: v for k, v in tree(out).items() if not k.startswith(".rollout/")} == \
+        {k: v for k, v in before.items() if not k.startswith(".rollout/")}
+    assert build.build([specs], out).ok and build.verify([specs], out).diffs == []

@@ -381,9 +381,14 @@ class Transaction:
         self.count += 1
 
     def _close_log(self) -> None:
+        """Close the journal being written; a failure here is not one to report (a commit has flushed and synced it
+        before, and a compile that fails throws it away)."""
         if self._log is not None:
             log, self._log = self._log, None
-            log.close()
+            try:
+                log.close()
+            except OSError:
+                pass
 
     def commit(self) -> None:
         if not self.count:
