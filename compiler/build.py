@@ -106,6 +106,10 @@ class Report:
         that a fleet's compile keeps one short name per file in memory, not a path."""
         return [path for o in self.outcomes for r in o.rollouts for path in r.changed_paths()] + self.fleet_changed
 
+    @property
+    def written_count(self) -> int:
+        return sum(len(r.changed) for o in self.outcomes for r in o.rollouts) + len(self.fleet_changed)
+
 
 def _error(path: Path | str, message: str, code: str = "output") -> Diagnostic:
     return Diagnostic(str(path), 1, 1, "error", message, code)

@@ -227,7 +227,7 @@ def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int, prune: 
         if report.recovered:
             click.echo(f"{output}: {report.recovered}", err=True)
         line = (f"{report.rollouts} rollout(s): {report.rendered} compiled, {report.skipped} unchanged; "
-                f"{len(report.written)} files written, {len(report.removed)} removed")
+                f"{report.written_count} files written, {len(report.removed)} removed")
         if report.removed_rollouts:
             line += f" ({len(report.removed_rollouts)} rollout(s) whose spec is gone)"
         if report.left_alone:
