@@ -311,6 +311,17 @@ def _repository(tmp_path: Path) -> Path:
     return repo
 
 
+def _with_remote(tmp_path: Path, repo: Path) -> tuple[Path, Path]:
+    """A bare remote the repository pushes to, and another clone of it (someone else's checkout)."""
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "--quiet", "-u", "origin", "main")
+    other = tmp_path / "other"
+    git(tmp_path, "clone", "--quiet", str(remote), str(other))
+    return remote, other
+
+
 def test_a_replayed_alert_after_a_resume_changes_nothing_but_a_new_breach_rolls_back(tmp_path, monkeypatch):
     for key, value in GIT_IDENTITY.items():
         monkeypatch.setenv(key, value)
@@ -356,12 +367,7 @@ def test_a_rollback_is_pushed_and_retried_when_the_remote_moved(tmp_path, monkey
     for key, value in GIT_IDENTITY.items():
         monkeypatch.setenv(key, value)
     repo = _repository(tmp_path)
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
-    git(repo, "remote", "add", "origin", str(remote))
-    git(repo, "push", "--quiet", "-u", "origin", "main")
-    other = tmp_path / "other"
-    git(tmp_path, "clone", "--quiet", str(remote), str(other))
+    remote, other = _with_remote(tmp_path, repo)
     (other / "NOTES.md").write_text("someone else's change\n")
     git(other, "add", "NOTES.md")
     git(other, "commit", "--quiet", "-m", "meanwhile")
@@ -377,12 +383,7 @@ def test_a_pull_that_conflicts_is_undone_and_reported_never_left_half_rebased(tm
     for key, value in GIT_IDENTITY.items():
         monkeypatch.setenv(key, value)
     repo = _repository(tmp_path)
-    remote = tmp_path / "remote.git"
-    git(tmp_path, "init", "--quiet", "--bare", "--initial-branch=main", str(remote))
-    git(repo, "remote", "add", "origin", str(remote))
-    git(repo, "push", "--quiet", "-u", "origin", "main")
-    other = tmp_path / "other"
-    git(tmp_path, "clone", "--quiet", str(remote), str(other))
+    remote, other = _with_remote(tmp_path, repo)
     for where, stage in ((other, "shadow"), (repo, "full")):  # the same line changed both ways
         spec = where / "specs" / "checkout.yaml"
         spec.write_text(spec.read_text().replace("current: canary", f"current: {stage}"))
@@ -410,3 +411,29 @@ def test_a_burst_of_requests_gets_answers_and_label_values_cannot_forge_log_line
     lines = [line for line in log.splitlines() if line.strip()]
     assert all(line.startswith("{") and json.loads(line) for line in lines)
     assert not any(line.startswith("2030-01-01") for line in lines)
+
+
+
+def test_a_rollback_waits_for_the_repository_lock_another_command_holds(tmp_path, monkeypatch):
+    """`advance` (or a second `serve`) holding the repository's lock: the rollback waits, commits nothing
+    meanwhile, and is committed alone once the lock is free."""
+    import threading
+
+    from compiler.ops import repo as repository
+
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    before = commits(repo)
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+    done: list[serve.Outcome] = []
+    waiting = threading.Thread(target=lambda: done.extend(
+        rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))))
+    with repository.lock_for(repo / "specs" / "cart.yaml", True, 10.0):
+        waiting.start()
+        waiting.join(1.5)
+        assert waiting.is_alive() and commits(repo) == before
+        assert "current: ramp" in (repo / "specs/cart.yaml").read_text()
+    waiting.join(60)
+    assert [o.result for o in done] == ["rolled back"] and commits(repo) == before + 1
+    assert git(repo, "status", "--porcelain") == ""

@@ -90,8 +90,7 @@ def advance_one(spec: Path, plan: Plan, prometheus: gates.Prometheus, output: Pa
     message = one_line(f"advance {plan.out}: {stage} -> {target}") + "\n\nHold over and every gate passed " \
         f"(rollout advance, {judged.at}).\n"
     try:
-        top = repo.toplevel(spec) if commit else None
-        with repo.locked(top, LOCK_TIMEOUT) if top else _nothing():
+        with repo.lock_for(spec, commit, LOCK_TIMEOUT):
             fresh, _ = pipeline.analyse_file(spec)  # the spec as it is now, under the lock
             now = next((u.plan for u in fresh if u.plan.out == plan.out), None)
             if now is None or now.current.name != stage:
@@ -102,14 +101,6 @@ def advance_one(spec: Path, plan: Plan, prometheus: gates.Prometheus, output: Pa
         return Advance(plan.out, stage, "failed", one_line(str(exc)))
     return Advance(plan.out, stage, "advanced", f"{stage} -> {target}, {len(change.written)} files",
                    change.commit)
-
-
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
 
 
 def _prometheus_urls(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]) -> dict[str, str]:

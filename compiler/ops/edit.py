@@ -167,8 +167,9 @@ def set_current(text: str, value: str, environment: str | None, path: str, reaso
     return Edit(new_text, line, old, value)
 
 
-def _verify(old_text: str, new_text: str, environment: str | None, value: str, path: str, line: int) -> None:
-    """The new text reads as the old data with the one value set, and differs in one line."""
+def _same_but(old_text: str, new_text: str, environment: str | None, key: str, value: object, path: str,
+              line: int) -> None:
+    """The new text reads as the old data with ``key`` (at the top level or in the environment) set to ``value``."""
     try:
         before, _, _ = parse_text(old_text, path)
         after, _, _ = parse_text(new_text, path)
@@ -177,9 +178,14 @@ def _verify(old_text: str, new_text: str, environment: str | None, value: str, p
         raise EditError(path, d.line, d.col, f"the edit would not leave a valid YAML file: {d.message}") from None
     expected = copy.deepcopy(before)
     target = expected if environment is None else expected["environments"][environment]
-    target[KEY] = value
+    target[key] = value
     if after != expected:
-        raise EditError(path, line, 1, f"cannot set `{KEY}` without changing other values; edit the spec by hand")
+        raise EditError(path, line, 1, f"cannot set `{key}` without changing other values; edit the spec by hand")
+
+
+def _verify(old_text: str, new_text: str, environment: str | None, value: str, path: str, line: int) -> None:
+    """The new text reads as the old data with the one value set, and differs in one line."""
+    _same_but(old_text, new_text, environment, KEY, value, path, line)
     old_lines, new_lines = old_text.splitlines(keepends=True), new_text.splitlines(keepends=True)
     changed = [i for i, (a, b) in enumerate(zip(old_lines, new_lines)) if a != b]
     if len(new_lines) == len(old_lines):
@@ -234,17 +240,7 @@ def record_approval(text: str, stage: str, by: str, at: str, environment: str | 
         raise EditError(path, line, col, f"cannot add `{APPROVED}` here: write `current` of this mapping in block "
                         "style (one key per line)")
     new_text = "".join(lines)
-    try:
-        before, _, _ = parse_text(text, path)
-        after, _, _ = parse_text(new_text, path)
-    except SpecError as exc:
-        d = exc.diagnostics[0]
-        raise EditError(path, d.line, d.col, f"the edit would not leave a valid YAML file: {d.message}") from None
-    expected = copy.deepcopy(before)
-    target = expected if environment is None else expected["environments"][environment]
-    target[APPROVED] = {"stage": stage, "by": one_line(by), "at": at}
-    if after != expected:
-        raise EditError(path, changed, 1, f"cannot set `{APPROVED}` without changing other values; edit by hand")
+    _same_but(text, new_text, environment, APPROVED, {"stage": stage, "by": one_line(by), "at": at}, path, changed)
     return Edit(new_text, changed, old, token)
 
 

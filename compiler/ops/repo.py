@@ -70,6 +70,16 @@ def locked(top: Path, timeout: float) -> Iterator[None]:
         os.close(fd)
 
 
+@contextmanager
+def lock_for(spec: Path, commit: bool, timeout: float) -> Iterator[None]:
+    """The lock of the spec's repository while a change to be committed is made; nothing to hold otherwise."""
+    if not commit:
+        yield
+        return
+    with locked(toplevel(spec), timeout):
+        yield
+
+
 def stage_since(spec: Path, environment: str | None, current: str, depth: int = 200) -> float | None:
     """When the rollout entered its stage ``current``: the commit time of the commit that set it, found by reading
     the spec's history (an environment's own `current`, else the top-level one). None outside a repository, when

@@ -35,7 +35,7 @@ import ssl
 import sys
 import threading
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -166,12 +166,10 @@ class Rollbacks:
     output: Path
     commit: bool
     push: bool = False
-    metrics: Metrics | None = None
+    metrics: Metrics = field(default_factory=Metrics)
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
-        if self.metrics is None:
-            self.metrics = Metrics()
 
     def handle(self, payload: object, client: str = "-") -> list[Outcome]:
         alerts = alerts_of(payload)
@@ -180,7 +178,6 @@ class Rollbacks:
             for alert in alerts:
                 outcome = self._one(alert)
                 outcomes.append(outcome)
-                assert self.metrics is not None
                 self.metrics.add("rollout_serve_alerts_total", outcome.result.replace(" ", "_"))
                 audit({"client": client, "alert": outcome.alert, "rollout": outcome.rollout, "result": outcome.result,
                        "detail": outcome.detail, "commit": outcome.commit})
@@ -201,7 +198,6 @@ class Rollbacks:
         analysis = pipeline.analyse([self.specs])
         broken = sorted({d.path for d in analysis.diagnostics if d.severity == "error"})
         for _ in broken:
-            assert self.metrics is not None
             self.metrics.add("rollout_serve_broken_specs_total")
         return find_unit(analysis.units, labels), broken
 
@@ -239,8 +235,7 @@ class Rollbacks:
         reason = one_line(f"{name} ({gate})" + (f": {summary}" if summary else ""))
         subject = one_line(f"rollback {plan.out}: {name} ({gate})")
         try:
-            top = repo.toplevel(spec) if self.commit else None
-            with repo.locked(top, LOCK_TIMEOUT) if top else _nothing():
+            with repo.lock_for(spec, self.commit, LOCK_TIMEOUT):
                 change = repo.change_spec(spec, ROLLBACK, plan.environment, self.output, f"{subject}\n\n{reason}\n",
                                           reason=reason, commit=self.commit, push=self.push)
         except (OSError, WorkflowError, repo.GitError) as exc:
@@ -262,14 +257,6 @@ class Rollbacks:
                 audit({"event": "push", "result": "failed", "detail": one_line(str(exc))})
 
 
-class _nothing:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *args: object) -> None:
-        return None
-
-
 # --------------------------------------------------------------------------- HTTP
 
 
@@ -282,8 +269,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/healthz":
             self._reply(200, {"status": "ok"})
         elif self.path == "/metrics":
-            self._send(200, self.server.rollbacks.metrics.text().encode() if self.server.rollbacks.metrics else b"",
-                       "text/plain; version=0.0.4")
+            self._send(200, self.server.rollbacks.metrics.text().encode(), "text/plain; version=0.0.4")
         else:
             self._reply(404, {"error": "not found: POST /alerts, GET /healthz, GET /metrics"})
 
@@ -333,8 +319,7 @@ class Handler(BaseHTTPRequestHandler):
         self._reply(500 if failed else 200, summary(outcomes))
 
     def _refuse(self, reason: str, status: int, body: dict[str, Any], client: str) -> None:
-        if self.server.rollbacks.metrics is not None:
-            self.server.rollbacks.metrics.add("rollout_serve_refused_total", reason)
+        self.server.rollbacks.metrics.add("rollout_serve_refused_total", reason)
         audit({"client": client, "event": "request", "result": "refused", "detail": f"{status}: {body['error']}"})
         self._reply(status, body, {"WWW-Authenticate": 'Bearer realm="rollout serve"'} if status == 401 else None)
 
@@ -342,7 +327,7 @@ class Handler(BaseHTTPRequestHandler):
         self._send(status, (json.dumps(body, sort_keys=True) + "\n").encode(), "application/json", headers)
 
     def _send(self, status: int, data: bytes, kind: str, headers: dict[str, str] | None = None) -> None:
-        if self.server.rollbacks.metrics is not None and self.command == "POST":
+        if self.command == "POST":
             self.server.rollbacks.metrics.add("rollout_serve_requests_total", str(status))
         self.send_response(status)
         self.send_header("Content-Type", kind)
