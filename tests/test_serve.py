@@ -437,3 +437,39 @@ def test_a_rollback_waits_for_the_repository_lock_another_command_holds(tmp_path
     waiting.join(60)
     assert [o.result for o in done] == ["rolled back"] and commits(repo) == before + 1
     assert git(repo, "status", "--porcelain") == ""
+
+
+KILLED_BEFORE_COMMIT = """
+import json, os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import test_serve as ts
+from compiler.ops import repo, serve
+from pathlib import Path
+real = repo.build.build
+def build_then_die(*args, **kwargs):
+    report = real(*args, **kwargs)
+    os.kill(os.getpid(), signal.SIGKILL)  # the spec edited and compiled, nothing committed
+repo.build.build = build_then_die
+top = Path(sys.argv[1])
+serve.Rollbacks(top / 'specs', top / 'generated', commit=True).handle(
+    json.loads(ts.payload(ts.alert('cart', 'CartErrorRateBreached'))))
+"""
+
+
+def test_a_rollback_killed_before_its_commit_is_undone_and_done_by_the_next_request(tmp_path, monkeypatch):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    before = commits(repo)
+    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_COMMIT, str(repo), str(Path(__file__).parent)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert git(repo, "status", "--porcelain") != "" and commits(repo) == before  # half made: edited, uncommitted
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+    (outcome,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
+    assert outcome.result == "rolled back", outcome.detail
+    assert commits(repo) == before + 1 and git(repo, "status", "--porcelain") == ""
+    assert "current: rollback" in git(repo, "show", "HEAD:specs/cart.yaml")
+    check = subprocess.run([sys.executable, "-m", "compiler", "check", "specs", "-o", "generated"], cwd=repo,
+                           capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0, check.stdout + check.stderr

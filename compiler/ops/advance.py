@@ -151,6 +151,14 @@ def advance(paths: tuple[Path, ...], output: Path, url: str | None, urls: dict[s
         if top is not None and repo.paused(top, PAUSE_FILE):
             click.echo(f"paused: {top / PAUSE_FILE} exists (a change freeze): nothing advanced")
             return
+        if top is not None and commit and not dry_run:
+            try:
+                with repo.lock_for(top, True, LOCK_TIMEOUT):
+                    said = repo.recover(top)
+            except (OSError, WorkflowError, repo.GitError) as exc:
+                raise click.ClickException(f"cannot undo an interrupted change: {one_line(str(exc))}") from None
+            if said:
+                click.echo(said)
     failed = bool(problems)
     for spec in found:
         units, diagnostics = pipeline.analyse_file(spec.path)

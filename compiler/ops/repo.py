@@ -5,11 +5,16 @@ other rollouts' files are left as they are, and a broken spec elsewhere cannot s
 the spec and the files the compile wrote or removed; with ``push``, they push and retry on a remote that
 moved by rebasing. They take the repository's lock (``.git/rollout.lock``, never committed) for the whole
 change, so they never commit over each other; and a change that fails half way is undone: the spec is
-restored and compiled again, which puts its files back as they were.
+restored and compiled again, which puts its files back as they were. A change killed half way (the spec edited,
+the compile or the commit not done) is undone the same way by the next command that takes the lock: before it
+edits anything, a change records the spec as it was and the commit it started from (``.git/rollout-change.json``,
+written atomically, never committed); the next command finds the record and, when no commit was made since,
+restores the spec and compiles it, else only drops the record.
 """
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import os
 import re
@@ -26,6 +31,7 @@ from compiler.ops.workflow import WorkflowError, apply_edit
 
 GIT_TIMEOUT = 60
 PUSH_ATTEMPTS = 5
+CHANGE_RECORD = "rollout-change.json"  # in the Git folder
 
 
 class GitError(Exception):
@@ -134,9 +140,12 @@ def change_spec(spec: Path, value: str, environment: str | None, output: Path, m
                 commit: bool, push: bool) -> Change:
     """Set the spec's ``current`` to ``value``, compile the spec alone into ``output``, and commit (and push) the
     spec with the files that changed; undone whole on any failure."""
+    if commit:
+        recover(toplevel(spec))
     if commit and push:  # the change is made on what the remote has now
         pull_rebase(toplevel(spec))
     before = spec.read_bytes()
+    record = _record_change(spec, before, output) if commit else None
     try:
         apply_edit(spec, value, environment, reason)
     except WorkflowError:
@@ -153,6 +162,9 @@ def change_spec(spec: Path, value: str, environment: str | None, output: Path, m
     except BaseException:
         _undo(spec, before, output)
         raise
+    finally:
+        if record is not None:
+            record.unlink(missing_ok=True)
     if commit and push:  # the commit stands; a push that fails is tried again by the next request (`unpushed`)
         push_head(toplevel(spec))
         done.pushed = True
@@ -165,6 +177,46 @@ def unpushed(top: Path) -> bool:
         return git(top, "rev-list", "--count", "@{upstream}..HEAD") not in ("", "0")
     except GitError:
         return False
+
+
+def _record_change(spec: Path, before: bytes, output: Path) -> Path:
+    """The record a killed change is undone from: the spec as it was, where it compiles to, the commit it began at."""
+    import orjson
+
+    top = toplevel(spec)
+    record = Path(git(top, "rev-parse", "--absolute-git-dir")) / CHANGE_RECORD
+    data = orjson.dumps({"spec": str(spec.resolve()), "output": str(output.resolve()),
+                         "head": git(top, "rev-parse", "HEAD"), "before": base64.b64encode(before).decode()})
+    pending = record.with_name(f"{CHANGE_RECORD}.new")
+    with pending.open("wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(pending, record)
+    return record
+
+
+def recover(top: Path) -> str | None:
+    """Undo a change a killed command left half made (call it under the repository's lock); what was done."""
+    import orjson
+
+    record = Path(git(top, "rev-parse", "--absolute-git-dir")) / CHANGE_RECORD
+    try:
+        data = orjson.loads(record.read_bytes())
+        spec, output, head = Path(data["spec"]), Path(data["output"]), str(data["head"])
+        before = base64.b64decode(data["before"])
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError, KeyError, TypeError):  # not a record this code wrote: nothing to undo from it
+        record.unlink(missing_ok=True)
+        return None
+    if git(top, "rev-parse", "HEAD") != head:
+        said = f"the change of {spec} that was interrupted had been committed"
+    else:
+        _undo(spec, before, output)
+        said = f"undid an interrupted change of {spec}"
+    record.unlink(missing_ok=True)
+    return said
 
 
 def _undo(spec: Path, before: bytes, output: Path) -> None:

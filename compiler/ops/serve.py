@@ -175,6 +175,7 @@ class Rollbacks:
         alerts = alerts_of(payload)
         outcomes = []
         with self.lock:
+            self._recover()
             for alert in alerts:
                 outcome = self._one(alert)
                 outcomes.append(outcome)
@@ -244,6 +245,19 @@ class Rollbacks:
         if change.commit:
             done += f"; commit {change.commit[:12]}" + ("; pushed" if change.pushed else "")
         return Outcome(name, plan.out, "rolled back", done + warning, change.commit)
+
+    def _recover(self) -> None:
+        """A change a killed server left half made is undone before any spec is read."""
+        if not self.commit:
+            return
+        try:
+            with repo.lock_for(self.specs, True, LOCK_TIMEOUT):
+                said = repo.recover(repo.toplevel(self.specs))
+        except (OSError, WorkflowError, repo.GitError) as exc:
+            audit({"event": "recover", "result": "failed", "detail": one_line(str(exc))})
+            return
+        if said:
+            audit({"event": "recover", "result": "done", "detail": one_line(said)})
 
     def _push_pending(self, spec: Path) -> None:
         """A rollback committed earlier whose push failed is pushed when its alert comes again."""

@@ -55,12 +55,14 @@ def _job(plan: Plan, suffix: str) -> str:
     return f"rollout-{plan.out.replace('/', '-')}-{suffix}"
 
 
-def snippet(plan: Plan) -> dict[str, Any]:
+def snippet(plan: Plan, found: list[tuple[str, str, list[dict[str, Any]]]] | None = None) -> dict[str, Any]:
+    """The scrape jobs of the exporters :func:`groups` finds (or found already)."""
+    found = groups(plan) if found is None else found
     interval = format_duration(plan.metrics.scrape_interval)
     return {"scrape_configs": [
         {"job_name": _job(plan, suffix), "scrape_interval": interval, "metrics_path": path,
-         "honor_labels": False, "static_configs": found}
-        for suffix, path, found in groups(plan)
+         "honor_labels": False, "static_configs": targets}
+        for suffix, path, targets in found
     ]}
 
 
@@ -88,7 +90,7 @@ def render(plan: Plan) -> dict[str, str]:
         header = serialize.header(plan.source.path) + (
             "\nA scrape_configs fragment for prometheus.yml (Prometheus 2.42 has no scrape_config_files): the "
             "exporters whose series the gates read.")
-        files[SNIPPET] = serialize.yaml_text(snippet(plan), header)
+        files[SNIPPET] = serialize.yaml_text(snippet(plan, found), header)
         files[TARGETS] = serialize.json_text([group for _, _, groups_ in found for group in groups_])
     if plan.metrics.monitor is not None:
         files[MONITOR] = kube.manifest(plan, monitor(plan))
