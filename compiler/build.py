@@ -22,6 +22,7 @@ from __future__ import annotations
 import difflib
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import dataclasses
 from dataclasses import dataclass, field
@@ -125,21 +126,47 @@ def _read(path: Path) -> bytes | None:
         return None
 
 
-def _obstacle(root: Path, relative: str) -> str | None:
-    """Why nothing may be written at ``root/relative`` through the folders above it, or None."""
-    current = root
-    parts = relative.split("/")
-    for i, part in enumerate(parts):
-        current = current / part
-        if current.is_symlink():
-            return f"'{'/'.join(parts[:i + 1])}' is a symbolic link; rollout writes only inside the output folder"
-        if i < len(parts) - 1 and current.exists() and not current.is_dir():
-            return f"'{'/'.join(parts[:i + 1])}' is a file where rollout needs a folder"
-        if not current.exists():
+class _Way:
+    """What lies on the way to files under ``root``: each folder looked at once (without following links)."""
+
+    def __init__(self, root: Path):
+        self.root = str(root)
+        self.folders: dict[str, tuple[str | None, bool]] = {"": (None, True)}  # folder -> (obstacle, exists)
+
+    def _look(self, relative: str) -> int | None:
+        try:
+            return os.lstat(os.path.join(self.root, relative)).st_mode
+        except (FileNotFoundError, NotADirectoryError):
             return None
-    if current.is_dir():
-        return "a folder is where rollout writes this file"
-    return None
+
+    def folder(self, relative: str) -> tuple[str | None, bool]:
+        found = self.folders.get(relative)
+        if found is None:
+            why, exists = self.folder(relative.rpartition("/")[0])
+            if why is None and exists:
+                mode = self._look(relative)
+                if mode is None:
+                    exists = False
+                elif stat.S_ISLNK(mode):
+                    why = f"'{relative}' is a symbolic link; rollout writes only inside the output folder"
+                elif not stat.S_ISDIR(mode):
+                    why = f"'{relative}' is a file where rollout needs a folder"
+            found = self.folders[relative] = (why, exists)
+        return found
+
+    def obstacle(self, relative: str) -> tuple[str | None, bool]:
+        """(why nothing may be written at ``relative``, or None; whether something is there to read)."""
+        why, exists = self.folder(relative.rpartition("/")[0])
+        if why is not None or not exists:
+            return why, False
+        mode = self._look(relative)
+        if mode is None:
+            return None, False
+        if stat.S_ISLNK(mode):
+            return f"'{relative}' is a symbolic link; rollout writes only inside the output folder", False
+        if stat.S_ISDIR(mode):
+            return "a folder is where rollout writes this file", False
+        return None, True
 
 
 def _ours(existing: bytes, relative: str, owned: set[str], output: Path, folder: str) -> bool:
@@ -227,14 +254,15 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
                             at=unit.doc.locate(("current",), prefer_key=False),
                             claim=claim_of(unit))
     owned = set(job.owned) | ({f"{plan.out}/{p}" for p in old.files} | {f"{plan.out}/{ledgers.NAME}"} if old else set())
+    way = _Way(job.output)
     for path in sorted(data):
         relative = f"{plan.out}/{path}"
         target = job.output / relative
-        obstacle = _obstacle(job.output, relative)
+        obstacle, present = way.obstacle(relative)
         if obstacle is not None:
             result.blocked.append((relative, obstacle))
             continue
-        existing = _read(target)
+        existing = _read(target) if present else None
         if existing == data[path]:
             continue
         if existing is not None and not _ours(existing, relative, owned, job.output, plan.out):
@@ -486,10 +514,11 @@ def _write_fleet(tx: Transaction, output: Path, entries: list[FleetEntry], surve
     owned = survey.legacy | (
         {f"{FLEET_DIR}/{p}" for p in old_fleet.files} | {f"{FLEET_DIR}/{ledgers.NAME}"} if old_fleet else set()
     )
+    way = _Way(output)
     for path, data in sorted(fleet_texts.items()):
         relative = f"{FLEET_DIR}/{path}"
-        obstacle = _obstacle(output, relative)
-        current_bytes = _read(output / relative)
+        obstacle, present = way.obstacle(relative)
+        current_bytes = _read(output / relative) if present else None
         if obstacle is not None:
             report.diagnostics.append(_error(output / relative, f"{obstacle}: nothing written", "emit"))
             continue

@@ -4,13 +4,13 @@ Targets build Python data and call these functions; no YAML or JSON is ever
 produced by templating.  Strings that a YAML 1.1 reader (Go's yaml.v2, used by
 kubectl, Prometheus and Alertmanager) or a YAML 1.2 reader would take for a
 boolean, a null or a number are quoted, so ``"yes"``, ``"on"``, ``"1:30"`` and
-``"1e3"`` stay strings.  PyYAML's libyaml emitter writes the YAML: the output
-is machine-made, and it is an order of magnitude faster than a pure-Python
-emitter on fleets of specs (ruamel.yaml reads specs, where comments and
-positions matter).  The representer is PyYAML's part in Python: :class:`_OutputDumper`
-builds the nodes directly from the few types targets use, without alias tracking, and
-remembers how each scalar resolves.  JSON is written by orjson (deterministic bytes,
-keys sorted where asked, no float drift between runs).
+``"1e3"`` stay strings.  The bytes are those of PyYAML's libyaml emitter (ruamel.yaml
+reads specs, where comments and positions matter): block mappings and sequences of
+ASCII scalars, most of what targets write, are laid out in Python exactly as libyaml
+lays them out (see "the block layout" below); everything else goes through libyaml,
+with :class:`_OutputDumper` building the nodes directly from the few types targets use.
+JSON is written by orjson (deterministic bytes, keys sorted where asked, no float
+drift between runs).
 """
 
 from __future__ import annotations
@@ -60,8 +60,7 @@ def _float_text(data: float) -> str:
 
 
 def node(data: Any) -> Node:
-    """The YAML node of plain data (dict, list, tuple, str, int, float, bool, None); nodes pass through, so a
-    part written into two files is represented once."""
+    """The YAML node of plain data (dict, list, tuple, str, int, float, bool, None), for libyaml."""
     kind = type(data)
     if kind is str:
         return _str_node(data)
@@ -77,8 +76,6 @@ def node(data: Any) -> Node:
         return ScalarNode("tag:yaml.org,2002:float", _float_text(data))
     if data is None:
         return ScalarNode("tag:yaml.org,2002:null", "null")
-    if isinstance(data, Node):
-        return data
     raise TypeError(f"cannot write {kind.__name__} as YAML")
 
 
@@ -102,9 +99,181 @@ class _OutputDumper(_Dumper):  # type: ignore[misc, valid-type]  # libyaml's dum
 
 def yaml_text(documents: Any | list[Any], header: str | None = None, multi: bool = False) -> str:
     """One document (or several, when ``multi``) as YAML, preceded by ``header`` as comments."""
-    body: str = yaml.dump_all(list(documents) if multi else [documents], None, _OutputDumper, explicit_start=multi,
-                              sort_keys=False, default_flow_style=False, allow_unicode=True, width=1 << 30, indent=2)
+    docs = list(documents) if multi else [documents]
+    try:
+        body = _block_documents(docs, multi)
+    except _Unusual:
+        body = _libyaml(docs, multi)
     return (comment(header, "#") if header else "") + body
+
+
+def _libyaml(docs: list[Any], multi: bool) -> str:
+    text: str = yaml.dump_all(docs, None, _OutputDumper, explicit_start=multi, sort_keys=False,
+                              default_flow_style=False, allow_unicode=True, width=1 << 30, indent=2)
+    return text
+
+
+# --------------------------------------------------------------------------- the block layout, in Python
+#
+# Most of what targets write is block mappings and sequences of short ASCII strings and numbers.  Calling
+# into libyaml costs two Python callbacks per scalar (the resolver) and a node object per value, more than
+# the layout itself; so the layout is written here, byte for byte as libyaml writes it, and every scalar
+# this code does not decide alone (non-ASCII, control characters, several lines) is written by libyaml on
+# its own and placed.  Anything else (keys that are not short ASCII strings, a scalar at the root)
+# goes to libyaml whole.  tests/test_serialize.py holds the two writers to the same bytes.
+
+
+class _Unusual(Exception):
+    """Data the block layout leaves to libyaml."""
+
+
+_ASCII_LINE = re.compile(r"[\x20-\x7e]*")
+_ASCII_TEXT = re.compile(r"[\x20-\x7e\n]*")
+# What keeps an ASCII line from being a plain scalar in block context (libyaml's analysis): an indicator
+# first, a space first or last, ": " or " #" inside, a ":" last, a document marker first.
+_NOT_PLAIN = re.compile(r"[-?:](?: |$)|[#,\[\]{}&*!|>'\"%@`]| |(?:---|\.\.\.)(?: |$)|.*(?:: | #|:$| $)")
+_OTHER_BREAKS = re.compile("[\r\x85\u2028\u2029]")  # line breaks to libyaml besides "\n"
+_IMPLICIT = _Dumper.yaml_implicit_resolvers  # PyYAML's resolver table (first character -> tag, pattern)
+_SCALARS: dict[str, str] = {}  # string -> its text as a block value (literal blocks indented for column 0)
+_KEYS: dict[str, str] = {}  # string -> its text as a mapping key, with the colon
+
+
+def _string(value: str) -> str:
+    text = _SCALARS.get(value)
+    if text is None:
+        if _ASCII_LINE.fullmatch(value):
+            text = _line(value)
+        elif _ASCII_TEXT.fullmatch(value) and not value.startswith(("\n", " ")) and not value.endswith("\n\n"):
+            text = _literal(value)
+        else:
+            text = _alone(value)
+        if len(value) <= 256:
+            if len(_SCALARS) > 20_000:
+                _SCALARS.clear()
+            _SCALARS[value] = text
+    return text
+
+
+def _line(value: str) -> str:
+    """A one-line ASCII string as libyaml writes it given :func:`_str_node`'s style."""
+    if _YAML12_ONLY.match(value):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    implicit = value != "" and not any(pattern.match(value) for _, pattern in _IMPLICIT.get(value[0], ()))
+    if implicit and not _NOT_PLAIN.match(value):
+        return value
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _literal(value: str) -> str:
+    """ASCII lines as a literal block (indented for column 0), or as libyaml quotes them when a line ends in a
+    space (which a literal block would keep but a reader could not see)."""
+    final = value.endswith("\n")
+    lines = (value[:-1] if final else value).split("\n")
+    if any(line.endswith(" ") for line in lines):
+        return _alone(value)
+    return ("|\n" if final else "|-\n") + "".join("  " + line + "\n" if line else "\n" for line in lines)
+
+
+def _alone(value: str) -> str:
+    """libyaml's text of one scalar on its own: one line, or a literal block (indented for column 0)."""
+    text = _libyaml([value], False)
+    head, _, rest = text.partition("\n")
+    if (rest and (not head.startswith("|") or "+" in head)) or _OTHER_BREAKS.search(text):
+        raise _Unusual  # quoted across lines, a kept final newline (which ends the document), other line breaks
+    return text
+
+
+def _key(key: Any) -> str:
+    """A mapping key and its colon."""
+    text = _KEYS.get(key)
+    if text is None:
+        if type(key) is not str or len(key) > 128 or not _ASCII_LINE.fullmatch(key):
+            raise _Unusual  # a long key becomes a complex key ("? "), others need libyaml's judgement
+        text = _string(key) + ":"
+        if len(_KEYS) > 20_000:
+            _KEYS.clear()
+        _KEYS[key] = text
+    return text
+
+
+def _scalar(value: Any, indent: int) -> str:
+    """A scalar's text after "key: " or "- ", with its newline; literal lines indented under ``indent``."""
+    kind = type(value)
+    if kind is str:
+        text = _SCALARS.get(value) or _string(value)
+        if "\n" not in text:
+            return text + "\n"
+        if not indent:
+            return text
+        pad = " " * indent
+        head, *lines = text[:-1].split("\n")
+        return head + "\n" + "".join((pad + line if line else line) + "\n" for line in lines)
+    if kind is bool:
+        return "true\n" if value else "false\n"
+    if kind is int:
+        return f"{value}\n"
+    if kind is float:
+        return _float_text(value) + "\n"
+    if value is None:
+        return "null\n"
+    raise _Unusual
+
+
+def _block_mapping(data: dict[Any, Any], indent: int, out: list[str], inline: bool) -> None:
+    pad = " " * indent
+    for key, value in data.items():
+        out.append(_key(key) if inline else pad + _key(key))
+        inline = False
+        kind = type(value)
+        if kind is dict:
+            if value:
+                out.append("\n")
+                _block_mapping(value, indent + 2, out, False)
+            else:
+                out.append(" {}\n")
+        elif kind is list or kind is tuple:
+            if value:
+                out.append("\n")
+                _block_sequence(value, indent, out, False)  # libyaml does not indent a sequence in a mapping
+            else:
+                out.append(" []\n")
+        else:
+            out.append(" " + _scalar(value, indent))
+
+
+def _block_sequence(items: list[Any] | tuple[Any, ...], indent: int, out: list[str], inline: bool) -> None:
+    dash = " " * indent + "- "
+    for item in items:
+        out.append("- " if inline else dash)
+        inline = False
+        kind = type(item)
+        if kind is dict:
+            if item:
+                _block_mapping(item, indent + 2, out, True)
+            else:
+                out.append("{}\n")
+        elif kind is list or kind is tuple:
+            if item:
+                _block_sequence(item, indent + 2, out, True)
+            else:
+                out.append("[]\n")
+        else:
+            out.append(_scalar(item, indent))
+
+
+def _block_documents(docs: list[Any], multi: bool) -> str:
+    out: list[str] = []
+    for doc in docs:
+        kind = type(doc)
+        if kind is dict and doc:
+            out.append("---\n" if multi else "")
+            _block_mapping(doc, 0, out, False)
+        elif (kind is list or kind is tuple) and doc:
+            out.append("---\n" if multi else "")
+            _block_sequence(doc, 0, out, False)
+        else:
+            raise _Unusual  # a scalar or an empty collection at the root
+    return "".join(out)
 
 
 def read_yaml(text: str) -> list[Any]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import unicodedata
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -71,14 +71,12 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnosti
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            for p in path.rglob("*"):
-                if p.is_file() and p.suffix in SPEC_SUFFIXES and not _hidden(p, path):
-                    refused = _refused(p)
-                    if refused is not None:
-                        problems.append(refused)
-                        continue
-                    real = p.resolve()
-                    found.setdefault(real, SpecPath(p, False, real))
+            for p, real in _under(path):
+                refused = _refused(p)
+                if refused is not None:
+                    problems.append(refused)
+                    continue
+                found.setdefault(real, SpecPath(p, False, real))
         elif path.is_file():
             refused = _refused(path)
             if refused is not None:
@@ -92,8 +90,26 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnosti
     return sorted(found.values(), key=lambda s: s.shown), problems
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def _under(root: Path) -> Iterator[tuple[Path, Path]]:
+    """(path, resolved path) of every spec file in ``root`` and its folders, by name; hidden files and folders,
+    and folders reached through a symbolic link, are left out. Only a linked file is resolved on its own."""
+    todo = [(root, root.resolve())]
+    while todo:
+        folder, real = todo.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            continue
+        below = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir(follow_symlinks=False):
+                below.append((folder / entry.name, real / entry.name))
+            elif entry.name.endswith(SPEC_SUFFIXES) and entry.is_file():
+                path = folder / entry.name
+                yield path, path.resolve() if entry.is_symlink() else real / entry.name
+        todo.extend(reversed(below))
 
 
 def source_path(path: Path, root: Path | None, real: Path | None = None) -> str:

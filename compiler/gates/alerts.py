@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import cached_property
 
 from compiler.gates import conventions as c
 from compiler.gates.algebra import (
@@ -54,7 +55,7 @@ class Record:
     expr: Expr
     labels: tuple[tuple[str, str], ...]
 
-    @property
+    @cached_property
     def text(self) -> str:
         return render(self.expr)
 
@@ -72,7 +73,7 @@ class AlertRule:
     window: int | None = None  # starved: the window the count is taken over
     burn: c.BurnRate | None = None
 
-    @property
+    @cached_property
     def text(self) -> str:
         return render(self.expr)
 
@@ -198,6 +199,13 @@ def guard_expr(plan: Plan) -> Expr:
 
 def records(plan: Plan) -> list[Record]:
     """Every recording rule of the stage in effect, in evaluation order (later rules read earlier ones)."""
+    found = plan.memo.get("records")
+    if found is None:
+        found = plan.memo["records"] = _records(plan)
+    return list(found)
+
+
+def _records(plan: Plan) -> list[Record]:
     out: list[Record] = []
     for role in c.ROLES:
         labels = tuple(c.variant_labels(plan, role).items())
@@ -253,6 +261,13 @@ def _alert_labels(plan: Plan, gate: str, severity: str, action: str, **extra: st
 
 def alert_rules(plan: Plan) -> list[AlertRule]:
     """Every alerting rule of the stage in effect."""
+    found = plan.memo.get("alert_rules")
+    if found is None:
+        found = plan.memo["alert_rules"] = _alert_rules(plan)
+    return list(found)
+
+
+def _alert_rules(plan: Plan) -> list[AlertRule]:
     prefix = plan.names.alert_prefix
     stage = plan.current
     if plan.is_rollback:

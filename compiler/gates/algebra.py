@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import Union
 
 from compiler.spec.units import format_duration
@@ -213,6 +214,7 @@ def paren(expr: Expr) -> Paren:
 # --------------------------------------------------------------------------- printing
 
 
+@lru_cache(maxsize=8192)
 def string(value: str) -> str:
     """A PromQL double-quoted string literal (Go escaping)."""
     escaped = (value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\r", "\\r")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 
 from compiler.gates.algebra import Matcher, Selector, matchers_text, window
 from compiler.gates.presets import VariantMetrics
@@ -89,6 +90,7 @@ def ratio_upper_record(seconds: int) -> str:
     return f"{LEVEL}:errors_per_request:wilson_upper{window(seconds)}"
 
 
+@lru_cache(maxsize=256)
 def quantile_name(q: Fraction) -> str:
     """0.99 -> ``p99``; 0.999 -> ``p99_9``."""
     text = format(float(q * 100), "g").replace(".", "_")

@@ -26,7 +26,7 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from fractions import Fraction
 from typing import Any, Union
 
@@ -111,19 +111,17 @@ def _flow(phases: Sequence[Phase], rng: random.Random | None) -> Flow:
 def _spread(per_step: Fraction, steps: int) -> list[int]:
     """``steps`` whole counts adding up to ``per_step`` each on average (floor of the running total)."""
     num, den = per_step.numerator, per_step.denominator
-    return [(num * (i + 1)) // den - (num * i) // den for i in range(steps)]
+    return _differences([k // den for k in range(0, num * (steps + 1), num)] if num else [0] * (steps + 1))
 
 
 def _thin(counts: list[int], share: Fraction) -> list[int]:
     """Whole counts of ``share`` of each count, the running total kept exact."""
     num, den = share.numerator, share.denominator
-    out, total, taken = [], 0, 0
-    for count in counts:
-        total += count
-        now = (total * num) // den
-        out.append(now - taken)
-        taken = now
-    return out
+    return _differences([0] + [total * num // den for total in itertools.accumulate(counts)])
+
+
+def _differences(running: list[int]) -> list[int]:
+    return list(map(operator.sub, itertools.islice(running, 1, None), running))
 
 
 def _exact(value: float) -> Fraction:
@@ -176,8 +174,15 @@ def binomial(rng: random.Random, n: int, p: float) -> int:
         count += 1
 
 
-def cumulative(increments: Sequence[int]) -> list[float]:
-    return [float(x) for x in itertools.accumulate(increments)]
+def cumulative(increments: Sequence[int]) -> tuple[float, ...]:
+    return tuple(map(float, itertools.accumulate(increments)))
+
+
+@lru_cache(maxsize=64)
+def _totals(f: Flow) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
+    """A flow's counters (requests, errors, good requests, fast requests): groups of a test share flows."""
+    return (cumulative(f.requests), cumulative(f.errors), cumulative(list(map(operator.sub, f.requests, f.errors))),
+            cumulative(list(map(operator.sub, f.requests, f.slow))))
 
 
 # --------------------------------------------------------------------------- input series
@@ -208,15 +213,25 @@ class InputSeries:
         return self.name + "{" + ",".join(f"{k}={string(v)}" for k, v in self.labels) + "}"
 
     def promtool(self) -> dict[str, str]:
-        if all(v is not None for v in self.values):
-            values = expanding([v for v in self.values if v is not None])
-        else:
-            values = " ".join("_" if v is None or math.isnan(v) else _num(v) for v in self.values)
-        return {"series": self.text, "values": values}
+        return {"series": self.text, "values": _values_text(self.values)}
+
+
+@lru_cache(maxsize=128)
+def _values_text(values: tuple[float | None, ...]) -> str:
+    """promtool's notation of samples (``_``: none): series of a test file repeat between its groups."""
+    if None not in values:
+        return expanding(values)  # type: ignore[arg-type]  # no None left
+    return " ".join("_" if v is None or math.isnan(v) else _num(v) for v in values)
 
 
 def _labels(pairs: Sequence[tuple[str, str]]) -> Labels:
     return tuple(sorted((k, v) for k, v in dict(pairs).items() if v != ""))
+
+
+@lru_cache(maxsize=4096)
+def _rule_labels(pairs: tuple[tuple[str, str], ...]) -> Labels:
+    """:func:`_labels` of a rule's labels (asked for again at every test group)."""
+    return _labels(pairs)
 
 
 def _equalities(matchers: Sequence[Matcher]) -> list[tuple[str, str]]:
@@ -230,21 +245,19 @@ def bucket_bounds(buckets: tuple[float, float], unit: float) -> list[tuple[str, 
 
 
 def _counter_series(counters: Counters, f: Flow) -> list[InputSeries]:
-    errors = tuple(cumulative(f.errors))
+    requests, errors, ok, _ = _totals(f)
     base = _equalities(counters.labels)
     if counters.error_label is not None:
         label: ErrorLabel = counters.error_label
-        ok = tuple(cumulative([n - e for n, e in zip(f.requests, f.errors)]))
         return [InputSeries(counters.metric, _labels(base + [(label.label, label.ok)]), ok),
                 InputSeries(counters.metric, _labels(base + [(label.label, label.failed)]), errors)]
     assert counters.error_metric is not None
-    return [InputSeries(counters.metric, _labels(base), tuple(cumulative(f.requests))),
+    return [InputSeries(counters.metric, _labels(base), requests),
             InputSeries(counters.error_metric, _labels(_equalities(counters.error_labels)), errors)]
 
 
 def _bucket_series(histogram: Histogram, f: Flow, buckets: tuple[float, float]) -> list[InputSeries]:
-    fast = tuple(cumulative([n - s for n, s in zip(f.requests, f.slow)]))
-    every = tuple(cumulative(f.requests))
+    every, _, _, fast = _totals(f)
     base = _equalities(histogram.labels)
     return [InputSeries(histogram.metric, _labels(base + [("le", le)]), values)
             for (le, _), values in zip(bucket_bounds(buckets, histogram.unit), (fast, every, every))]
@@ -305,7 +318,7 @@ class Needs:
     raw: tuple[Selector, ...]
     records: frozenset[tuple[str, Labels]]
 
-    @property
+    @cached_property
     def key(self) -> tuple[frozenset[str], frozenset[tuple[str, Labels]]]:
         return frozenset(str(s) for s in self.raw), self.records
 
@@ -318,7 +331,7 @@ def needs(rules: Sequence[alerts.AlertRule], records: Sequence[alerts.Record]) -
     """Every series ``rules`` read, directly or through the recording rules they select."""
     by_name: dict[str, list[tuple[alerts.Record, Labels]]] = {}
     for record in records:
-        by_name.setdefault(record.name, []).append((record, _labels(list(record.labels))))
+        by_name.setdefault(record.name, []).append((record, _rule_labels(record.labels)))
     raw: dict[str, Selector] = {}
     read: set[tuple[str, Labels]] = set()
     todo: list[Expr] = [rule.expr for rule in rules]
@@ -354,14 +367,14 @@ def fed_records(plan: Plan, inputs: Inputs, only: Needs | None = None,
             or inputs.flows.get(labels["variant"]) is None
         ):
             continue
-        if only is not None and (record.name, _labels(list(record.labels))) not in only.records:
+        if only is not None and (record.name, _rule_labels(record.labels)) not in only.records:
             continue
         vector = world.record(record.name, record.labels)
         values = next(iter(vector.values())) if vector else [None] * len(scrapes)
         sampled = tuple(
             None if v is None or math.isnan(v) else v for v in values
         )  # NaN: no sample, as promtool reads "_"
-        out.append(InputSeries(record.name, _labels(list(record.labels)), sampled))
+        out.append(InputSeries(record.name, _rule_labels(record.labels), sampled))
     return out
 
 
@@ -370,14 +383,17 @@ def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
     """The series a test group feeds: the source's exporter series (or the recorded series of the user's
     queries) and the custom gates' values; with ``only``, those that some rules read."""
     key = (id(plan), only.key if only is not None else None)
-    if key not in inputs._series:
-        if uses_templates(plan):
-            base = fed_records(plan, inputs, only, records)
+    found = inputs._series.get(key)
+    if found is None:
+        if uses_templates(plan):  # the user's queries: only the records needed are computed
+            found = fed_records(plan, inputs, only, records) + [
+                s for s in custom_series(plan, inputs) if only is None or only.selects(s)]
+        elif only is None:
+            found = exporter_series(plan, inputs) + custom_series(plan, inputs)
         else:
-            base = [s for s in exporter_series(plan, inputs) if only is None or only.selects(s)]
-        custom = [s for s in custom_series(plan, inputs) if only is None or only.selects(s)]
-        inputs._series[key] = base + custom
-    return inputs._series[key]
+            found = [s for s in series_of(plan, inputs, None, records) if only.selects(s)]
+        inputs._series[key] = found
+    return found
 
 
 def input_series(plan: Plan, inputs: Inputs, only: Needs | None = None,
@@ -389,8 +405,8 @@ def input_series(plan: Plan, inputs: Inputs, only: Needs | None = None,
 def expanding(values: Sequence[float]) -> str:
     """promtool's expanding notation: runs of a constant step as ``a+bxn``."""
     n = len(values)
-    if all(type(v) is float and v.is_integer() and -_EXACT < v < _EXACT for v in values):
-        return _expanding_whole([int(v) for v in values])
+    if n and all(map(_whole, values)) and -_EXACT < min(values) and max(values) < _EXACT:
+        return _expanding_whole(list(map(int, values)))
     parts, i = [], 0
     while i < n:
         j = i
@@ -411,6 +427,10 @@ def expanding(values: Sequence[float]) -> str:
 
 
 _EXACT = float(2**53)
+
+
+def _whole(value: float) -> bool:
+    return type(value) is float and value.is_integer()
 
 
 def _expanding_whole(values: list[int]) -> str:
@@ -581,7 +601,7 @@ class World:
             self.raw_by_name.setdefault(series.name, []).append(series)
         self.rules_by_name: dict[str, list[tuple[int, Labels]]] = {}
         for index, rule in enumerate(self.rules):
-            self.rules_by_name.setdefault(rule.name, []).append((index, _labels(list(rule.labels))))
+            self.rules_by_name.setdefault(rule.name, []).append((index, _rule_labels(rule.labels)))
         self._selected: dict[tuple[str, tuple[Matcher, ...]], Vector] = {}
         self._records: dict[int, Vector] = {}
         self._memo: dict[int, object] = {}
@@ -751,11 +771,13 @@ class World:
             groups.setdefault(key, []).append(v[labels])
         out: Vector = {}
         for key, members in groups.items():
+            if len(members) == 1:
+                out[key] = list(members[0])
+                continue
             values: Values = []
-            for i in range(len(self.times)):
+            for column in zip(*members):
                 total: float | None = None
-                for vals in members:
-                    x = vals[i]
+                for x in column:
                     if x is not None:
                         total = x if total is None else total + x
                 values.append(total)
@@ -814,14 +836,16 @@ class World:
         n = len(self.times)
         present: dict[Labels, list[bool]] = {}
         for k, vals in rhs.items():
-            flags = present.setdefault(_key(k, on, names), [False] * n)
-            for i, x in enumerate(vals):
-                flags[i] = flags[i] or x is not None
+            key = _key(k, on, names)
+            mine = [x is not None for x in vals]
+            flags = present.get(key)
+            present[key] = mine if flags is None else list(map(operator.or_, flags, mine))
+        none = [False] * n
         if node.op == "and":
-            return {k: [x if present.get(_key(k, on, names), [False] * n)[i] else None for i, x in enumerate(vals)]
+            return {k: [x if p else None for x, p in zip(vals, present.get(_key(k, on, names), none))]
                     for k, vals in lhs.items()}
         if node.op == "unless":
-            return {k: [None if present.get(_key(k, on, names), [False] * n)[i] else x for i, x in enumerate(vals)]
+            return {k: [None if p else x for x, p in zip(vals, present.get(_key(k, on, names), none))]
                     for k, vals in lhs.items()}
         taken: dict[Labels, list[bool]] = {}
         for k, vals in lhs.items():
@@ -868,17 +892,18 @@ class Timeline:
 
 
 def simulate(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs, every: int = c.EVALUATION_INTERVAL,
-             records: Sequence[alerts.Record] | None = None) -> list[Timeline]:
+             records: Sequence[alerts.Record] | None = None, read: Needs | None = None) -> list[Timeline]:
     """When each rule fires, evaluated every ``every`` seconds from 0 (pending for its ``for``), fed what the
     rules read.
 
     A rule that yields no series at any evaluation gets one timeline of its own that never fires.
+    ``read`` is :func:`needs` of the rules, when the caller has it.
     """
     if every % STEP:
         raise ValueError(f"evaluations every {every}s do not line up with scrapes every {STEP}s")
     evaluations = ((inputs.steps - 1) * STEP) // every + 1
     records = list(records) if records is not None else alerts.records(plan)
-    fed = series_of(plan, inputs, needs(rules, records), records)
+    fed = series_of(plan, inputs, read if read is not None else needs(rules, records), records)
     world = World(plan, fed, [k * every for k in range(evaluations)], records)
     out = []
     for rule in rules:

@@ -405,9 +405,24 @@ class Plan:
         return self.stable if role == "stable" else self.canary
 
     def at(self, stage_name: str) -> Plan:
-        """This plan with another stage in effect."""
-        stage = self.stage(stage_name)
-        return replace(self, current=stage, flag_states=flag_states(self.flags, stage.name))
+        """This plan with another stage in effect (the same object each time it is asked for)."""
+        key = f"at:{stage_name}"
+        found = self.memo.get(key)
+        if found is None:
+            stage = self.stage(stage_name)
+            found = self.memo[key] = replace(self, current=stage, flag_states=flag_states(self.flags, stage.name))
+        return found
+
+    @cached_property
+    def memo(self) -> dict[str, Any]:
+        """What is derived from this plan alone (its rules, itself at other stages), kept once made; not a field,
+        so neither compared, nor copied by ``replace``, nor pickled."""
+        return {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state.pop("memo", None)
+        return state
 
     def flag_state(self, name: str) -> FlagState:
         return next(s for s in self.flag_states if s.name == name)

@@ -24,8 +24,10 @@ import shlex
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -216,7 +218,8 @@ def _worst(values: list[float], gate: GatePlan) -> float | None:
 
 
 def threshold_text(gate: GatePlan) -> str:
-    value = {"error_rate": format_percent, "latency": format_latency}.get(gate.kind, format_decimal)(gate.threshold)
+    spellings: dict[str, Callable[[Fraction], str]] = {"error_rate": format_percent, "latency": format_latency}
+    value = spellings.get(gate.kind, format_decimal)(gate.threshold)
     return f"{gate.bound} {value}{'x stable' if gate.kind == 'ratio' else ''}"
 
 

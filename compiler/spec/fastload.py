@@ -13,6 +13,7 @@ reads the document and reports it exactly as it always does.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from typing import Any
 
@@ -64,9 +65,12 @@ def _plain(value: str) -> Any:
     raise Decline(f"a plain scalar of type {tag}")
 
 
+#: What a spec may not hold: control characters but tab and line breaks, C1 controls, lone surrogates.
+NON_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
 def _is_text(value: str) -> bool:
-    return not any((ord(c) < 0x20 and c not in "\t\n\r") or 0x7F <= ord(c) < 0xA0 or 0xD800 <= ord(c) <= 0xDFFF
-                   for c in value)
+    return NON_TEXT.search(value) is None
 
 
 class TooDeep(Exception):

@@ -123,7 +123,8 @@ def _is_control(char: str) -> bool:
 
 def _first_non_text(text: str) -> int | None:
     """The index of the first character a spec may not hold (a control character or a lone surrogate)."""
-    return next((i for i, char in enumerate(text) if _is_control(char) or 0xD800 <= ord(char) <= 0xDFFF), None)
+    found = fastload.NON_TEXT.search(text)
+    return found.start() if found else None
 
 
 def _text_problem(text: str) -> str | None:

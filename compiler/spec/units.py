@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
+from functools import lru_cache
 
 _DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
 _DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w))+$")
@@ -104,6 +105,7 @@ def parse_number(value: object) -> Fraction:
     return -magnitude if negative else magnitude
 
 
+@lru_cache(maxsize=4096)
 def format_duration(seconds: int) -> str:
     """Seconds -> the shortest exact spelling (``90`` -> ``1m30s``); Prometheus accepts it too."""
     if seconds <= 0:
@@ -116,6 +118,7 @@ def format_duration(seconds: int) -> str:
     return "".join(parts)
 
 
+@lru_cache(maxsize=4096)
 def format_percent(share: Fraction) -> str:
     """An exact share -> ``1%``, ``0.1%``, ``33.333333%`` (rounded past 6 decimals)."""
     percent = share * 100

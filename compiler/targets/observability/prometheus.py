@@ -44,7 +44,7 @@ API_VERSION = "monitoring.coreos.com/v1"
 
 
 def render(plan: Plan) -> dict[str, str]:
-    group = serialize.node(rule_group(plan))  # represented once, written into both files
+    group = rule_group(plan)
     header = kube.header(plan)
     return {
         RULES: serialize.yaml_text({"groups": [group]}, header),
@@ -76,7 +76,7 @@ def test_file(plan: Plan) -> dict[str, Any]:
     return promtool.test_file(plan, RULES.rsplit("/", 1)[1], expected)
 
 
-def prometheus_rule(plan: Plan, group: Any) -> dict[str, Any]:
+def prometheus_rule(plan: Plan, group: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": API_VERSION,
         "kind": "PrometheusRule",

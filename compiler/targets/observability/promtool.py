@@ -145,7 +145,8 @@ class Scenario:
         quiet = _up(max([r.for_ for r in starved] + [self.warmup]) + 120)
         resume = 0 if self.plan.is_rollback else _up(max([r.window or 0 for r in starved] + [0]) + 120)
         inputs = self._inputs([Phase(quiet, 0), Phase(resume, self.canary_rps, self.healthy_errors)])
-        timelines = simulator.simulate(self.plan, starved, inputs, TEST_EVERY, self.records)
+        read = simulator.needs(starved, self.records)
+        timelines = simulator.simulate(self.plan, starved, inputs, TEST_EVERY, self.records, read)
         hold = ", the hold alert fires and clears" if starved else ""
         then = f", then {self.canary_rps} requests/s" if resume else ""
         groups = [
@@ -157,7 +158,7 @@ class Scenario:
             )
         ]
         absent = self._inputs(None, seconds=quiet)
-        timelines = simulator.simulate(self.plan, starved, absent, TEST_EVERY, self.records)
+        timelines = simulator.simulate(self.plan, starved, absent, TEST_EVERY, self.records, read)
         hold = ", the hold alert fires" if starved else ""
         groups.append(self._group(f"no canary series for {_t(quiet)}: no rollback{hold}", absent,
                                   self._checkpoints(timelines, clears=False),
@@ -167,6 +168,7 @@ class Scenario:
     def breach(self, rules: list[alerts.AlertRule], rule: alerts.AlertRule) -> dict[str, Any]:
         """The rule's breach: long enough for every rule of its name to fire, then a recovery until they clear."""
         own = [r for r in rules if r.name == rule.name]
+        read = simulator.needs(own, self.records)
         plan_for = self._breach_plan(rule)
         if rule.kind == "burn":
             # The long windows hold only the test's short history, so the short windows decide; the pages'
@@ -175,18 +177,31 @@ class Scenario:
         else:
             longest = max(r.for_ for r in own) + max((r.gate.window if r.gate else r.window or 0) for r in own)
         bad, after = _up(longest + 1200), _up(longest + 600)
-        # It fires within the breach: the first run needs no recovery.
-        timelines = simulator.simulate(self.plan, own, plan_for(bad, 0), TEST_EVERY, self.records)
+
+        def run(inputs: Inputs) -> list[simulator.Timeline]:
+            return simulator.simulate(self.plan, own, inputs, TEST_EVERY, self.records, read)
+
+        # It fires within the breach: the first run needs no recovery. The rules are causal and the traffic
+        # exact, so a shorter run is the start of a longer one: when every rule fires (or clears) within it,
+        # the longer run would find the same times.
+        timelines = run(plan_for(_up(longest + 180), 0))
         fired = [f for t in timelines if (f := t.first_firing()) is not None]
+        if len(fired) < len(timelines):
+            timelines = run(plan_for(bad, 0))
+            fired = [f for t in timelines if (f := t.first_firing()) is not None]
         if fired:
             bad = max(fired) * TEST_EVERY - self.warmup + 2 * TEST_EVERY
-            timelines = simulator.simulate(self.plan, own, plan_for(bad, after), TEST_EVERY, self.records)
             end = self.warmup + bad
-            clears = [c for t in timelines if (c := t.first_clear(end // TEST_EVERY)) is not None]
-            if len(clears) == len(timelines):
-                after = max(clears) * TEST_EVERY - end + 2 * TEST_EVERY
+            for recovery in (_up(longest + 300), after):
+                timelines = run(plan_for(bad, recovery))
+                clears = [c for t in timelines if (c := t.first_clear(end // TEST_EVERY)) is not None]
+                if len(clears) == len(timelines) and max(clears) * TEST_EVERY - end + 2 * TEST_EVERY <= recovery:
+                    after = max(clears) * TEST_EVERY - end + 2 * TEST_EVERY
+                    break
+                if recovery == after and len(clears) == len(timelines):
+                    after = max(clears) * TEST_EVERY - end + 2 * TEST_EVERY
         inputs = plan_for(bad, after)
-        timelines = _cut(timelines, inputs) or simulator.simulate(self.plan, own, inputs, TEST_EVERY, self.records)
+        timelines = _cut(timelines, inputs) or run(inputs)
         what = self._describe(rule, bad)
         first = [f for t in timelines if (f := t.first_firing()) is not None]
         if first:
@@ -199,7 +214,7 @@ class Scenario:
             name = f"{rule.name}: {what} from {_t(self.warmup)}; fires at {_t(start * TEST_EVERY)}{clear}"
         else:
             name = f"{rule.name}: {what} from {_t(self.warmup)}; cannot fire (nothing to compare with)"
-        return self._group(name, inputs, self._checkpoints(timelines), [], simulator.needs(own, self.records))
+        return self._group(name, inputs, self._checkpoints(timelines), [], read)
 
     def _breach_plan(self, rule: alerts.AlertRule) -> Callable[[int, int], Inputs]:
         """A function (breach seconds, recovery seconds) -> inputs breaching this rule after the warm-up."""
