@@ -168,10 +168,18 @@ def _literal(value: str) -> str:
     """ASCII lines as a literal block (indented for column 0), or as libyaml quotes them when a line ends in a
     space (which a literal block would keep but a reader could not see)."""
     final = value.endswith("\n")
-    lines = (value[:-1] if final else value).split("\n")
-    if any(line.endswith(" ") for line in lines):
+    body = value if final else value + "\n"
+    if " \n" in body:
         return _alone(value)
-    return ("|\n" if final else "|-\n") + "".join("  " + line + "\n" if line else "\n" for line in lines)
+    return ("|\n" if final else "|-\n") + _indented(body, "  ")
+
+
+_LINE_START = re.compile(r"(?m)^(?=.)")  # the start of a line that is not empty
+
+
+def _indented(lines: str, pad: str) -> str:
+    """Lines (each ending in a newline) with ``pad`` before each that is not empty."""
+    return _LINE_START.sub(pad, lines)
 
 
 def _alone(value: str) -> str:
@@ -205,9 +213,8 @@ def _scalar(value: Any, indent: int) -> str:
             return text + "\n"
         if not indent:
             return text
-        pad = " " * indent
-        head, *lines = text[:-1].split("\n")
-        return head + "\n" + "".join((pad + line if line else line) + "\n" for line in lines)
+        head, _, lines = text.partition("\n")
+        return head + "\n" + _indented(lines, " " * indent)
     if kind is bool:
         return "true\n" if value else "false\n"
     if kind is int:

@@ -50,6 +50,7 @@ def _environment(filters: tuple[tuple[str, Callable[..., Any]], ...]) -> jinja2.
 
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dirs()),
+        bytecode_cache=_bytecode_cache(),
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,
@@ -59,6 +60,37 @@ def _environment(filters: tuple[tuple[str, Callable[..., Any]], ...]) -> jinja2.
     env.filters.update({"md": markdown, "code": markdown_code})
     env.filters.update(dict(filters))
     return env
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    """Compiled templates in the cache folder (see :mod:`compiler.output.cache`), so that a command that renders
+    one spec does not compile every template again; like the hash cache, an optimisation only."""
+    import jinja2
+
+    from compiler.output.cache import folder
+
+    where = folder()
+    if where is None:
+        return None
+
+    class Compiled(jinja2.FileSystemBytecodeCache):
+        def load_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+            try:
+                super().load_bytecode(bucket)
+            except Exception:  # a damaged file: compile the template again
+                bucket.reset()
+
+        def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+            try:
+                super().dump_bytecode(bucket)
+            except OSError:  # a full or read-only cache folder
+                pass
+
+    try:
+        (where / "templates").mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return Compiled(str(where / "templates"))
 
 
 def render(name: str, filters: dict[str, Callable[..., Any]] | None = None, **context: Any) -> str:

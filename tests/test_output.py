@@ -249,6 +249,42 @@ def test_the_cache_is_an_optimisation_only(tmp_path, monkeypatch):
     assert compiled(specs, out).rendered == 1 and build.verify([specs], out).diffs == []
 
 
+def test_compiled_templates_are_an_optimisation_only(tmp_path, monkeypatch):
+    """Templates compiled by an earlier command are reused from the cache folder; damaged or impossible to
+    keep, they are compiled again, and the output is the same."""
+    from compiler import templating
+
+    specs = fleet(tmp_path, ["a"])
+    cache_dir = tmp_path / "cache"
+    monkeypatch.setenv("ROLLOUT_CACHE_DIR", str(cache_dir))
+    seen = []
+    try:
+        for state in ("empty", "filled", "damaged", "truncated", "blocked", "off"):
+            kept = sorted((cache_dir / "templates").glob("*.cache")) if cache_dir.exists() else []
+            if state == "damaged":
+                for path in kept:
+                    path.write_bytes(b"not bytecode")
+            if state == "truncated":  # the right header, the body cut off
+                assert kept
+                for path in kept:
+                    path.write_bytes(path.read_bytes()[:60])
+            if state == "blocked":
+                shutil.rmtree(cache_dir)
+                cache_dir.write_text("a file where the cache folder would be\n")
+            if state == "off":
+                monkeypatch.setenv("ROLLOUT_CACHE_DIR", "")
+            templating._environment.cache_clear()
+            out = tmp_path / f"out-{state}"
+            compiled(specs, out)
+            seen.append({p.relative_to(out): p.read_bytes() for p in out.rglob("*")
+                         if p.is_file() and ".rollout" not in p.parts and p.name != ledger.NAME})
+            if state == "empty":
+                assert sorted((cache_dir / "templates").glob("*.cache")), "the compiled templates were not kept"
+    finally:
+        templating._environment.cache_clear()
+    assert all(files == seen[0] for files in seen) and seen[0]
+
+
 def test_manifest_paths_cannot_escape_the_folder(tmp_path):
     outside = tmp_path / "outside.txt"
     outside.write_text("keep\n")

@@ -5,7 +5,9 @@ modification and change times and inode: a file whose ``stat`` still says the
 same is not read again.  The cache is an optimisation only: it lives in the XDG
 cache folder (``$XDG_CACHE_HOME/rollout``, else ``~/.cache/rollout``; set
 ``ROLLOUT_CACHE_DIR`` to move it, or to an empty string to switch it off),
-and a missing, locked or corrupted cache changes nothing but time.
+and a missing, locked or corrupted cache changes nothing but time.  The same folder keeps
+the compiled templates (:mod:`compiler.templating`, jinja2's bytecode cache), so it must be
+writable only by its user.
 """
 
 from __future__ import annotations
