@@ -68,6 +68,8 @@ class RolloutOutcome:
     before: str | None = None  # the stage in effect when the folder was compiled last, in words
     at: tuple[int, int] = (1, 1)  # line and column of `current` in the spec (where annotations point)
     claim: Claim | None = None
+    # The manifest was kept though the spec changed: (folder, its inputs digest, the new one, its files' fingerprint)
+    same_as: tuple[str, str, str, str] | None = None
 
     def changed_paths(self) -> list[str]:
         """The files that differ, as paths in the output folder."""
@@ -248,11 +250,14 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
     record = Ledger(plan.out, hashes, source, plan.source.sha256, job.digest, siblings, entry,
                     compiler=compiler_digest())
     data = {path: text.encode() for path, text in files.items()}
-    data[ledgers.NAME] = _kept_ledger(job, old, record) or record.text().encode()
+    kept = _kept_ledger(job, old, record)
+    data[ledgers.NAME] = kept or record.text().encode()
     result = RolloutOutcome(plan.out, tuple(sorted(data)), data if job.staging is None else None, entry=entry,
                             stage=plan.label(plan.current), before=_before(plan, old),
                             at=unit.doc.locate(("current",), prefer_key=False),
                             claim=claim_of(unit))
+    if kept is not None and old is not None and old.inputs:
+        result.same_as = (f"{job.output.resolve()}/{plan.out}", old.inputs, job.digest, fingerprint(old))
     owned = set(job.owned) | ({f"{plan.out}/{p}" for p in old.files} | {f"{plan.out}/{ledgers.NAME}"} if old else set())
     way = _Way(job.output)
     for path in sorted(data):
@@ -304,17 +309,27 @@ def _before(plan: Plan, old: Ledger | None) -> str | None:
 
 
 def current(root: Path, mine: Sequence[Ledger], digest: str, cache: Cache, siblings: bool = True) -> bool:
-    """The rollouts of a spec are what its bytes compile to: same inputs, every file as recorded."""
+    """The rollouts of a spec are what its bytes compile to: same inputs (or inputs known to render the same),
+    every file as recorded."""
     if not mine:
         return False
     outs = {ledger.out for ledger in mine}
     base = str(root.resolve())
     for ledger in mine:
-        if (ledger.inputs or "") != digest or (siblings and set(ledger.siblings) != outs):
+        if siblings and set(ledger.siblings) != outs:
+            return False
+        if (ledger.inputs or "") != digest and not (
+            ledger.inputs and cache.same_output(f"{base}/{ledger.out}", ledger.inputs, digest, fingerprint(ledger))
+        ):
             return False
         if not cache.matches(f"{base}/{ledger.out}/", ledger.files, skip=ledgers.NAME):
             return False
     return True
+
+
+def fingerprint(ledger: Ledger) -> str:
+    """The files a manifest lists, with their hashes, as one digest."""
+    return sha256("".join(f"{name}\0{sha}\0" for name, sha in sorted(ledger.files.items())).encode())
 
 
 def _read_spec(spec: SpecPath) -> bytes | Diagnostic:
@@ -438,6 +453,9 @@ def _render_work(survey: _Survey, jobs: int, report: Report, progress: Progress 
     for outcome in outcomes:
         report.diagnostics.extend(outcome.diagnostics)
     fresh = [r for o in outcomes for r in o.rollouts]
+    for rollout in fresh:
+        if rollout.same_as is not None:
+            survey.cache.remember_same_output(*rollout.same_as)
     report.rendered = len(fresh)
     report.rollouts = len(fresh) + len(survey.kept)
     report.diagnostics.extend(duplicates(_claims(outcomes, survey.kept)))

@@ -343,6 +343,35 @@ def test_promoting_one_environment_leaves_the_other_environment_s_folder_untouch
     assert again.written == [] and again.removed == []
 
 
+def test_a_kept_folder_is_not_rendered_again_by_every_later_command(tmp_path, monkeypatch):
+    """After one environment's promote, the other keeps the manifest of the spec's earlier bytes; the cache
+    remembers that the new bytes render the same, so later compiles and checks render nothing. Without the
+    cache (a fresh CI clone) the spec is rendered, and found the same."""
+    from compiler.ops import edit
+
+    monkeypatch.setenv("ROLLOUT_CACHE_DIR", str(tmp_path / "cache"))
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    spec = specs / "orchestra.yaml"
+    shutil.copy(ROOT / "specs" / "ai-orchestra.yaml", spec)
+    out = tmp_path / "generated"
+    compiled(specs, out)
+    spec.write_text(edit.set_current(spec.read_text(), "switch", "production", str(spec), None).text)
+    assert compiled(specs, out).rendered == 2
+    staging = next(p for p in out.rglob(ledger.NAME) if "staging" in p.parts)
+    kept = staging.read_bytes()
+    for command in ("compile", "check", "compile"):
+        report = compiled(specs, out) if command == "compile" else build.verify([specs], out)
+        assert report.rendered == 0 and report.skipped == 2, command
+        assert staging.read_bytes() == kept
+    (out / "staging" / "staging" / "ai-orchestra" / "PLAN.md").write_text("edited\n")  # the files are still checked
+    assert any(p.endswith("PLAN.md") for p, _ in build.verify([specs], out).diffs)
+    compiled(specs, out)
+    monkeypatch.setenv("ROLLOUT_CACHE_DIR", "")
+    report = build.verify([specs], out)
+    assert report.rendered == 2 and report.diffs == []
+
+
 def test_a_promote_changes_no_fleet_file_and_the_fleet_files_are_not_rendered(tmp_path, monkeypatch):
     out = tmp_path / "generated"
     specs = fleet(tmp_path, ["a", "b"])

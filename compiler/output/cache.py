@@ -30,6 +30,10 @@ def _check(path: str, stat: Stat, sha: str) -> str:
     return format(zlib.crc32(f"{path}\0{stat[0]}\0{stat[1]}\0{stat[2]}\0{stat[3]}\0{sha}".encode()), "08x")
 
 
+def _same(folder: str, recorded: str, inputs: str, files: str) -> str:
+    return format(zlib.crc32(f"{folder}\0{recorded}\0{inputs}\0{files}".encode()), "08x")
+
+
 def folder() -> Path | None:
     configured = os.environ.get("ROLLOUT_CACHE_DIR")
     if configured is not None:
@@ -67,6 +71,8 @@ class Cache:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, mtime INTEGER, "
                             "ctime INTEGER, ino INTEGER, sha256 TEXT, checksum TEXT)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS outputs (folder TEXT PRIMARY KEY, recorded TEXT, inputs TEXT, "
+                            "files TEXT, checksum TEXT)")
         except (OSError, sqlite3.Error):
             self._off()
 
@@ -156,6 +162,33 @@ class Cache:
         if after == stat:  # not changed while it was read
             self.remember(path, stat, sha)
         return sha
+
+    # A rollout whose manifest was kept when its spec changed in a way that does not change it (another
+    # environment promoted) still records the spec's earlier inputs digest, so that its folder stays byte for
+    # byte as it was. That the new inputs render the same files is remembered here, so that it is not
+    # rendered again by every later compile and check; without the cache it is, once per command.
+
+    def same_output(self, folder: str, recorded: str, inputs: str, files: str) -> bool:
+        """Inputs ``inputs`` were found to render what the manifest in ``folder`` (compiled from ``recorded``,
+        files fingerprinted ``files``) lists."""
+        if self.db is None:
+            return False
+        try:
+            row = self.db.execute("SELECT recorded, inputs, files, checksum FROM outputs WHERE folder = ?",
+                                  (folder,)).fetchone()
+        except sqlite3.Error:
+            self._off()
+            return False
+        return row is not None and tuple(row) == (recorded, inputs, files, _same(folder, recorded, inputs, files))
+
+    def remember_same_output(self, folder: str, recorded: str, inputs: str, files: str) -> None:
+        if self.db is None:
+            return
+        try:
+            self.db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
+                            (folder, recorded, inputs, files, _same(folder, recorded, inputs, files)))
+        except sqlite3.Error:
+            self._off()
 
     def flush(self) -> None:
         if self.db is None or not self.pending:
