@@ -318,16 +318,21 @@ def test_a_file_mode_its_user_set_is_kept(tmp_path):
     assert "full" in (out / "shop/a/PLAN.md").read_text()
 
 
+def two_environments(tmp_path: Path) -> tuple[Path, Path, Path]:
+    """(specs folder, its one spec with staging and production, the output folder)."""
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    spec = specs / "orchestra.yaml"
+    shutil.copy(ROOT / "specs" / "ai-orchestra.yaml", spec)
+    return specs, spec, tmp_path / "generated"
+
+
 def test_promoting_one_environment_leaves_the_other_environment_s_folder_untouched(tmp_path):
     """The spec's bytes change, but not what the staging environment compiles to: its folder, manifest included,
     stays byte-identical, `check` passes, and compiling again writes nothing."""
     from compiler.ops import edit
 
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    spec = specs / "orchestra.yaml"
-    shutil.copy(ROOT / "specs" / "ai-orchestra.yaml", spec)
-    out = tmp_path / "generated"
+    specs, spec, out = two_environments(tmp_path)
     compiled(specs, out)
     before = tree(out)
     change = edit.set_current(spec.read_text(), "switch", "production", str(spec), None)
@@ -350,11 +355,7 @@ def test_a_kept_folder_is_not_rendered_again_by_every_later_command(tmp_path, mo
     from compiler.ops import edit
 
     monkeypatch.setenv("ROLLOUT_CACHE_DIR", str(tmp_path / "cache"))
-    specs = tmp_path / "specs"
-    specs.mkdir()
-    spec = specs / "orchestra.yaml"
-    shutil.copy(ROOT / "specs" / "ai-orchestra.yaml", spec)
-    out = tmp_path / "generated"
+    specs, spec, out = two_environments(tmp_path)
     compiled(specs, out)
     spec.write_text(edit.set_current(spec.read_text(), "switch", "production", str(spec), None).text)
     assert compiled(specs, out).rendered == 2

@@ -16,6 +16,7 @@ import os
 import sqlite3
 import zlib
 from pathlib import Path
+from typing import Any
 
 from compiler.output.digest import file_sha256
 
@@ -105,12 +106,7 @@ class Cache:
         key = str(path)
         found = self.loaded.get(key)
         if found is None and not any(key.startswith(p) for p in self.prefixes):  # a folder not preloaded
-            try:
-                row = self.db.execute("SELECT size, mtime, ctime, ino, sha256, checksum FROM files WHERE path = ?",
-                                      (key,)).fetchone()
-            except sqlite3.Error:
-                self._off()
-                return None
+            row = self._row("SELECT size, mtime, ctime, ino, sha256, checksum FROM files WHERE path = ?", key)
             found = ((row[0], row[1], row[2], row[3]), row[4], row[5]) if row is not None else None
         if found is None or found[0] != stat or not isinstance(found[1], str):
             return None
@@ -171,15 +167,19 @@ class Cache:
     def same_output(self, folder: str, recorded: str, inputs: str, files: str) -> bool:
         """Inputs ``inputs`` were found to render what the manifest in ``folder`` (compiled from ``recorded``,
         files fingerprinted ``files``) lists."""
+        row = self._row("SELECT recorded, inputs, files, checksum FROM outputs WHERE folder = ?", folder)
+        return row is not None and tuple(row) == (recorded, inputs, files, _same(folder, recorded, inputs, files))
+
+    def _row(self, query: str, key: str) -> tuple[Any, ...] | None:
+        """The row a query by one key finds; None when there is none, or no working database."""
         if self.db is None:
-            return False
+            return None
         try:
-            row = self.db.execute("SELECT recorded, inputs, files, checksum FROM outputs WHERE folder = ?",
-                                  (folder,)).fetchone()
+            row: tuple[Any, ...] | None = self.db.execute(query, (key,)).fetchone()
         except sqlite3.Error:
             self._off()
-            return False
-        return row is not None and tuple(row) == (recorded, inputs, files, _same(folder, recorded, inputs, files))
+            return None
+        return row
 
     def remember_same_output(self, folder: str, recorded: str, inputs: str, files: str) -> None:
         if self.db is None:
