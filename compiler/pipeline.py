@@ -13,7 +13,6 @@ from __future__ import annotations
 import sys
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -215,6 +214,8 @@ def _process_all(paths: Iterable[str | Path], render: bool, jobs: int,
         result.diagnostics.append(Diagnostic("-", 1, 1, "error", "no spec files (*.yaml, *.yml) found", "io"))
     work = partial(_process, render=render, root=root)
     if jobs > 1 and len(found) > 1:
+        from concurrent.futures import ProcessPoolExecutor  # only when there are several jobs
+
         with ProcessPoolExecutor(max_workers=jobs) as pool:
             outcomes = list(pool.map(work, found, chunksize=max(1, len(found) // (jobs * 8))))
     else:
