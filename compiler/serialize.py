@@ -91,9 +91,7 @@ class _OutputDumper(_Dumper):  # type: ignore[misc, valid-type]  # libyaml's dum
         key = (value, implicit)
         found = _RESOLVED.get(key)
         if found is None:
-            found = _RESOLVED[key] = super().resolve(kind, value, implicit)
-            if len(_RESOLVED) > 20_000:
-                _RESOLVED.clear()
+            found = _keep(_RESOLVED, key, super().resolve(kind, value, implicit))
         return found
 
 
@@ -148,9 +146,15 @@ def _string(value: str) -> str:
         else:
             text = _alone(value)
         if len(value) <= 256:
-            if len(_SCALARS) > 20_000:
-                _SCALARS.clear()
-            _SCALARS[value] = text
+            _keep(_SCALARS, value, text)
+    return text
+
+
+def _keep(memo: dict[Any, str], key: Any, text: str) -> str:
+    """``text`` remembered under ``key``, in a memo emptied when it grows past 20,000 entries."""
+    if len(memo) > 20_000:
+        memo.clear()
+    memo[key] = text
     return text
 
 
@@ -197,10 +201,7 @@ def _key(key: Any) -> str:
     if text is None:
         if type(key) is not str or len(key) > 128 or not _ASCII_LINE.fullmatch(key):
             raise _Unusual  # a long key becomes a complex key ("? "), others need libyaml's judgement
-        text = _string(key) + ":"
-        if len(_KEYS) > 20_000:
-            _KEYS.clear()
-        _KEYS[key] = text
+        text = _keep(_KEYS, key, _string(key) + ":")
     return text
 
 
@@ -208,7 +209,7 @@ def _scalar(value: Any, indent: int) -> str:
     """A scalar's text after "key: " or "- ", with its newline; literal lines indented under ``indent``."""
     kind = type(value)
     if kind is str:
-        text = _SCALARS.get(value) or _string(value)
+        text = _string(value)
         if "\n" not in text:
             return text + "\n"
         if not indent:

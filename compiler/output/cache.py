@@ -26,13 +26,13 @@ SCHEMA = 2
 Stat = tuple[int, int, int, int]  # size, mtime_ns, ctime_ns, inode
 
 
+def _checksum(*fields: object) -> str:
+    """A checksum of a row's fields: a damaged row is a miss, never a wrong answer."""
+    return format(zlib.crc32("\0".join(map(str, fields)).encode()), "08x")
+
+
 def _check(path: str, stat: Stat, sha: str) -> str:
-    """A checksum of each row: a damaged row is a miss, never a wrong hash."""
-    return format(zlib.crc32(f"{path}\0{stat[0]}\0{stat[1]}\0{stat[2]}\0{stat[3]}\0{sha}".encode()), "08x")
-
-
-def _same(folder: str, recorded: str, inputs: str, files: str) -> str:
-    return format(zlib.crc32(f"{folder}\0{recorded}\0{inputs}\0{files}".encode()), "08x")
+    return _checksum(path, *stat, sha)
 
 
 def folder() -> Path | None:
@@ -168,7 +168,7 @@ class Cache:
         """Inputs ``inputs`` were found to render what the manifest in ``folder`` (compiled from ``recorded``,
         files fingerprinted ``files``) lists."""
         row = self._row("SELECT recorded, inputs, files, checksum FROM outputs WHERE folder = ?", folder)
-        return row is not None and tuple(row) == (recorded, inputs, files, _same(folder, recorded, inputs, files))
+        return row is not None and tuple(row) == (recorded, inputs, files, _checksum(folder, recorded, inputs, files))
 
     def _row(self, query: str, key: str) -> tuple[Any, ...] | None:
         """The row a query by one key finds; None when there is none, or no working database."""
@@ -186,7 +186,7 @@ class Cache:
             return
         try:
             self.db.execute("INSERT OR REPLACE INTO outputs VALUES (?, ?, ?, ?, ?)",
-                            (folder, recorded, inputs, files, _same(folder, recorded, inputs, files)))
+                            (folder, recorded, inputs, files, _checksum(folder, recorded, inputs, files)))
         except sqlite3.Error:
             self._off()
 
