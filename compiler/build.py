@@ -121,9 +121,10 @@ def _error(path: Path | str, message: str, code: str = "output") -> Diagnostic:
 # --------------------------------------------------------------------------- the disk
 
 
-def _read(path: Path) -> bytes | None:
+def _read(path: Path | str) -> bytes | None:
     try:
-        return path.read_bytes()
+        with open(path, "rb") as handle:
+            return handle.read()
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         return None
 
@@ -187,7 +188,7 @@ def _ours(existing: bytes, relative: str, owned: set[str], output: Path, folder:
 _CONFLICT = re.compile(rb"(?m)^<<<<<<< .*\n(?:.*\n)*?=======\n(?:.*\n)*?>>>>>>> ")
 
 
-def _mode(path: Path) -> int:
+def _mode(path: Path | str) -> int:
     try:
         return os.stat(path).st_mode & 0o7777
     except OSError:
@@ -260,13 +261,14 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
         result.same_as = (f"{job.output.resolve()}/{plan.out}", old.inputs, job.digest, fingerprint(old))
     owned = set(job.owned) | ({f"{plan.out}/{p}" for p in old.files} | {f"{plan.out}/{ledgers.NAME}"} if old else set())
     way = _Way(job.output)
+    base = os.fspath(job.output)
     for path in sorted(data):
         relative = f"{plan.out}/{path}"
-        target = job.output / relative
         obstacle, present = way.obstacle(relative)
         if obstacle is not None:
             result.blocked.append((relative, obstacle))
             continue
+        target = f"{base}/{relative}"
         existing = _read(target) if present else None
         if existing == data[path]:
             continue
@@ -278,7 +280,7 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
             try:
                 name = write_staged(job.staging, data[path], _mode(target) if existing else 0o644)
             except OSError as exc:
-                raise OutputError(target, f"cannot write it: {describe(exc)}; nothing written") from None
+                raise OutputError(Path(target), f"cannot write it: {describe(exc)}; nothing written") from None
             result.staged.append((path, name))
     if old is not None:
         result.stale = sorted(f"{plan.out}/{p}" for p in old.files if p not in data)

@@ -183,7 +183,9 @@ _LINE_START = re.compile(r"(?m)^(?=.)")  # the start of a line that is not empty
 
 def _indented(lines: str, pad: str) -> str:
     """Lines (each ending in a newline) with ``pad`` before each that is not empty."""
-    return _LINE_START.sub(pad, lines)
+    if not lines.endswith("\n") or lines.startswith("\n") or "\n\n" in lines:
+        return _LINE_START.sub(pad, lines)
+    return pad + lines[:-1].replace("\n", "\n" + pad) + "\n"  # no empty line: the same, without a regex
 
 
 def _alone(value: str) -> str:

@@ -66,6 +66,13 @@ def test_each_rollout_folder_has_its_own_manifest_and_nothing_lists_every_rollou
         assert build.sha256((out / "shop/a" / relative).read_bytes()) == sha
     assert not (out / ".rollout-manifest").exists()
     assert (out / transaction.STATE / ".gitignore").read_text().splitlines()[-1] == "*"
+    manifest = out / "shop/b" / ledger.NAME  # a link is never followed, and marks a folder not to descend into
+    kept = tmp_path / "manifest"
+    manifest.rename(kept)
+    manifest.symlink_to(kept)
+    (out / "shop/b/nested").mkdir()
+    (out / "shop/b/nested" / ledger.NAME).write_bytes(kept.read_bytes())
+    assert set(ledger.scan(out)) == {"shop/a", "_fleet"} and ledger.read(out, "shop/b") is None
 
 
 def test_a_current_spec_is_not_rendered_and_its_files_are_not_rewritten(tmp_path):
@@ -233,16 +240,17 @@ def test_the_cache_is_an_optimisation_only(tmp_path, monkeypatch):
     specs = fleet(tmp_path, ["a"])
     compiled(specs, out)
     assert build.verify([specs], out).diffs == []
-    (out / "shop/a/PLAN.md").write_text("edited\n")
     database = next(cache_dir.glob("*.sqlite3"))
+    with sqlite3.connect(database) as db:  # the folder was found matching: its stamp is remembered
+        assert db.execute("SELECT count(*) FROM folders WHERE folder LIKE ?", ("%shop/a/",)).fetchone() == (1,)
+    assert build.verify([specs], out).diffs == []
+    (out / "shop/a/PLAN.md").write_text("edited\n")  # a new stat: the stamp no longer holds
     with sqlite3.connect(database) as db:  # a row that lies about the edited file
         db.execute("UPDATE files SET sha256 = ? WHERE path LIKE ?", ("0" * 64, "%PLAN.md"))
     assert any(p == "shop/a/PLAN.md" for p, _ in build.verify([specs], out).diffs)
     database.write_bytes(b"not a database" * 100)
     assert any(p == "shop/a/PLAN.md" for p, _ in build.verify([specs], out).diffs)
-    for leftover in cache_dir.iterdir():
-        leftover.unlink()
-    cache_dir.rmdir()
+    shutil.rmtree(cache_dir)
     assert any(p == "shop/a/PLAN.md" for p, _ in build.verify([specs], out).diffs)
     monkeypatch.setenv("ROLLOUT_CACHE_DIR", "")
     assert cache_module.Cache().db is None

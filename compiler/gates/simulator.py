@@ -124,6 +124,7 @@ def _differences(running: list[int]) -> list[int]:
     return list(map(operator.sub, itertools.islice(running, 1, None), running))
 
 
+@lru_cache(maxsize=256)
 def _exact(value: float) -> Fraction:
     return Fraction(value).limit_denominator(10**6)
 
@@ -405,8 +406,9 @@ def input_series(plan: Plan, inputs: Inputs, only: Needs | None = None,
 def expanding(values: Sequence[float]) -> str:
     """promtool's expanding notation: runs of a constant step as ``a+bxn``."""
     n = len(values)
-    if n and all(map(_whole, values)) and -_EXACT < min(values) and max(values) < _EXACT:
-        return _expanding_whole(list(map(int, values)))
+    whole = _as_whole(values) if n else None
+    if whole is not None:
+        return _expanding_whole(whole)
     parts, i = [], 0
     while i < n:
         j = i
@@ -429,8 +431,15 @@ def expanding(values: Sequence[float]) -> str:
 _EXACT = float(2**53)
 
 
-def _whole(value: float) -> bool:
-    return type(value) is float and value.is_integer()
+def _as_whole(values: Sequence[float]) -> list[int] | None:
+    """The values as ints, when every one is a float holding a whole number that a float holds exactly."""
+    if set(map(type, values)) != {float} or not (-_EXACT < min(values) and max(values) < _EXACT):
+        return None
+    try:
+        whole = list(map(int, values))
+    except ValueError:  # NaN, which min and max may pass over
+        return None
+    return whole if whole == list(values) else None
 
 
 def _expanding_whole(values: list[int]) -> str:
@@ -456,38 +465,15 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------- Prometheus, in Python
 
 
-def extrapolated_rate(times: Sequence[int], values: Sequence[float | None], at: int, seconds: int) -> float | None:
-    """``rate(x[seconds])`` at ``at`` as Prometheus 2.x computes it (range closed at both ends).
+def rates(values: Sequence[float | None], at: Sequence[int], seconds: int) -> Values:
+    """``rate(x[seconds])`` at each of ``at`` as Prometheus 2.x computes it (range closed at both ends), over
+    samples every ``STEP`` seconds from 0 that never decrease (no counter resets).
 
-    ``times`` are every ``STEP`` seconds from 0; ``values`` never decrease.
+    A full window of samples is a plain difference; a window with samples missing at either end is
+    extrapolated as Prometheus does.
     """
-    last_index = min(at // STEP, len(values) - 1)
-    first_index = max(0, -(-(at - seconds) // STEP))
-    if last_index - first_index < 1:
-        return None
-    first_v, last_v = values[first_index], values[last_index]
-    if first_v is None or last_v is None:
-        return None
-    first_t, last_t = times[first_index], times[last_index]
-    result = last_v - first_v  # inputs are sums of non-negative increments: no counter resets
-    to_start = float(first_t - (at - seconds))
-    to_end = float(at - last_t)
-    sampled = float(last_t - first_t)
-    average = sampled / (last_index - first_index)
-    if result > 0 and first_v >= 0:
-        to_zero = sampled * (first_v / result)
-        if to_zero < to_start:
-            to_start = to_zero
-    threshold = average * 1.1
-    interval = sampled
-    interval += to_start if to_start < threshold else average / 2
-    interval += to_end if to_end < threshold else average / 2
-    return result * (interval / sampled) / seconds
-
-
-def rates(times: Sequence[int], values: Sequence[float | None], at: Sequence[int], seconds: int) -> Values:
-    """:func:`extrapolated_rate` at each of ``at``; a full window of samples every STEP is a plain difference."""
     out: Values = []
+    append = out.append
     span = seconds // STEP
     aligned = seconds % STEP == 0
     last = len(values) - 1
@@ -495,9 +481,32 @@ def rates(times: Sequence[int], values: Sequence[float | None], at: Sequence[int
         i = t // STEP
         if aligned and t % STEP == 0 and i <= last and i - span >= 0:
             first_v, last_v = values[i - span], values[i]
-            out.append(None if first_v is None or last_v is None else (last_v - first_v) / seconds)
-        else:
-            out.append(extrapolated_rate(times, values, t, seconds))
+            append(None if first_v is None or last_v is None else (last_v - first_v) / seconds)
+            continue
+        last_index = i if i < last else last
+        first_index = max(0, -(-(t - seconds) // STEP))
+        if last_index - first_index < 1:
+            append(None)
+            continue
+        first_v, last_v = values[first_index], values[last_index]
+        if first_v is None or last_v is None:
+            append(None)
+            continue
+        first_t, last_t = first_index * STEP, last_index * STEP
+        result = last_v - first_v
+        to_start = float(first_t - (t - seconds))
+        to_end = float(t - last_t)
+        sampled = float(last_t - first_t)
+        average = sampled / (last_index - first_index)
+        if result > 0 and first_v >= 0:
+            to_zero = sampled * (first_v / result)
+            if to_zero < to_start:
+                to_start = to_zero
+        threshold = average * 1.1
+        interval = sampled
+        interval += to_start if to_start < threshold else average / 2
+        interval += to_end if to_end < threshold else average / 2
+        append(result * (interval / sampled) / seconds)
     return out
 
 
@@ -707,7 +716,7 @@ class World:
         out: Vector = {}
         for series in self.raw:
             if _selects(node.selector, series.name, series.labels):
-                out[series.labels] = rates(self.scrape_times, series.values, self.times, node.seconds)
+                out[series.labels] = rates(series.values, self.times, node.seconds)
         return out
 
     def _call(self, node: Call) -> Vector | Scalar:
@@ -805,7 +814,7 @@ class World:
         vector = lhs if vector_left else rhs
         scalar = rhs if vector_left else lhs
         assert isinstance(vector, dict) and isinstance(scalar, list)
-        constant = scalar[0] if scalar and all(x == scalar[0] for x in scalar) else None
+        constant = scalar[0] if scalar and scalar.count(scalar[0]) == len(scalar) else None
         for labels, vals in vector.items():
             key = _without_name(labels) if drop else labels
             if constant is not None and not compare:

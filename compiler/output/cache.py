@@ -2,7 +2,10 @@
 
 It remembers, per absolute path, the sha256 of a file together with its size,
 modification and change times and inode: a file whose ``stat`` still says the
-same is not read again.  The cache is an optimisation only: it lives in the XDG
+same is not read again.  Per rollout folder it remembers one stamp of every
+file's name, hash and ``stat`` as last found matching the folder's manifest,
+so that an unchanged folder is checked by its files' ``stat`` alone, without
+loading a row per file.  The cache is an optimisation only: it lives in the XDG
 cache folder (``$XDG_CACHE_HOME/rollout``, else ``~/.cache/rollout``; set
 ``ROLLOUT_CACHE_DIR`` to move it, or to an empty string to switch it off),
 and a missing, locked or corrupted cache changes nothing but time.  The same folder keeps
@@ -18,7 +21,7 @@ import zlib
 from pathlib import Path
 from typing import Any
 
-from compiler.output.digest import file_sha256
+from compiler.output.digest import file_sha256, sha256
 
 SCHEMA = 2
 
@@ -51,6 +54,26 @@ def stat_of(path: Path | str) -> Stat | None:
     return (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
 
 
+def _under(prefix: str) -> tuple[str, str]:
+    """The bounds of the keys that start with ``prefix`` (which ends with a separator), for a range query."""
+    return prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)
+
+
+def _stamp(folder: str, recorded: dict[str, str], skip: str) -> str | None:
+    """One digest of the name, recorded hash and ``stat`` of every file of a rollout folder (None when one is
+    missing): what a folder found matching its manifest is remembered by."""
+    parts = []
+    for name, sha in recorded.items():
+        if name == skip:
+            continue
+        try:
+            s = os.stat(folder + name, follow_symlinks=False)
+        except OSError:
+            return None
+        parts.append(f"{name}\0{sha}\0{s.st_size}\0{s.st_mtime_ns}\0{s.st_ctime_ns}\0{s.st_ino}\n")
+    return sha256("".join(parts).encode())
+
+
 #: Rows written to the database at a time.
 BATCH = 4096
 
@@ -63,6 +86,9 @@ class Cache:
         self.loaded: dict[str, tuple[tuple[int, int, int, int], str, str]] = {}
         self.prefixes: set[str] = set()
         self.pending: list[tuple[str, int, int, int, int, str, str]] = []
+        self.pending_stamps: list[tuple[str, str, str]] = []
+        self.stamps: dict[str, str] = {}  # rollout folder -> stamp of its files as last found matching
+        self.folders: set[str] = set()  # output folders whose stamps are loaded
         where = location if location is not None else folder()
         if where is None:
             return
@@ -74,6 +100,7 @@ class Cache:
                             "ctime INTEGER, ino INTEGER, sha256 TEXT, checksum TEXT)")
             self.db.execute("CREATE TABLE IF NOT EXISTS outputs (folder TEXT PRIMARY KEY, recorded TEXT, inputs TEXT, "
                             "files TEXT, checksum TEXT)")
+            self.db.execute("CREATE TABLE IF NOT EXISTS folders (folder TEXT PRIMARY KEY, stamp TEXT, checksum TEXT)")
         except (OSError, sqlite3.Error):
             self._off()
 
@@ -84,33 +111,36 @@ class Cache:
             except sqlite3.Error:
                 pass
         self.db = None
-        self.pending = []
+        self.pending, self.pending_stamps = [], []
 
     def preload(self, folder: Path) -> None:
-        """Read every row under ``folder`` at once (one query instead of one per file)."""
+        """Read the stamps of every rollout folder under ``folder`` at once (one query instead of one per
+        folder)."""
         prefix = str(folder.resolve()) + os.sep
+        if self.db is None or prefix in self.folders:
+            return
+        self.folders.add(prefix)
+        try:
+            rows = self.db.execute("SELECT folder, stamp, checksum FROM folders WHERE folder >= ? AND folder < ?",
+                                   _under(prefix))
+            for where, stamp, checksum in rows:
+                if checksum == _checksum(where, stamp):
+                    self.stamps[where] = stamp
+        except sqlite3.Error:
+            self._off()
+
+    def _files_under(self, prefix: str) -> None:
+        """Read every file's row under ``prefix`` at once."""
         if self.db is None or prefix in self.prefixes:
             return
         self.prefixes.add(prefix)
         try:
             rows = self.db.execute("SELECT path, size, mtime, ctime, ino, sha256, checksum FROM files "
-                                   "WHERE path >= ? AND path < ?", (prefix, prefix[:-1] + chr(ord(os.sep) + 1)))
+                                   "WHERE path >= ? AND path < ?", _under(prefix))
             for path, size, mtime, ctime, ino, sha, checksum in rows:
                 self.loaded[path] = ((size, mtime, ctime, ino), sha, checksum)
         except sqlite3.Error:
             self._off()
-
-    def lookup(self, path: Path | str, stat: Stat) -> str | None:
-        if self.db is None:
-            return None
-        key = str(path)
-        found = self.loaded.get(key)
-        if found is None and not any(key.startswith(p) for p in self.prefixes):  # a folder not preloaded
-            row = self._row("SELECT size, mtime, ctime, ino, sha256, checksum FROM files WHERE path = ?", key)
-            found = ((row[0], row[1], row[2], row[3]), row[4], row[5]) if row is not None else None
-        if found is None or found[0] != stat or not isinstance(found[1], str):
-            return None
-        return found[1] if found[2] == _check(key, stat, found[1]) else None
 
     @property
     def enabled(self) -> bool:
@@ -123,39 +153,43 @@ class Cache:
                 self.flush()
 
     def matches(self, folder: str, recorded: dict[str, str], skip: str = "") -> bool:
-        """Every file ``folder + name`` of ``recorded`` (but ``skip``) has the recorded sha256: the fast path of
-        :meth:`sha256` for a whole rollout folder, which an unchanged fleet's check spends its time in."""
+        """Every file ``folder + name`` of ``recorded`` (but ``skip``) has the recorded sha256, read again only
+        when its ``stat`` differs from the one its hash was remembered with: what an unchanged fleet's check
+        spends its time in.
+
+        ``folder`` ends with a separator. A folder whose files' names, hashes and ``stat`` make the stamp last
+        remembered for it matches without a look at its files' rows; otherwise each file is looked up (or
+        read), and a folder found matching gets its stamp remembered.
+        """
+        stamp = _stamp(folder, recorded, skip)
+        if stamp is None:
+            return False
+        if self.db is not None and self.stamps.get(folder) == stamp:
+            return True
+        self._files_under(folder)
         loaded = self.loaded if self.db is not None else {}
         for name, sha in recorded.items():
             if name == skip:
                 continue
             path = folder + name
-            try:
-                s = os.stat(path, follow_symlinks=False)
-            except OSError:
-                return False
-            stat = (s.st_size, s.st_mtime_ns, s.st_ctime_ns, s.st_ino)
+            stat = stat_of(path)
             found = loaded.get(path)
             if found is not None and found[0] == stat and found[1] == sha:
                 continue  # no checksum needed: a damaged row cannot match both the file's stat and this hash
-            if self.sha256(path) != sha:
+            if stat is None or self._read(path, stat) != sha:
                 return False
+        if self.db is not None and _stamp(folder, recorded, skip) == stamp:  # unchanged while it was checked
+            self.stamps[folder] = stamp
+            self.pending_stamps.append((folder, stamp, _checksum(folder, stamp)))
         return True
 
-    def sha256(self, path: Path | str) -> str | None:
-        """The file's sha256 (from the cache when its stat is unchanged); None when it cannot be read."""
-        stat = stat_of(path)
-        if stat is None:
-            return None
-        found = self.lookup(path, stat)
-        if found is not None:
-            return found
+    def _read(self, path: Path | str, stat: Stat) -> str | None:
+        """The sha256 of a file read now, remembered with ``stat`` when the file did not change meanwhile."""
         try:
             sha = file_sha256(Path(path))
         except OSError:
             return None
-        after = stat_of(path)
-        if after == stat:  # not changed while it was read
+        if stat_of(path) == stat:  # not changed while it was read
             self.remember(path, stat, sha)
         return sha
 
@@ -191,16 +225,17 @@ class Cache:
             self._off()
 
     def flush(self) -> None:
-        if self.db is None or not self.pending:
-            self.pending = []
+        if self.db is None or not (self.pending or self.pending_stamps):
+            self.pending, self.pending_stamps = [], []
             return
         try:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO files VALUES (?, ?, ?, ?, ?, ?, ?)", self.pending)
+            self.db.executemany("INSERT OR REPLACE INTO folders VALUES (?, ?, ?)", self.pending_stamps)
             self.db.execute("COMMIT")
         except sqlite3.Error:
             self._off()
-        self.pending = []
+        self.pending, self.pending_stamps = [], []
 
     def close(self) -> None:
         self.flush()

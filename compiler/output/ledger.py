@@ -14,7 +14,6 @@ Manifests are JSON (sorted keys, one value per line), read and written here only
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,39 +89,47 @@ def safe(path: str) -> bool:
 
 
 def read(root: Path, out: str) -> Ledger | None:
+    data = _manifest(f"{root}/{out}/{NAME}")
+    return parse(out, data) if isinstance(data, bytes) else None
+
+
+def _manifest(path: str) -> bytes | bool:
+    """A manifest's bytes; False when there is none, True when there is one that cannot be read (a link,
+    which is never followed, a folder, a file one may not read)."""
     try:
-        data = (root / out / NAME).read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        return False
     except OSError:
-        return None
-    return parse(out, data)
+        return True
+    try:
+        with os.fdopen(fd, "rb") as handle:
+            return handle.read()
+    except OSError:
+        return True
 
 
 def scan(root: Path) -> dict[str, Ledger]:
-    """Every manifest under ``root``: ``_fleet/`` and rollout folders at most three levels down."""
+    """Every manifest under ``root``: ``_fleet/`` and rollout folders at most three levels down, without
+    descending into a folder that holds one."""
     found: dict[str, Ledger] = {}
-    for out in _folders(root):
-        ledger = read(root, out)
-        if ledger is not None:
-            found[out] = ledger
-    return found
-
-
-def _folders(root: Path) -> Iterator[str]:
-    """Folders holding a manifest, without descending into a rollout folder once its manifest is found."""
     todo: list[tuple[str, int]] = [("", 0)]
     while todo:
         prefix, depth = todo.pop()
-        try:
-            entries = sorted(os.scandir(root / prefix) if prefix else os.scandir(root), key=lambda e: e.name)
-        except OSError:
-            continue
-        names = {e.name for e in entries}
-        if prefix and NAME in names:
-            yield prefix
-            continue
+        where = f"{root}/{prefix}" if prefix else str(root)
+        if prefix:
+            data = _manifest(f"{where}/{NAME}")
+            if data is not False:
+                ledger = parse(prefix, data) if isinstance(data, bytes) else None
+                if ledger is not None:
+                    found[prefix] = ledger
+                continue
         if depth >= MAX_DEPTH:
             continue
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_dir(follow_symlinks=False):
-                continue
-            todo.append((f"{prefix}/{entry.name}" if prefix else entry.name, depth + 1))
+        try:
+            with os.scandir(where) as entries:
+                folders = [e.name for e in entries if not e.name.startswith(".") and e.is_dir(follow_symlinks=False)]
+        except OSError:
+            continue
+        todo.extend((f"{prefix}/{name}" if prefix else name, depth + 1) for name in folders)
+    return dict(sorted(found.items()))

@@ -139,10 +139,11 @@ def release(fd: int | None) -> None:
 def write_staged(staging: Path, data: bytes, mode: int) -> str:
     """``data`` in a new file of the staging folder (any process may call this); its name there."""
     fd = -1
+    folder = os.fspath(staging)
     for attempt in range(100):
         name = f"{os.getpid()}-{time.monotonic_ns()}-{attempt}"
         try:
-            fd = os.open(staging / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+            fd = os.open(f"{folder}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             break
         except FileExistsError:
             continue
@@ -180,17 +181,24 @@ def _sync_dir(folder: Path) -> None:
 
 def _apply(out: Path, ops: Iterable[list[str]]) -> None:
     """Every operation of a journal; each one is done at most once whatever ran before."""
-    staging = state_dir(out) / STAGING
+    staging = os.fspath(state_dir(out) / STAGING)
+    base = os.fspath(out)
+    made: set[str] = set()  # folders known to exist
     removed: list[str] = []
     for op in ops:
         if op[0] == "write":
             _, name, relative = op
-            source = staging / name
-            if not source.exists():
+            source, target = f"{staging}/{name}", f"{base}/{relative}"
+            folder = target.rsplit("/", 1)[0]
+            if folder not in made:
+                os.makedirs(folder, exist_ok=True)
+                made.add(folder)
+            try:
+                os.replace(source, target)
+            except FileNotFoundError:
+                if os.path.lexists(source):
+                    raise
                 continue  # renamed into place before an interruption
-            target = out / relative
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(source, target)
         elif op[0] == "remove":
             relative = op[1]
             try:
