@@ -62,16 +62,23 @@ def _under(prefix: str) -> tuple[str, str]:
 def _stamp(folder: str, recorded: dict[str, str], skip: str) -> str | None:
     """One digest of the name, recorded hash and ``stat`` of every file of a rollout folder (None when one is
     missing): what a folder found matching its manifest is remembered by."""
-    parts = []
+    lines = []
     for name, sha in recorded.items():
         if name == skip:
             continue
-        try:
-            s = os.stat(folder + name, follow_symlinks=False)
-        except OSError:
+        stat = stat_of(folder + name)
+        if stat is None:
             return None
-        parts.append(f"{name}\0{sha}\0{s.st_size}\0{s.st_mtime_ns}\0{s.st_ctime_ns}\0{s.st_ino}\n")
-    return sha256("".join(parts).encode())
+        lines.append(_stamp_line(name, sha, stat))
+    return _stamp_of(lines)
+
+
+def _stamp_line(name: str, sha: str, stat: Stat) -> str:
+    return f"{name}\0{sha}\0{stat[0]}\0{stat[1]}\0{stat[2]}\0{stat[3]}\n"
+
+
+def _stamp_of(lines: list[str]) -> str:
+    return sha256("".join(lines).encode())
 
 
 #: Rows written to the database at a time.
@@ -161,23 +168,26 @@ class Cache:
         remembered for it matches without a look at its files' rows; otherwise each file is looked up (or
         read), and a folder found matching gets its stamp remembered.
         """
-        stamp = _stamp(folder, recorded, skip)
-        if stamp is None:
-            return False
-        if self.db is not None and self.stamps.get(folder) == stamp:
+        known = self.stamps.get(folder) if self.db is not None else None
+        if known is not None and _stamp(folder, recorded, skip) == known:
             return True
         self._files_under(folder)
         loaded = self.loaded if self.db is not None else {}
+        lines = []
         for name, sha in recorded.items():
             if name == skip:
                 continue
             path = folder + name
             stat = stat_of(path)
+            if stat is None:
+                return False
+            lines.append(_stamp_line(name, sha, stat))
             found = loaded.get(path)
             if found is not None and found[0] == stat and found[1] == sha:
                 continue  # no checksum needed: a damaged row cannot match both the file's stat and this hash
-            if stat is None or self._read(path, stat) != sha:
+            if self._read(path, stat) != sha:
                 return False
+        stamp = _stamp_of(lines)
         if self.db is not None and _stamp(folder, recorded, skip) == stamp:  # unchanged while it was checked
             self.stamps[folder] = stamp
             self.pending_stamps.append((folder, stamp, _checksum(folder, stamp)))
