@@ -373,3 +373,40 @@ def test_after_a_blue_green_switch_the_new_colour_is_measured_on_the_stable_rout
     switched = next(r["expr"] for r in rules_of(generic.at("switch"))
                     if r.get("record") == conventions.requests_record(300) and r["labels"]["variant"] == "canary")
     assert 'version="v2.0.0"' in switched
+
+
+def _expanded(text: str) -> list[float]:
+    """promtool's expanding notation read back: ``a+bxn`` is a, a+b, ... a+n*b; ``_`` no sample."""
+    out: list[float] = []
+    for part in text.split():
+        run = re.fullmatch(r"(-?[\d.e+inf]+)([+-])([\d.e+]+)x(\d+)", part)
+        if run is None:
+            out.append(float(part))
+            continue
+        start, sign, step, times = run.groups()
+        delta = float(step) if sign == "+" else -float(step)
+        out.extend(float(start) + k * delta for k in range(int(times) + 1))
+    return out
+
+
+@given(st.lists(st.integers(min_value=-3, max_value=3), max_size=40), st.integers(min_value=0, max_value=10**6))
+def test_the_expanding_notation_reads_back_as_the_samples(steps, start):
+    values = [float(start)]
+    for step in steps:
+        values.append(values[-1] + step)
+    assert _expanded(promsim.expanding(values)) == values
+
+
+@given(st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=120),
+       st.sampled_from([15, 30, 60]), st.sampled_from([60, 120, 300, 600, 45]), st.integers(min_value=1, max_value=60))
+def test_a_rate_over_a_full_window_is_the_extrapolated_rate(increments, every, seconds, count):
+    """The plain difference the simulator takes over a window holding every sample is what Prometheus'
+    extrapolation gives there."""
+    values: list[float | None] = []
+    total = 0.0
+    for n in increments:
+        total += n
+        values.append(total)
+    last = len(values) - 1
+    expected = [promsim._extrapolated(values, k * every, seconds, last) for k in range(count)]
+    assert promsim.rates(values, every, count, seconds) == expected

@@ -24,7 +24,7 @@ import math
 import operator
 import random
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from fractions import Fraction
@@ -443,18 +443,20 @@ def _as_whole(values: Sequence[float]) -> list[int] | None:
 
 
 def _expanding_whole(values: list[int]) -> str:
-    """:func:`expanding` of whole numbers: every pair of samples starts a run."""
-    n = len(values)
-    steps = [b - a for a, b in zip(values, values[1:])]
-    parts, i = [], 0
-    while i + 1 < n:
-        step, j = steps[i], i + 1
-        while j < n - 1 and steps[j] == step:
-            j += 1
-        parts.append(f"{values[i]}+{step}x{j - i}" if step >= 0 else f"{values[i]}-{-step}x{j - i}")
-        i = j + 1
-    if i < n:
-        parts.append(str(values[i]))
+    """:func:`expanding` of whole numbers: every pair of samples starts a run, which takes every step equal to
+    its first; the step from a run's last sample to the next run's first is not written."""
+    parts: list[str] = []
+    at, skip = 0, False  # the next step not taken; whether it is the one between two runs
+    for step, group in itertools.groupby(map(operator.sub, values[1:], values)):
+        length = len(list(group))
+        if skip:
+            at, length, skip = at + 1, length - 1, False
+        if length:
+            parts.append(f"{values[at]}+{step}x{length}" if step >= 0 else f"{values[at]}-{-step}x{length}")
+            at, skip = at + length, True
+    first = at + 1 if skip else at  # the first sample no run wrote
+    if first < len(values):
+        parts.append(str(values[first]))
     return " ".join(parts)
 
 
@@ -465,49 +467,57 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------- Prometheus, in Python
 
 
-def rates(values: Sequence[float | None], at: Sequence[int], seconds: int) -> Values:
-    """``rate(x[seconds])`` at each of ``at`` as Prometheus 2.x computes it (range closed at both ends), over
-    samples every ``STEP`` seconds from 0 that never decrease (no counter resets).
+def rates(values: Sequence[float | None], every: int, count: int, seconds: int) -> Values:
+    """``rate(x[seconds])`` at times ``0, every, 2 * every, ...`` (``count`` of them) as Prometheus 2.x computes
+    it (range closed at both ends), over samples every ``STEP`` seconds from 0 that never decrease (no counter
+    resets).
 
-    A full window of samples is a plain difference; a window with samples missing at either end is
-    extrapolated as Prometheus does.
+    Where the window holds every sample of its range, the rate is a plain difference (taken over slices);
+    elsewhere (the first windows, samples missing at an end) it is extrapolated as Prometheus does.
     """
-    out: Values = []
-    append = out.append
-    span = seconds // STEP
-    aligned = seconds % STEP == 0
+    out: Values = [None] * count
     last = len(values) - 1
-    for t in at:
-        i = t // STEP
-        if aligned and t % STEP == 0 and i <= last and i - span >= 0:
-            first_v, last_v = values[i - span], values[i]
-            append(None if first_v is None or last_v is None else (last_v - first_v) / seconds)
-            continue
-        last_index = i if i < last else last
-        first_index = max(0, -(-(t - seconds) // STEP))
-        if last_index - first_index < 1:
-            append(None)
-            continue
-        first_v, last_v = values[first_index], values[last_index]
-        if first_v is None or last_v is None:
-            append(None)
-            continue
-        first_t, last_t = first_index * STEP, last_index * STEP
-        result = last_v - first_v
-        to_start = float(first_t - (t - seconds))
-        to_end = float(t - last_t)
-        sampled = float(last_t - first_t)
-        average = sampled / (last_index - first_index)
-        if result > 0 and first_v >= 0:
-            to_zero = sampled * (first_v / result)
-            if to_zero < to_start:
-                to_start = to_zero
-        threshold = average * 1.1
-        interval = sampled
-        interval += to_start if to_start < threshold else average / 2
-        interval += to_end if to_end < threshold else average / 2
-        append(result * (interval / sampled) / seconds)
+    partial: Iterable[int] = range(count)
+    if seconds % STEP == 0 and every % STEP == 0 and every > 0:
+        r, span = every // STEP, seconds // STEP
+        first = -(-span // r)  # the first evaluation whose window starts at or after the first sample
+        final = min(count - 1, last // r)  # the last one with a sample at its end
+        if first <= final:
+            ends = values[first * r:final * r + 1:r]
+            starts = values[first * r - span:final * r - span + 1:r]
+            out[first:final + 1] = [None if a is None or b is None else (b - a) / seconds
+                                    for a, b in zip(starts, ends)]
+            partial = itertools.chain(range(min(first, count)), range(final + 1, count))
+    for k in partial:
+        out[k] = _extrapolated(values, k * every, seconds, last)
     return out
+
+
+def _extrapolated(values: Sequence[float | None], t: int, seconds: int, last: int) -> float | None:
+    """:func:`rates` at ``t`` from the samples in its window, extrapolated to the window's ends."""
+    i = t // STEP
+    last_index = i if i < last else last
+    first_index = max(0, -(-(t - seconds) // STEP))
+    if last_index - first_index < 1:
+        return None
+    first_v, last_v = values[first_index], values[last_index]
+    if first_v is None or last_v is None:
+        return None
+    first_t, last_t = first_index * STEP, last_index * STEP
+    result = last_v - first_v
+    to_start = float(first_t - (t - seconds))
+    to_end = float(t - last_t)
+    sampled = float(last_t - first_t)
+    average = sampled / (last_index - first_index)
+    if result > 0 and first_v >= 0:
+        to_zero = sampled * (first_v / result)
+        if to_zero < to_start:
+            to_start = to_zero
+    threshold = average * 1.1
+    interval = sampled
+    interval += to_start if to_start < threshold else average / 2
+    interval += to_end if to_end < threshold else average / 2
+    return result * (interval / sampled) / seconds
 
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
@@ -576,7 +586,9 @@ def _selects(node: Selector, name: str, labels: Labels) -> bool:
     return True
 
 
+@lru_cache(maxsize=4096)
 def _without_name(labels: Labels) -> Labels:
+    """The labels but ``__name__`` (label sets recur at every evaluation of every group)."""
     return tuple(pair for pair in labels if pair[0] != "__name__")
 
 
@@ -601,6 +613,9 @@ class World:
                  records: list[alerts.Record] | None = None):
         self.plan = plan
         self.times = list(times)
+        self.every = self.times[1] - self.times[0] if len(self.times) > 1 else STEP
+        if self.times != list(range(0, self.every * len(self.times), self.every)):
+            raise ValueError("evaluations are at 0, every, 2 * every, ...")
         steps = max((len(s.values) for s in raw), default=0)
         self.scrape_times = [i * STEP for i in range(steps)]
         self.raw = raw
@@ -716,7 +731,7 @@ class World:
         out: Vector = {}
         for series in self.raw:
             if _selects(node.selector, series.name, series.labels):
-                out[series.labels] = rates(series.values, self.times, node.seconds)
+                out[series.labels] = rates(series.values, self.every, len(self.times), node.seconds)
         return out
 
     def _call(self, node: Call) -> Vector | Scalar:
