@@ -34,7 +34,7 @@ from compiler.ir.fleet import FleetEntry
 from compiler.ir.plan import Plan
 from compiler.output import ledger as ledgers
 from compiler.output.cache import Cache, stat_of
-from compiler.output.digest import compiler_digest, inputs_digest, sha256
+from compiler.output.digest import compiler_digest, inputs_digest, open_regular, read_regular, sha256
 from compiler.output.ledger import FLEET_DIR, Ledger
 from compiler.output.transaction import OutputError, Transaction, acquire, describe, interrupted, release, write_staged
 from compiler.sources import Claim, SpecPath, collect, duplicates, source_path
@@ -122,11 +122,8 @@ def _error(path: Path | str, message: str, code: str = "output") -> Diagnostic:
 
 
 def _read(path: Path | str) -> bytes | None:
-    try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
-        return None
+    """A generated file's bytes; None when there is no regular file (links are not followed)."""
+    return read_regular(path)
 
 
 class _Way:
@@ -169,6 +166,8 @@ class _Way:
             return f"'{relative}' is a symbolic link; rollout writes only inside the output folder", False
         if stat.S_ISDIR(mode):
             return "a folder is where rollout writes this file", False
+        if not stat.S_ISREG(mode):
+            return f"'{relative}' is not a regular file (a FIFO, a socket or a device)", False
         return None, True
 
 
@@ -336,7 +335,10 @@ def fingerprint(ledger: Ledger) -> str:
 
 def _read_spec(spec: SpecPath) -> bytes | Diagnostic:
     try:
-        with spec.path.open("rb") as handle:
+        handle = open_regular(spec.path, follow=True)
+        if handle is None:
+            return _error(spec.shown, "cannot read file: not a regular file", "io")
+        with handle:
             return handle.read(MAX_BYTES + 1)
     except OSError as exc:
         return _error(spec.shown, f"cannot read file: {exc.strerror or exc}", "io")
@@ -666,6 +668,9 @@ def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jo
     root = output.resolve().parent
     survey = _survey(found, root, output, None, False, report)
     fresh = _render_work(survey, jobs, report, None, len(found))
+    for rollout in fresh:
+        for relative, why in rollout.blocked:
+            report.diagnostics.append(_error(output / relative, f"{why}: a compile cannot write it", "emit"))
     if not report.ok:
         return
     for rollout in fresh:

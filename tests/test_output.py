@@ -183,6 +183,24 @@ def test_symbolic_links_inside_the_output_are_never_followed(tmp_path):
     assert sorted(p.name for p in outside.iterdir()) == ["PLAN.md"]
 
 
+def test_a_fifo_in_the_output_is_reported_and_never_waited_on(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a"])
+    compiled(specs, out)
+    plan = out / "shop/a/PLAN.md"
+    plan.unlink()
+    os.mkfifo(plan)  # opened for reading the usual way, it would wait for a writer forever
+    check = build.verify([specs], out)
+    assert not check.ok and any("'shop/a/PLAN.md' is not a regular file" in d.message for d in check.diagnostics)
+    (specs / "a.yaml").write_text(spec_text("a", current="full"))
+    report = build.build([specs], out)
+    assert any("'shop/a/PLAN.md' is not a regular file" in d.message for d in report.diagnostics)
+    manifest = out / "shop/a" / ledger.NAME
+    manifest.unlink()
+    os.mkfifo(manifest)
+    assert "shop/a" not in ledger.scan(out) and ledger.read(out, "shop/a") is None
+
+
 def test_a_write_that_fails_half_way_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     out = tmp_path / "generated"
     specs = fleet(tmp_path, ["a", "b"])

@@ -17,9 +17,13 @@ it.
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import os
+import stat
 from functools import cache
 from pathlib import Path
+from typing import BinaryIO
 
 import compiler
 
@@ -30,9 +34,38 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def file_sha256(path: Path) -> str:
+def open_regular(path: str | Path, follow: bool = False) -> BinaryIO | None:
+    """A regular file opened for reading, without waiting on a FIFO or a device, and (unless ``follow``) not
+    through a symbolic link: None when ``path`` is nothing, or anything but such a file."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP, errno.EISDIR, errno.ENXIO):
+            return None  # ENXIO: a socket, or a FIFO nobody writes to
+        raise
+    handle = os.fdopen(fd, "rb")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        return None
+    return handle
+
+
+def read_regular(path: str | Path, limit: int = -1) -> bytes | None:
+    """The bytes (at most ``limit``) of the regular file at ``path``, as :func:`open_regular` finds it."""
+    handle = open_regular(path)
+    if handle is None:
+        return None
+    with handle:
+        return handle.read(limit)
+
+
+def file_sha256(path: str | Path) -> str:
+    handle = open_regular(path)
+    if handle is None:
+        raise FileNotFoundError(errno.ENOENT, "not a regular file", str(path))
     h = hashlib.sha256()
-    with path.open("rb") as handle:
+    with handle:
         while chunk := handle.read(CHUNK):
             h.update(chunk)
     return h.hexdigest()

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from compiler.ir.fleet import FleetEntry
+from compiler.output.digest import read_regular
 
 NAME = ".rollout-manifest"
 FLEET_DIR = "_fleet"
@@ -89,24 +90,8 @@ def safe(path: str) -> bool:
 
 
 def read(root: Path, out: str) -> Ledger | None:
-    data = _manifest(f"{root}/{out}/{NAME}")
-    return parse(out, data) if isinstance(data, bytes) else None
-
-
-def _manifest(path: str) -> bytes | bool:
-    """A manifest's bytes; False when there is none, True when there is one that cannot be read (a link,
-    which is never followed, a folder, a file one may not read)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return True
-    try:
-        with os.fdopen(fd, "rb") as handle:
-            return handle.read()
-    except OSError:
-        return True
+    data = read_regular(f"{root}/{out}/{NAME}")
+    return parse(out, data) if data is not None else None
 
 
 def scan(root: Path) -> dict[str, Ledger]:
@@ -118,9 +103,10 @@ def scan(root: Path) -> dict[str, Ledger]:
         prefix, depth = todo.pop()
         where = f"{root}/{prefix}" if prefix else str(root)
         if prefix:
-            data = _manifest(f"{where}/{NAME}")
-            if data is not False:
-                ledger = parse(prefix, data) if isinstance(data, bytes) else None
+            manifest = f"{where}/{NAME}"
+            data = read_regular(manifest)
+            if data is not None or os.path.lexists(manifest):  # a link or a folder: no bookkeeping, not entered
+                ledger = parse(prefix, data) if data is not None else None
                 if ledger is not None:
                     found[prefix] = ledger
                 continue
