@@ -616,8 +616,6 @@ class World:
         self.every = self.times[1] - self.times[0] if len(self.times) > 1 else STEP
         if self.times != list(range(0, self.every * len(self.times), self.every)):
             raise ValueError("evaluations are at 0, every, 2 * every, ...")
-        steps = max((len(s.values) for s in raw), default=0)
-        self.scrape_times = [i * STEP for i in range(steps)]
         self.raw = raw
         self.rules = records if records is not None else alerts.records(plan)
         self.raw_by_name: dict[str, list[InputSeries]] = {}

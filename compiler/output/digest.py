@@ -51,13 +51,13 @@ def open_regular(path: str | Path, follow: bool = False) -> BinaryIO | None:
     return handle
 
 
-def read_regular(path: str | Path, limit: int = -1) -> bytes | None:
-    """The bytes (at most ``limit``) of the regular file at ``path``, as :func:`open_regular` finds it."""
+def read_regular(path: str | Path) -> bytes | None:
+    """The bytes of the regular file at ``path``, as :func:`open_regular` finds it."""
     handle = open_regular(path)
     if handle is None:
         return None
     with handle:
-        return handle.read(limit)
+        return handle.read()
 
 
 def file_sha256(path: str | Path) -> str:
