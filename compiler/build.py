@@ -466,6 +466,13 @@ def _render_work(survey: _Survey, jobs: int, report: Report, progress: Progress 
     return fresh
 
 
+def _report_blocked(report: Report, output: Path, fresh: list[RolloutOutcome], outcome: str) -> None:
+    """An error at each file something else stands in the way of (a link, a folder, a FIFO, a foreign file)."""
+    for rollout in fresh:
+        for relative, why in rollout.blocked:
+            report.diagnostics.append(_error(output / relative, f"{why}: {outcome}", "emit"))
+
+
 def _orphans(survey: _Survey, fresh: list[RolloutOutcome], found: list[SpecPath], paths: Sequence[str | Path],
              root: Path, prune: bool) -> tuple[list[Ledger], list[Ledger], list[FleetEntry]]:
     """(rollouts whose spec is gone and that go with it, rollouts of specs not compiled now that stay, the
@@ -494,9 +501,7 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
              prune: bool, force: bool, report: Report, progress: Progress | None) -> None:
     survey = _survey(found, root, output, tx.staging, force, report)
     fresh = _render_work(survey, jobs, report, progress, len(found), tx)
-    for rollout in fresh:
-        for relative, why in rollout.blocked:
-            report.diagnostics.append(_error(output / relative, f"{why}: nothing written", "emit"))
+    _report_blocked(report, output, fresh, "nothing written")
     if not report.ok:
         return
     gone, left, entries = _orphans(survey, fresh, found, paths, root, prune)
@@ -668,9 +673,7 @@ def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jo
     root = output.resolve().parent
     survey = _survey(found, root, output, None, False, report)
     fresh = _render_work(survey, jobs, report, None, len(found))
-    for rollout in fresh:
-        for relative, why in rollout.blocked:
-            report.diagnostics.append(_error(output / relative, f"{why}: a compile cannot write it", "emit"))
+    _report_blocked(report, output, fresh, "a compile cannot write it")
     if not report.ok:
         return
     for rollout in fresh:

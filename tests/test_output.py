@@ -201,6 +201,18 @@ def test_a_fifo_in_the_output_is_reported_and_never_waited_on(tmp_path):
     assert "shop/a" not in ledger.scan(out) and ledger.read(out, "shop/a") is None
 
 
+
+def test_a_manifest_that_cannot_be_read_is_no_bookkeeping(tmp_path, monkeypatch):
+    out = tmp_path / "generated"
+    compiled(fleet(tmp_path, ["a"]), out)
+
+    def refused(path):
+        raise PermissionError(13, "Permission denied", path)  # what a root user never sees on a real file
+
+    monkeypatch.setattr(ledger, "read_regular", refused)
+    assert ledger.scan(out) == {} and ledger.read(out, "shop/a") is None
+
+
 def test_a_write_that_fails_half_way_leaves_the_folder_as_it_was(tmp_path, monkeypatch):
     out = tmp_path / "generated"
     specs = fleet(tmp_path, ["a", "b"])

@@ -90,8 +90,16 @@ def safe(path: str) -> bool:
 
 
 def read(root: Path, out: str) -> Ledger | None:
-    data = read_regular(f"{root}/{out}/{NAME}")
+    data = _bytes(f"{root}/{out}/{NAME}")
     return parse(out, data) if data is not None else None
+
+
+def _bytes(path: str) -> bytes | None:
+    """A manifest's bytes; None when there is no regular file, or one that cannot be read (no bookkeeping)."""
+    try:
+        return read_regular(path)
+    except OSError:
+        return None
 
 
 def scan(root: Path) -> dict[str, Ledger]:
@@ -104,7 +112,7 @@ def scan(root: Path) -> dict[str, Ledger]:
         where = f"{root}/{prefix}" if prefix else str(root)
         if prefix:
             manifest = f"{where}/{NAME}"
-            data = read_regular(manifest)
+            data = _bytes(manifest)
             if data is not None or os.path.lexists(manifest):  # a link or a folder: no bookkeeping, not entered
                 ledger = parse(prefix, data) if data is not None else None
                 if ledger is not None:
