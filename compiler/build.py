@@ -20,6 +20,7 @@ whose rollouts differ, to show how.
 from __future__ import annotations
 
 import difflib
+import gc
 import os
 import re
 import stat
@@ -628,16 +629,30 @@ def _fleet(entries: list[FleetEntry]) -> tuple[dict[str, bytes], Ledger]:
     return texts, record
 
 
+#: Rendering makes many short-lived objects and almost no reference cycles: the cycle collector runs after
+#: every RENDER_GC_THRESHOLD net allocations instead of Python's 700, which saves a few per cent of a compile.
+RENDER_GC_THRESHOLD = 20_000
+
+
+def _fewer_collections() -> None:
+    gc.set_threshold(RENDER_GC_THRESHOLD, *gc.get_threshold()[1:])
+
+
 def _run(work: list[Job], jobs: int) -> Iterator[SpecOutcome]:
     if jobs > 1 and len(work) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_fewer_collections) as pool:
             yield from pool.map(render_spec, work, chunksize=max(1, len(work) // (jobs * 8)))
-    else:
+        return
+    before = gc.get_threshold()
+    _fewer_collections()
+    try:
         for index in range(len(work)):
             job, work[index] = work[index], None  # type: ignore[call-overload]  # a rendered job's bytes are let go
             yield render_spec(job)
+    finally:
+        gc.set_threshold(*before)
 
 
 # --------------------------------------------------------------------------- check

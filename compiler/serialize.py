@@ -171,11 +171,20 @@ def _line(value: str) -> str:
 def _literal(value: str) -> str:
     """ASCII lines as a literal block (indented for column 0), or as libyaml quotes them when a line ends in a
     space (which a literal block would keep but a reader could not see)."""
+    block = _literal_block(value, "  ")
+    return _alone(value) if block is None else block
+
+
+def _literal_block(value: str, pad: str) -> str | None:
+    """ASCII lines (what :func:`_string` writes as a literal block) with ``pad`` before each; None when libyaml
+    would write them otherwise."""
+    if value.startswith(("\n", " ")) or value.endswith("\n\n"):
+        return None
     final = value.endswith("\n")
     body = value if final else value + "\n"
     if " \n" in body:
-        return _alone(value)
-    return ("|\n" if final else "|-\n") + _indented(body, "  ")
+        return None
+    return ("|\n" if final else "|-\n") + _indented(body, pad)
 
 
 _LINE_START = re.compile(r"(?m)^(?=.)")  # the start of a line that is not empty
@@ -211,6 +220,10 @@ def _scalar(value: Any, indent: int) -> str:
     """A scalar's text after "key: " or "- ", with its newline; literal lines indented under ``indent``."""
     kind = type(value)
     if kind is str:
+        if indent and len(value) > 256 and "\n" in value and _ASCII_TEXT.fullmatch(value):
+            block = _literal_block(value, " " * (indent + 2))
+            if block is not None:  # a long text (a file in a ConfigMap): indented once, where it goes
+                return block
         text = _string(value)
         if "\n" not in text:
             return text + "\n"

@@ -51,6 +51,7 @@ def _environment(filters: tuple[tuple[str, Callable[..., Any]], ...]) -> jinja2.
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dirs()),
         bytecode_cache=_bytecode_cache(),
+        auto_reload=False,  # templates do not change while a command runs: no stat per render
         undefined=jinja2.StrictUndefined,
         autoescape=False,
         keep_trailing_newline=True,

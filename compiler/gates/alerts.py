@@ -44,7 +44,7 @@ from compiler.gates.algebra import (
 )
 from compiler.gates.presets import VariantLabels, substitute as fill, yields_a_number
 from compiler.gates.statistics import quantile_level, wilson_lower, wilson_upper
-from compiler.ir.plan import GatePlan, Plan
+from compiler.ir.plan import GatePlan, Plan, StagePlan
 
 IDENTITY_VARIANT = ("rollout", "namespace", "environment", "variant")
 
@@ -251,8 +251,11 @@ def camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in name.replace("-", "_").split("_") if part)
 
 
-def _alert_labels(plan: Plan, gate: str, severity: str, action: str, **extra: str) -> tuple[tuple[str, str], ...]:
-    labels = {**c.identity(plan), "stage": plan.current.name, "gate": gate, "severity": severity, "action": action,
+def _alert_labels(plan: Plan, gate: str, severity: str, action: str, stage: StagePlan | None = None,
+                  **extra: str) -> tuple[tuple[str, str], ...]:
+    """An alert's labels, at the stage in effect or at ``stage``."""
+    at = stage if stage is not None else plan.current
+    labels = {**c.identity(plan), "stage": at.name, "gate": gate, "severity": severity, "action": action,
               **extra}
     if plan.alerting is not None:
         labels[c.ROUTE_LABEL] = plan.alerting.key
@@ -268,27 +271,39 @@ def alert_rules(plan: Plan) -> list[AlertRule]:
 
 
 def _alert_rules(plan: Plan) -> list[AlertRule]:
-    prefix = plan.names.alert_prefix
-    stage = plan.current
     if plan.is_rollback:
         return [AlertRule(plan.names.rollback_guard_alert, "guard", guard_expr(plan), plan.rollback_within,
                           _alert_labels(plan, "rollback_guard", "critical", "rollback"))] + resolvers(plan)
+    stage = plan.current
     out = []
-    for gate in stage.gates:
-        out.append(AlertRule(f"{prefix}{camel(gate.name)}Breached", "gate", gate_expr(plan, gate), gate.for_,
-                             _alert_labels(plan, gate.name, gate.severity, gate.action), gate=gate))
+    for gate, (name, labels) in zip(stage.gates, _gate_heads(plan)):
+        out.append(AlertRule(name, "gate", gate_expr(plan, gate), gate.for_, labels, gate=gate))
     for seconds in c.judged_windows(stage):
-        out.append(AlertRule(f"{prefix}CanaryStarved", "starved", starved_expr(plan, seconds), seconds,
-                             _alert_labels(plan, "min_requests", "info", "hold", window=window(seconds)),
+        out.append(AlertRule(f"{plan.names.alert_prefix}CanaryStarved", "starved", starved_expr(plan, seconds),
+                             seconds, _alert_labels(plan, "min_requests", "info", "hold", window=window(seconds)),
                              window=seconds))
     objective = c.error_gate(stage)
-    for burn in c.burn_rates(plan):
+    for burn, (name, labels) in zip(c.burn_rates(plan), _burn_heads(plan)):
         assert objective is not None
-        page = burn.severity == "critical"
-        out.append(AlertRule(f"{prefix}ErrorBudgetBurn", "burn", burn_expr(plan, burn, objective.threshold), 0,
-                             _alert_labels(plan, "error_budget", burn.severity, stage.action if page else "notify",
-                                           window=window(burn.long)), burn=burn))
+        out.append(AlertRule(name, "burn", burn_expr(plan, burn, objective.threshold), 0, labels, burn=burn))
     return out
+
+
+def _gate_heads(plan: Plan, stage: StagePlan | None = None) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(name, labels) of the gate alerts of the stage in effect (or of ``stage``)."""
+    at = stage if stage is not None else plan.current
+    prefix = plan.names.alert_prefix
+    return [(f"{prefix}{camel(gate.name)}Breached", _alert_labels(plan, gate.name, gate.severity, gate.action, at))
+            for gate in at.gates]
+
+
+def _burn_heads(plan: Plan, stage: StagePlan | None = None) -> list[tuple[str, tuple[tuple[str, str], ...]]]:
+    """(name, labels) of the burn-rate alerts of the stage in effect (or of ``stage``)."""
+    at = stage if stage is not None else plan.current
+    return [(f"{plan.names.alert_prefix}ErrorBudgetBurn",
+             _alert_labels(plan, "error_budget", burn.severity,
+                           at.action if burn.severity == "critical" else "notify", at, window=window(burn.long)))
+            for burn in c.stage_burn_rates(at)]
 
 
 def resolvers(plan: Plan) -> list[AlertRule]:
@@ -301,10 +316,12 @@ def resolvers(plan: Plan) -> list[AlertRule]:
     """
     out, seen = [], set()
     for stage in plan.stages:
-        for rule in alert_rules(plan.at(stage.name)):
-            if rule.kind in ("gate", "burn") and (rule.name, rule.labels) not in seen:
-                seen.add((rule.name, rule.labels))
-                out.append(AlertRule(rule.name, "resolve", NEVER, 0, rule.labels))
+        if stage.kind == "rollback":
+            continue
+        for name, labels in _gate_heads(plan, stage) + _burn_heads(plan, stage):  # no expression is built
+            if (name, labels) not in seen:
+                seen.add((name, labels))
+                out.append(AlertRule(name, "resolve", NEVER, 0, labels))
     return out
 
 

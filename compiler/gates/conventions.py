@@ -164,8 +164,13 @@ def recorded_windows(plan: Plan) -> tuple[int, ...]:
 
 def burn_rates(plan: Plan) -> tuple[BurnRate, ...]:
     """The burn-rate alerts of the stage in effect: it serves everyone and has an error-rate objective."""
-    gate = error_gate(plan.current)
-    if gate is None or not serves_everyone(plan.current):
+    return stage_burn_rates(plan.current)
+
+
+def stage_burn_rates(stage: StagePlan) -> tuple[BurnRate, ...]:
+    """:func:`burn_rates` of a plan with ``stage`` in effect."""
+    gate = error_gate(stage)
+    if gate is None or not serves_everyone(stage):
         return ()
     return tuple(b for b in BURN_RATES if b.factor * float(gate.threshold) < 1)
 

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property, lru_cache
 from fractions import Fraction
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from compiler.gates import alerts, conventions as c
 from compiler.gates.algebra import (
@@ -77,6 +77,25 @@ class Flow:
     def steps(self) -> int:
         return len(self.requests)
 
+    # The counters, made when a series needs them (groups of a test share flows; a field-less cache, so neither
+    # compared nor hashed).
+
+    @cached_property
+    def total_requests(self) -> tuple[float, ...]:
+        return cumulative(self.requests)
+
+    @cached_property
+    def total_errors(self) -> tuple[float, ...]:
+        return cumulative(self.errors)
+
+    @cached_property
+    def total_ok(self) -> tuple[float, ...]:
+        return cumulative(list(map(operator.sub, self.requests, self.errors)))
+
+    @cached_property
+    def total_fast(self) -> tuple[float, ...]:
+        return cumulative(list(map(operator.sub, self.requests, self.slow)))
+
 
 def flow(phases: Sequence[Phase], rng: random.Random | None = None) -> Flow:
     """Traffic of consecutive phases: exact expected counts, or Poisson/binomial draws from ``rng``."""
@@ -85,7 +104,7 @@ def flow(phases: Sequence[Phase], rng: random.Random | None = None) -> Flow:
     return _flow(phases, rng)
 
 
-@lru_cache(maxsize=256)
+@lru_cache(maxsize=64)  # the flows of a test file's groups (with their counters)
 def _exact_flow(phases: tuple[Phase, ...]) -> Flow:
     return _flow(phases, None)
 
@@ -95,9 +114,7 @@ def _flow(phases: Sequence[Phase], rng: random.Random | None) -> Flow:
     for phase in phases:
         steps = phase.seconds // STEP
         if rng is None:
-            n = _spread(_exact(phase.rps) * STEP, steps)
-            e = _thin(n, _exact(phase.error_ratio))
-            s = _thin(n, _exact(phase.slow_ratio))
+            n, e, s = _exact_phase(phase.rps, phase.error_ratio, phase.slow_ratio, steps)
         else:
             n = [poisson(rng, phase.rps * STEP) for _ in range(steps)]
             e = [binomial(rng, k, phase.error_ratio) for k in n]
@@ -106,6 +123,25 @@ def _flow(phases: Sequence[Phase], rng: random.Random | None) -> Flow:
         errors.extend(e)
         slow.extend(s)
     return Flow(tuple(requests), tuple(errors), tuple(slow))
+
+
+#: (requests per second, error ratio, slow ratio) -> exact counts per scrape of a phase at those rates, as long as
+#: a phase asked for so far: a phase's first counts do not depend on its length, so shorter ones are slices.
+_PHASES: dict[tuple[float, float, float], tuple[list[int], list[int], list[int]]] = {}
+
+
+def _exact_phase(rps: float, error_ratio: float, slow_ratio: float, steps: int) -> tuple[list[int], list[int],
+                                                                                        list[int]]:
+    """Requests, errors and slow requests per scrape of ``steps`` scrapes at these rates, exactly."""
+    key = (rps, error_ratio, slow_ratio)
+    found = _PHASES.get(key)
+    if found is None or len(found[0]) < steps:
+        if len(_PHASES) > 256:  # a test file asks for a few rates: the cache need not outlive it
+            _PHASES.clear()
+        length = max(steps, 2 * len(found[0]) if found else 240)
+        n = _spread(_exact(rps) * STEP, length)
+        found = _PHASES[key] = (n, _thin(n, _exact(error_ratio)), _thin(n, _exact(slow_ratio)))
+    return found[0][:steps], found[1][:steps], found[2][:steps]
 
 
 def _spread(per_step: Fraction, steps: int) -> list[int]:
@@ -175,15 +211,18 @@ def binomial(rng: random.Random, n: int, p: float) -> int:
         count += 1
 
 
-def cumulative(increments: Sequence[int]) -> tuple[float, ...]:
-    return tuple(map(float, itertools.accumulate(increments)))
+class Counts(tuple[float, ...]):
+    """Running totals of whole counts, as floats (what the rules compute with), keeping the whole numbers for
+    the notation of the samples."""
+
+    whole: list[int] | None  # None: a total a float does not hold exactly
 
 
-@lru_cache(maxsize=64)
-def _totals(f: Flow) -> tuple[tuple[float, ...], tuple[float, ...], tuple[float, ...], tuple[float, ...]]:
-    """A flow's counters (requests, errors, good requests, fast requests): groups of a test share flows."""
-    return (cumulative(f.requests), cumulative(f.errors), cumulative(list(map(operator.sub, f.requests, f.errors))),
-            cumulative(list(map(operator.sub, f.requests, f.slow))))
+def cumulative(increments: Sequence[int]) -> Counts:
+    whole = list(itertools.accumulate(increments))
+    out = Counts(map(float, whole))
+    out.whole = whole if not whole or (-_EXACT < min(whole) and max(whole) < _EXACT) else None
+    return out
 
 
 # --------------------------------------------------------------------------- input series
@@ -201,25 +240,33 @@ class Inputs:
     custom: dict[str, list[float]] = field(default_factory=dict)  # gate name -> value per scrape
     buckets: tuple[float, float] = (0.1, 1.0)  # seconds: fast requests <= [0], slow ones <= [1]
     _series: dict[object, list[InputSeries]] = field(default_factory=dict, repr=False, compare=False)
+    # series recorded from the user's queries: (record name, labels) -> what the record yields
+    _fed: dict[tuple[str, Labels], Recorded] = field(default_factory=dict, repr=False, compare=False)
 
 
-@dataclass(frozen=True)
-class InputSeries:
+class InputSeries(NamedTuple):  # a tuple: made by the thousand, and cheaper to make than a frozen dataclass
     name: str
     labels: Labels  # without __name__
     values: tuple[float | None, ...]  # per scrape
 
     @property
     def text(self) -> str:
-        return self.name + "{" + ",".join(f"{k}={string(v)}" for k, v in self.labels) + "}"
+        return _series_text(self.name, self.labels)
 
     def promtool(self) -> dict[str, str]:
-        return {"series": self.text, "values": _values_text(self.values)}
+        return {"series": _series_text(self.name, self.labels), "values": _values_text(self.values)}
+
+
+@lru_cache(maxsize=1024)
+def _series_text(name: str, labels: Labels) -> str:
+    return name + "{" + ",".join(f"{k}={string(v)}" for k, v in labels) + "}"
 
 
 @lru_cache(maxsize=128)
 def _values_text(values: tuple[float | None, ...]) -> str:
     """promtool's notation of samples (``_``: none): series of a test file repeat between its groups."""
+    if isinstance(values, Counts) and values.whole is not None:
+        return _expanding_whole(values.whole)
     if None not in values:
         return expanding(values)  # type: ignore[arg-type]  # no None left
     return " ".join("_" if v is None or math.isnan(v) else _num(v) for v in values)
@@ -246,22 +293,34 @@ def bucket_bounds(buckets: tuple[float, float], unit: float) -> list[tuple[str, 
 
 
 def _counter_series(counters: Counters, f: Flow) -> list[InputSeries]:
-    requests, errors, ok, _ = _totals(f)
+    first, second = _counter_labels(counters)
+    if counters.error_label is not None:
+        return [InputSeries(counters.metric, first, f.total_ok), InputSeries(counters.metric, second, f.total_errors)]
+    assert counters.error_metric is not None
+    return [InputSeries(counters.metric, first, f.total_requests),
+            InputSeries(counters.error_metric, second, f.total_errors)]
+
+
+@lru_cache(maxsize=256)
+def _counter_labels(counters: Counters) -> tuple[Labels, Labels]:
+    """The labels of a source's two counter series: good and failed requests, or all and failed requests."""
     base = _equalities(counters.labels)
     if counters.error_label is not None:
         label: ErrorLabel = counters.error_label
-        return [InputSeries(counters.metric, _labels(base + [(label.label, label.ok)]), ok),
-                InputSeries(counters.metric, _labels(base + [(label.label, label.failed)]), errors)]
-    assert counters.error_metric is not None
-    return [InputSeries(counters.metric, _labels(base), requests),
-            InputSeries(counters.error_metric, _labels(_equalities(counters.error_labels)), errors)]
+        return _labels(base + [(label.label, label.ok)]), _labels(base + [(label.label, label.failed)])
+    return _labels(base), _labels(_equalities(counters.error_labels))
 
 
 def _bucket_series(histogram: Histogram, f: Flow, buckets: tuple[float, float]) -> list[InputSeries]:
-    every, _, _, fast = _totals(f)
+    every, fast = f.total_requests, f.total_fast
+    return [InputSeries(histogram.metric, labels, values)
+            for labels, values in zip(_bucket_labels(histogram, buckets), (fast, every, every))]
+
+
+@lru_cache(maxsize=256)
+def _bucket_labels(histogram: Histogram, buckets: tuple[float, float]) -> list[Labels]:
     base = _equalities(histogram.labels)
-    return [InputSeries(histogram.metric, _labels(base + [("le", le)]), values)
-            for (le, _), values in zip(bucket_bounds(buckets, histogram.unit), (fast, every, every))]
+    return [_labels(base + [("le", le)]) for le, _ in bucket_bounds(buckets, histogram.unit)]
 
 
 #: Stand-in counters for sources whose queries are the user's own (``custom``): their recorded series are fed,
@@ -285,12 +344,25 @@ def measured_plan(plan: Plan) -> Plan:
     """The plan with stand-in counters where the queries are the user's own."""
     if not uses_templates(plan):
         return plan
-    m = plan.metrics
-    return replace(plan, metrics=replace(m, stable=_stand_in("stable", m.stable), canary=_stand_in("canary", m.canary)))
+    found = plan.memo.get("measured")
+    if found is None:
+        m = plan.metrics
+        found = plan.memo["measured"] = replace(plan, metrics=replace(m, stable=_stand_in("stable", m.stable),
+                                                                      canary=_stand_in("canary", m.canary)))
+    assert isinstance(found, Plan)
+    return found
 
 
 def exporter_series(plan: Plan, inputs: Inputs) -> list[InputSeries]:
     """The series the metrics source reads."""
+    key = ("exporter", id(plan))
+    found = inputs._series.get(key)
+    if found is None:
+        found = inputs._series[key] = _exporter_series(plan, inputs)
+    return found
+
+
+def _exporter_series(plan: Plan, inputs: Inputs) -> list[InputSeries]:
     out: list[InputSeries] = []
     for role in c.ROLES:
         f = inputs.flows.get(role)
@@ -353,13 +425,15 @@ def needs(rules: Sequence[alerts.AlertRule], records: Sequence[alerts.Record]) -
 
 
 def fed_records(plan: Plan, inputs: Inputs, only: Needs | None = None,
-                records: Sequence[alerts.Record] | None = None) -> list[InputSeries]:
+                records: Sequence[alerts.Record] | None = None, prior: Inputs | None = None) -> list[InputSeries]:
     """The series recorded by rules whose expression is the user's PromQL, as the same rules compute them
-    over stand-in counters (those ``only`` needs, or all)."""
+    over stand-in counters (those ``only`` needs, or all).
+
+    With ``prior`` (inputs fed before), the scrapes whose samples so far are the same take their values from it.
+    """
     measured = measured_plan(plan)
-    scrapes = [i * STEP for i in range(inputs.steps)]
-    world = World(measured, exporter_series(measured, inputs), scrapes)
-    out = []
+    raw = exporter_series(measured, inputs)
+    wanted = []
     for record in records if records is not None else alerts.records(plan):
         labels = dict(record.labels)
         if (
@@ -370,24 +444,62 @@ def fed_records(plan: Plan, inputs: Inputs, only: Needs | None = None,
             continue
         if only is not None and (record.name, _rule_labels(record.labels)) not in only.records:
             continue
-        vector = world.record(record.name, record.labels)
-        values = next(iter(vector.values())) if vector else [None] * len(scrapes)
-        sampled = tuple(
-            None if v is None or math.isnan(v) else v for v in values
-        )  # NaN: no sample, as promtool reads "_"
-        out.append(InputSeries(record.name, _rule_labels(record.labels), sampled))
+        wanted.append(record)
+    start = 0
+    if prior is not None and all((r.name, _rule_labels(r.labels)) in prior._fed for r in wanted):
+        start = min(_same_samples(exporter_series(measured, prior), raw), inputs.steps)  # scrape k reads 0 .. k
+    out = []
+    worlds: dict[int, World] = {}
+
+    def world(first: int) -> World:  # made when first asked for
+        if first not in worlds:
+            worlds[first] = World(measured, raw, [i * STEP for i in range(first, inputs.steps)], every=STEP)
+        return worlds[first]
+
+    for record in wanted:
+        key = (record.name, _rule_labels(record.labels))
+        found = inputs._fed.get(key)
+        if found is None:
+            found = _recorded(world(start), record, inputs.steps - start)
+            if start:
+                assert prior is not None
+                found = found.after(prior._fed[key], start) or _recorded(world(0), record, inputs.steps)
+            inputs._fed[key] = found
+        out.append(InputSeries(record.name, key[1], found.values))
     return out
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What a recording rule yields over some scrapes: its first series' values (None: no sample)."""
+
+    labels: tuple[Labels, ...]  # of every series it yields
+    values: tuple[float | None, ...]
+
+    def after(self, head: Recorded, start: int) -> Recorded | None:
+        """These later scrapes after the first ``start`` of ``head``, when both yield the same one series."""
+        if len(self.labels) > 1 or len(head.labels) > 1 or (self.labels and head.labels and self.labels != head.labels):
+            return None
+        return Recorded(self.labels or head.labels, head.values[:start] + self.values)
+
+
+def _recorded(world: World, record: alerts.Record, count: int) -> Recorded:
+    """What ``record`` yields at each of ``world``'s times (``count`` of them)."""
+    vector = world.record(record.name, record.labels)
+    values = next(iter(vector.values())) if vector else [None] * count
+    return Recorded(tuple(vector), tuple(None if v is None or math.isnan(v) else v for v in values))  # NaN: "_"
+
+
 def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
-              records: Sequence[alerts.Record] | None = None) -> list[InputSeries]:
+              records: Sequence[alerts.Record] | None = None, prior: Inputs | None = None) -> list[InputSeries]:
     """The series a test group feeds: the source's exporter series (or the recorded series of the user's
-    queries) and the custom gates' values; with ``only``, those that some rules read."""
+    queries) and the custom gates' values; with ``only``, those that some rules read (``prior``: see
+    :func:`fed_records`)."""
     key = (id(plan), only.key if only is not None else None)
     found = inputs._series.get(key)
     if found is None:
         if uses_templates(plan):  # the user's queries: only the records needed are computed
-            found = fed_records(plan, inputs, only, records) + [
+            found = fed_records(plan, inputs, only, records, prior) + [
                 s for s in custom_series(plan, inputs) if only is None or only.selects(s)]
         elif only is None:
             found = exporter_series(plan, inputs) + custom_series(plan, inputs)
@@ -398,9 +510,9 @@ def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
 
 
 def input_series(plan: Plan, inputs: Inputs, only: Needs | None = None,
-                 records: Sequence[alerts.Record] | None = None) -> list[dict[str, str]]:
-    """promtool ``input_series`` for one test group."""
-    return [s.promtool() for s in series_of(plan, inputs, only, records)]
+                 records: Sequence[alerts.Record] | None = None, prior: Inputs | None = None) -> list[dict[str, str]]:
+    """promtool ``input_series`` for one test group (``prior``: see :func:`fed_records`)."""
+    return [s.promtool() for s in series_of(plan, inputs, only, records, prior)]
 
 
 def expanding(values: Sequence[float]) -> str:
@@ -442,21 +554,21 @@ def _as_whole(values: Sequence[float]) -> list[int] | None:
     return whole if whole == list(values) else None
 
 
-def _expanding_whole(values: list[int]) -> str:
+def _expanding_whole(values: Sequence[int]) -> str:
     """:func:`expanding` of whole numbers: every pair of samples starts a run, which takes every step equal to
     its first; the step from a run's last sample to the next run's first is not written."""
+    n = len(values)
+    steps = list(map(operator.sub, values[1:], values))
     parts: list[str] = []
-    at, skip = 0, False  # the next step not taken; whether it is the one between two runs
-    for step, group in itertools.groupby(map(operator.sub, values[1:], values)):
-        length = len(list(group))
-        if skip:
-            at, length, skip = at + 1, length - 1, False
-        if length:
-            parts.append(f"{values[at]}+{step}x{length}" if step >= 0 else f"{values[at]}-{-step}x{length}")
-            at, skip = at + length, True
-    first = at + 1 if skip else at  # the first sample no run wrote
-    if first < len(values):
-        parts.append(str(values[first]))
+    i = 0
+    while i < n - 1:
+        step, j = steps[i], i + 1
+        while j < n - 1 and steps[j] == step:
+            j += 1
+        parts.append(f"{values[i]}+{step}x{j - i}" if step >= 0 else f"{values[i]}-{-step}x{j - i}")
+        i = j + 1
+    if i < n:
+        parts.append(str(values[i]))
     return " ".join(parts)
 
 
@@ -467,29 +579,29 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------- Prometheus, in Python
 
 
-def rates(values: Sequence[float | None], every: int, count: int, seconds: int) -> Values:
-    """``rate(x[seconds])`` at times ``0, every, 2 * every, ...`` (``count`` of them) as Prometheus 2.x computes
-    it (range closed at both ends), over samples every ``STEP`` seconds from 0 that never decrease (no counter
-    resets).
+def rates(values: Sequence[float | None], every: int, count: int, seconds: int, start: int = 0) -> Values:
+    """``rate(x[seconds])`` at times ``start * every, (start + 1) * every, ...`` up to ``count`` evaluations from
+    0, as Prometheus 2.x computes it (range closed at both ends), over samples every ``STEP`` seconds from 0
+    that never decrease (no counter resets).
 
     Where the window holds every sample of its range, the rate is a plain difference (taken over slices);
     elsewhere (the first windows, samples missing at an end) it is extrapolated as Prometheus does.
     """
-    out: Values = [None] * count
+    out: Values = [None] * (count - start)
     last = len(values) - 1
-    partial: Iterable[int] = range(count)
+    partial: Iterable[int] = range(start, count)
     if seconds % STEP == 0 and every % STEP == 0 and every > 0:
         r, span = every // STEP, seconds // STEP
-        first = -(-span // r)  # the first evaluation whose window starts at or after the first sample
+        first = max(start, -(-span // r))  # the first evaluation whose window starts at or after the first sample
         final = min(count - 1, last // r)  # the last one with a sample at its end
         if first <= final:
             ends = values[first * r:final * r + 1:r]
             starts = values[first * r - span:final * r - span + 1:r]
-            out[first:final + 1] = [None if a is None or b is None else (b - a) / seconds
-                                    for a, b in zip(starts, ends)]
-            partial = itertools.chain(range(min(first, count)), range(final + 1, count))
+            out[first - start:final + 1 - start] = [None if a is None or b is None else (b - a) / seconds
+                                                    for a, b in zip(starts, ends)]
+            partial = itertools.chain(range(start, min(first, count)), range(final + 1, count))
     for k in partial:
-        out[k] = _extrapolated(values, k * every, seconds, last)
+        out[k - start] = _extrapolated(values, k * every, seconds, last)
     return out
 
 
@@ -610,12 +722,14 @@ class World:
     """Input series and the rules of a plan, evaluated at a list of times (seconds from the first scrape)."""
 
     def __init__(self, plan: Plan, raw: list[InputSeries], times: Sequence[int],
-                 records: list[alerts.Record] | None = None):
+                 records: list[alerts.Record] | None = None, every: int | None = None):
         self.plan = plan
         self.times = list(times)
-        self.every = self.times[1] - self.times[0] if len(self.times) > 1 else STEP
-        if self.times != list(range(0, self.every * len(self.times), self.every)):
-            raise ValueError("evaluations are at 0, every, 2 * every, ...")
+        self.every = every or (self.times[1] - self.times[0] if len(self.times) > 1 else STEP)
+        self.start = self.times[0] // self.every if self.times else 0  # evaluations before the first time
+        if self.times != list(range(self.start * self.every, (self.start + len(self.times)) * self.every,
+                                    self.every)):
+            raise ValueError("evaluations are at k * every, (k + 1) * every, ...")
         self.raw = raw
         self.rules = records if records is not None else alerts.records(plan)
         self.raw_by_name: dict[str, list[InputSeries]] = {}
@@ -729,7 +843,8 @@ class World:
         out: Vector = {}
         for series in self.raw:
             if _selects(node.selector, series.name, series.labels):
-                out[series.labels] = rates(series.values, self.every, len(self.times), node.seconds)
+                out[series.labels] = rates(series.values, self.every, self.start + len(self.times), node.seconds,
+                                           self.start)
         return out
 
     def _call(self, node: Call) -> Vector | Scalar:
@@ -921,15 +1036,52 @@ def simulate(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs, ever
     A rule that yields no series at any evaluation gets one timeline of its own that never fires.
     ``read`` is :func:`needs` of the rules, when the caller has it.
     """
+    return simulation(plan, rules, inputs, every, records, read).timelines
+
+
+@dataclass
+class Simulation:
+    """What :func:`simulation` found: the series fed, each rule's value at every evaluation, the timelines."""
+
+    inputs: Inputs
+    every: int
+    evaluations: int
+    rules: tuple[int, ...]  # ids of the rules' expressions
+    fed: list[InputSeries]
+    vectors: list[Vector]
+    timelines: list[Timeline]
+
+
+def simulation(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs, every: int = c.EVALUATION_INTERVAL,
+               records: Sequence[alerts.Record] | None = None, read: Needs | None = None,
+               prior: Simulation | None = None) -> Simulation:
+    """:func:`simulate`, keeping what a later simulation of inputs that begin the same can take.
+
+    With ``prior`` (a simulation of the same rules), the evaluations that only see samples both fed alike are
+    taken from it: the rules are causal, so a run that begins like an earlier one evaluates the same there.
+    """
     if every % STEP:
         raise ValueError(f"evaluations every {every}s do not line up with scrapes every {STEP}s")
     evaluations = ((inputs.steps - 1) * STEP) // every + 1
     records = list(records) if records is not None else alerts.records(plan)
-    fed = series_of(plan, inputs, read if read is not None else needs(rules, records), records)
-    world = World(plan, fed, [k * every for k in range(evaluations)], records)
+    fed = series_of(plan, inputs, read if read is not None else needs(rules, records), records,
+                    prior.inputs if prior is not None else None)
+    ids = tuple(id(rule.expr) for rule in rules)
+    start = 0
+    if prior is not None and prior.every == every and prior.rules == ids:
+        same = _same_samples(prior.fed, fed)  # scrapes 0 .. same - 1 hold the same samples
+        if same:
+            start = min((same - 1) * STEP // every + 1, evaluations, prior.evaluations)
+    world = World(plan, fed, [k * every for k in range(start, evaluations)], records, every) \
+        if start < evaluations else None
+    vectors: list[Vector] = []
     out = []
-    for rule in rules:
-        result = world.vector(rule.expr)
+    for index, rule in enumerate(rules):
+        result = world.vector(rule.expr) if world is not None else {}
+        if start:
+            assert prior is not None
+            result = _joined(prior.vectors[index], result, start, evaluations)
+        vectors.append(result)
         found = False
         for labels, values in sorted(result.items()):
             if all(v is None for v in values):
@@ -938,6 +1090,28 @@ def simulate(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs, ever
             out.append(Timeline(rule, every, _pending(values, rule.for_, every), _alert_labels(labels, rule)))
         if not found:
             out.append(Timeline(rule, every, (None,) * evaluations, _alert_labels((), rule)))
+    return Simulation(inputs, every, evaluations, ids, fed, vectors, out)
+
+
+def _same_samples(before: list[InputSeries], after: list[InputSeries]) -> int:
+    """How many first scrapes hold the same samples in two lists of the same series (0: other series)."""
+    if len(before) != len(after) or any(a.name != b.name or a.labels != b.labels for a, b in zip(before, after)):
+        return 0
+    same = min((min(len(a.values), len(b.values)) for a, b in zip(before, after)), default=0)
+    for a, b in zip(before, after):
+        if a.values[:same] != b.values[:same]:
+            same = next(i for i, (x, y) in enumerate(zip(a.values, b.values)) if x != y)
+    return same
+
+
+def _joined(before: Vector, after: Vector, start: int, evaluations: int) -> Vector:
+    """A rule's values: the first ``start`` evaluations from ``before``, the rest from ``after``."""
+    none_before: Values = [None] * start
+    none_after: Values = [None] * (evaluations - start)
+    out: Vector = {}
+    for labels in before.keys() | after.keys():
+        head = before.get(labels)
+        out[labels] = (head[:start] if head is not None else none_before) + after.get(labels, none_after)
     return out
 
 

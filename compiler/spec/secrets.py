@@ -17,6 +17,7 @@ import math
 import re
 from collections import Counter
 from collections.abc import Iterator
+from functools import lru_cache
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -106,8 +107,15 @@ def in_url(url: str, strict: bool = False) -> str | None:
     return None
 
 
+#: Any of the known formats (one search finds whether one is there; which one is asked only then).
+_ANY_KNOWN = re.compile("|".join(f"(?:{pattern.pattern})" for _, pattern in KNOWN))
+
+
+@lru_cache(maxsize=8192)
 def in_text(text: str) -> str | None:
     """What secret free ``text`` (a description, an owner) seems to hold; None when it holds none."""
+    if not _ANY_KNOWN.search(text) and "://" not in text:
+        return None  # what most strings of a spec are: names, numbers, words
     for what, pattern in KNOWN:
         if pattern.search(text):
             return what
