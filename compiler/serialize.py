@@ -105,6 +105,25 @@ def yaml_text(documents: Any | list[Any], header: str | None = None, multi: bool
     return (comment(header, "#") if header else "") + body
 
 
+def block_yaml(document: dict[str, Any]) -> str | None:
+    """A mapping as :func:`yaml_text` writes it (no header) when the block layout writes it alone; None when
+    libyaml would have a say. Such text nests: under a key, each line indented by two spaces is what
+    :func:`yaml_text` writes for the mapping there (see :func:`nested_yaml`)."""
+    try:
+        return _block_documents([document], False)
+    except _Unusual:
+        return None
+
+
+def nested_yaml(document: dict[str, Any], key: str, block: str, header: str | None = None) -> str | None:
+    """:func:`yaml_text` of ``document`` with ``key`` added last, whose value :func:`block_yaml` wrote as
+    ``block``; None when libyaml would write ``document`` (write the whole with :func:`yaml_text`)."""
+    head = block_yaml(document) if document else ""
+    if head is None:
+        return None
+    return (comment(header, "#") if header else "") + head + _key(key) + "\n" + _indented(block, "  ")
+
+
 def _libyaml(docs: list[Any], multi: bool) -> str:
     text: str = yaml.dump_all(docs, None, _OutputDumper, explicit_start=multi, sort_keys=False,
                               default_flow_style=False, allow_unicode=True, width=1 << 30, indent=2)

@@ -48,6 +48,23 @@ def test_any_documents_are_written_as_libyaml_writes_them(docs):
     assert fast == reference
 
 
+LONG_TEXT = st.lists(st.sampled_from(["a", "b c", "", "  d", "x" * 300, "e:", "- f"]), min_size=2, max_size=8).map(
+    "\n".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(KEYS, DATA, max_size=3), st.dictionaries(KEYS, st.one_of(DATA, LONG_TEXT), min_size=1,
+                                                                  max_size=4))
+def test_a_block_written_once_nests_as_libyaml_writes_it_nested(outer, inner):
+    """The rules of a PrometheusRule are written once, for rules.yaml, and nested under ``spec``."""
+    block = serialize.block_yaml(inner)
+    nested = serialize.nested_yaml({k: v for k, v in outer.items() if k != "spec"}, "spec", block, "a header") \
+        if block is not None else None
+    whole = {**{k: v for k, v in outer.items() if k != "spec"}, "spec": inner}
+    if nested is not None:
+        assert nested == serialize.comment("a header") + serialize._libyaml([whole], False)
+
+
 def test_every_scalar_of_the_word_list_in_every_position():
     for word in WORDS:
         for data in ({"k": word}, [word], {"k": [word]}, [{"k": word}], {"a": {"b": [[word, {"c": word}]]}},

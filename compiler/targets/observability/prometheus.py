@@ -46,9 +46,14 @@ API_VERSION = "monitoring.coreos.com/v1"
 def render(plan: Plan) -> dict[str, str]:
     group = rule_group(plan)
     header = kube.header(plan)
+    rules = serialize.block_yaml({"groups": [group]})
+    obj = prometheus_rule(plan, group)
+    spec = obj.pop("spec")
+    rule_object = serialize.nested_yaml(obj, "spec", rules, header) if rules is not None else None
     return {
-        RULES: serialize.yaml_text({"groups": [group]}, header),
-        RULE_OBJECT: kube.manifest(plan, prometheus_rule(plan, group)),
+        RULES: serialize.comment(header) + rules if rules is not None else serialize.yaml_text({"groups": [group]},
+                                                                                               header),
+        RULE_OBJECT: rule_object or kube.manifest(plan, {**obj, "spec": spec}),  # the rules written once, nested
         TESTS: serialize.comment(header) + serialize.json_text(test_file(plan), sort_keys=False),
     }
 
