@@ -318,9 +318,10 @@ def _bucket_series(histogram: Histogram, f: Flow, buckets: tuple[float, float]) 
 
 
 @lru_cache(maxsize=256)
-def _bucket_labels(histogram: Histogram, buckets: tuple[float, float]) -> list[Labels]:
+def _bucket_labels(histogram: Histogram, buckets: tuple[float, float]) -> tuple[Labels, ...]:
+    """The labels of a source's three bucket series."""
     base = _equalities(histogram.labels)
-    return [_labels(base + [("le", le)]) for le, _ in bucket_bounds(buckets, histogram.unit)]
+    return tuple(_labels(base + [("le", le)]) for le, _ in bucket_bounds(buckets, histogram.unit))
 
 
 #: Stand-in counters for sources whose queries are the user's own (``custom``): their recorded series are fed,
