@@ -413,51 +413,8 @@ def test_a_rate_over_a_full_window_is_the_extrapolated_rate(increments, every, s
     assert promsim.rates(values, every, count, seconds) == expected
 
 
-@given(st.lists(st.integers(min_value=0, max_value=50), min_size=1, max_size=120),
-       st.sampled_from([15, 30, 60]), st.sampled_from([60, 120, 300, 45]), st.integers(min_value=1, max_value=60),
-       st.integers(min_value=0, max_value=60))
-def test_rates_from_a_later_evaluation_are_the_end_of_all_rates(increments, every, seconds, count, start):
-    start = min(start, count)
-    values = [float(v) for v in itertools.accumulate(increments)]
-    assert promsim.rates(values, every, count, seconds, start) == promsim.rates(values, every, count, seconds)[start:]
-
-
 @given(st.lists(st.integers(min_value=0, max_value=10**6), max_size=60))
 def test_counters_are_written_in_the_notation_of_their_samples(increments):
     counts = promsim.cumulative(increments)
     assert promsim._values_text(counts) == promsim.expanding([float(v) for v in itertools.accumulate(increments)])
 
-
-def _breach_runs(plan: Plan) -> list[tuple[list[alerts.AlertRule], list[promsim.Inputs]]]:
-    """Per alert of the plan, inputs that breach it for some time, then recover: each begins like the one before
-    it, for all of it or up to a change of the traffic (as the breach tests' runs do)."""
-    scenario = promtool.Scenario(plan, lambda rule, value: {})
-    rules = [r for r in alerts.alert_rules(plan) if r.kind in ("gate", "burn", "guard")]
-    out = []
-    for rule in rules:
-        breach = scenario._breach_plan(rule)
-        out.append(([r for r in rules if r.name == rule.name],
-                    [breach(900, 0), breach(600, 600), breach(900, 600), breach(900, 300), breach(420, 900)]))
-    return out
-
-
-@pytest.mark.parametrize("plan", [p for spec in (SPECS / "genesis.yaml", GOLDEN / "in-ramp.yaml",
-                                                 GOLDEN / "in-full.yaml", GOLDEN / "in-rollback.yaml")
-                                  for p in plans_of(spec)], ids=lambda p: p.out)
-def test_a_simulation_that_begins_like_an_earlier_one_finds_what_a_fresh_one_finds(plan):
-    """Rules are causal: evaluations taken from an earlier run of inputs that begin alike (and the series
-    recorded from the user's queries) are those a simulation from scratch computes."""
-    records = alerts.records(plan)
-    runs = _breach_runs(plan)
-    assert runs
-    for own, inputs in runs:
-        read = promsim.needs(own, records)
-        prior = None
-        for step in inputs:
-            fresh = promtool.simulator.Inputs(step.steps, step.flows, step.custom, step.buckets)
-            alone = promsim.simulation(plan, own, fresh, 60, records, read)
-            chained = promsim.simulation(plan, own, step, 60, records, read, prior)
-            assert [(t.labels, t.firing) for t in chained.timelines] == [(t.labels, t.firing) for t in alone.timelines]
-            assert chained.fed == alone.fed
-            assert promsim.input_series(plan, step, read, records) == promsim.input_series(plan, fresh, read, records)
-            prior = chained

@@ -240,8 +240,6 @@ class Inputs:
     custom: dict[str, list[float]] = field(default_factory=dict)  # gate name -> value per scrape
     buckets: tuple[float, float] = (0.1, 1.0)  # seconds: fast requests <= [0], slow ones <= [1]
     _series: dict[object, list[InputSeries]] = field(default_factory=dict, repr=False, compare=False)
-    # series recorded from the user's queries: (record name, labels) -> what the record yields
-    _fed: dict[tuple[str, Labels], Recorded] = field(default_factory=dict, repr=False, compare=False)
 
 
 class InputSeries(NamedTuple):  # a tuple: made by the thousand, and cheaper to make than a frozen dataclass
@@ -426,15 +424,13 @@ def needs(rules: Sequence[alerts.AlertRule], records: Sequence[alerts.Record]) -
 
 
 def fed_records(plan: Plan, inputs: Inputs, only: Needs | None = None,
-                records: Sequence[alerts.Record] | None = None, prior: Inputs | None = None) -> list[InputSeries]:
+                records: Sequence[alerts.Record] | None = None) -> list[InputSeries]:
     """The series recorded by rules whose expression is the user's PromQL, as the same rules compute them
-    over stand-in counters (those ``only`` needs, or all).
-
-    With ``prior`` (inputs fed before), the scrapes whose samples so far are the same take their values from it.
-    """
+    over stand-in counters (those ``only`` needs, or all)."""
     measured = measured_plan(plan)
-    raw = exporter_series(measured, inputs)
-    wanted = []
+    scrapes = [i * STEP for i in range(inputs.steps)]
+    world = World(measured, exporter_series(measured, inputs), scrapes)
+    out = []
     for record in records if records is not None else alerts.records(plan):
         labels = dict(record.labels)
         if (
@@ -445,62 +441,24 @@ def fed_records(plan: Plan, inputs: Inputs, only: Needs | None = None,
             continue
         if only is not None and (record.name, _rule_labels(record.labels)) not in only.records:
             continue
-        wanted.append(record)
-    start = 0
-    if prior is not None and all((r.name, _rule_labels(r.labels)) in prior._fed for r in wanted):
-        start = min(_same_samples(exporter_series(measured, prior), raw), inputs.steps)  # scrape k reads 0 .. k
-    out = []
-    worlds: dict[int, World] = {}
-
-    def world(first: int) -> World:  # made when first asked for
-        if first not in worlds:
-            worlds[first] = World(measured, raw, [i * STEP for i in range(first, inputs.steps)], every=STEP)
-        return worlds[first]
-
-    for record in wanted:
-        key = (record.name, _rule_labels(record.labels))
-        found = inputs._fed.get(key)
-        if found is None:
-            found = _recorded(world(start), record, inputs.steps - start)
-            if start:
-                assert prior is not None
-                found = found.after(prior._fed[key], start) or _recorded(world(0), record, inputs.steps)
-            inputs._fed[key] = found
-        out.append(InputSeries(record.name, key[1], found.values))
+        vector = world.record(record.name, record.labels)
+        values = next(iter(vector.values())) if vector else [None] * len(scrapes)
+        sampled = tuple(
+            None if v is None or math.isnan(v) else v for v in values
+        )  # NaN: no sample, as promtool reads "_"
+        out.append(InputSeries(record.name, _rule_labels(record.labels), sampled))
     return out
 
 
-@dataclass(frozen=True)
-class Recorded:
-    """What a recording rule yields over some scrapes: its first series' values (None: no sample)."""
-
-    labels: tuple[Labels, ...]  # of every series it yields
-    values: tuple[float | None, ...]
-
-    def after(self, head: Recorded, start: int) -> Recorded | None:
-        """These later scrapes after the first ``start`` of ``head``, when both yield the same one series."""
-        if len(self.labels) > 1 or len(head.labels) > 1 or (self.labels and head.labels and self.labels != head.labels):
-            return None
-        return Recorded(self.labels or head.labels, head.values[:start] + self.values)
-
-
-def _recorded(world: World, record: alerts.Record, count: int) -> Recorded:
-    """What ``record`` yields at each of ``world``'s times (``count`` of them)."""
-    vector = world.record(record.name, record.labels)
-    values = next(iter(vector.values())) if vector else [None] * count
-    return Recorded(tuple(vector), tuple(None if v is None or math.isnan(v) else v for v in values))  # NaN: "_"
-
-
 def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
-              records: Sequence[alerts.Record] | None = None, prior: Inputs | None = None) -> list[InputSeries]:
+              records: Sequence[alerts.Record] | None = None) -> list[InputSeries]:
     """The series a test group feeds: the source's exporter series (or the recorded series of the user's
-    queries) and the custom gates' values; with ``only``, those that some rules read (``prior``: see
-    :func:`fed_records`)."""
+    queries) and the custom gates' values; with ``only``, those that some rules read."""
     key = (id(plan), only.key if only is not None else None)
     found = inputs._series.get(key)
     if found is None:
         if uses_templates(plan):  # the user's queries: only the records needed are computed
-            found = fed_records(plan, inputs, only, records, prior) + [
+            found = fed_records(plan, inputs, only, records) + [
                 s for s in custom_series(plan, inputs) if only is None or only.selects(s)]
         elif only is None:
             found = exporter_series(plan, inputs) + custom_series(plan, inputs)
@@ -511,9 +469,9 @@ def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
 
 
 def input_series(plan: Plan, inputs: Inputs, only: Needs | None = None,
-                 records: Sequence[alerts.Record] | None = None, prior: Inputs | None = None) -> list[dict[str, str]]:
-    """promtool ``input_series`` for one test group (``prior``: see :func:`fed_records`)."""
-    return [s.promtool() for s in series_of(plan, inputs, only, records, prior)]
+                 records: Sequence[alerts.Record] | None = None) -> list[dict[str, str]]:
+    """promtool ``input_series`` for one test group."""
+    return [s.promtool() for s in series_of(plan, inputs, only, records)]
 
 
 def expanding(values: Sequence[float]) -> str:
@@ -580,29 +538,29 @@ def _num(value: float) -> str:
 # --------------------------------------------------------------------------- Prometheus, in Python
 
 
-def rates(values: Sequence[float | None], every: int, count: int, seconds: int, start: int = 0) -> Values:
-    """``rate(x[seconds])`` at times ``start * every, (start + 1) * every, ...`` up to ``count`` evaluations from
-    0, as Prometheus 2.x computes it (range closed at both ends), over samples every ``STEP`` seconds from 0
-    that never decrease (no counter resets).
+def rates(values: Sequence[float | None], every: int, count: int, seconds: int) -> Values:
+    """``rate(x[seconds])`` at times ``0, every, 2 * every, ...`` (``count`` of them) as Prometheus 2.x computes
+    it (range closed at both ends), over samples every ``STEP`` seconds from 0 that never decrease (no counter
+    resets).
 
     Where the window holds every sample of its range, the rate is a plain difference (taken over slices);
     elsewhere (the first windows, samples missing at an end) it is extrapolated as Prometheus does.
     """
-    out: Values = [None] * (count - start)
+    out: Values = [None] * count
     last = len(values) - 1
-    partial: Iterable[int] = range(start, count)
+    partial: Iterable[int] = range(count)
     if seconds % STEP == 0 and every % STEP == 0 and every > 0:
         r, span = every // STEP, seconds // STEP
-        first = max(start, -(-span // r))  # the first evaluation whose window starts at or after the first sample
+        first = -(-span // r)  # the first evaluation whose window starts at or after the first sample
         final = min(count - 1, last // r)  # the last one with a sample at its end
         if first <= final:
             ends = values[first * r:final * r + 1:r]
             starts = values[first * r - span:final * r - span + 1:r]
-            out[first - start:final + 1 - start] = [None if a is None or b is None else (b - a) / seconds
-                                                    for a, b in zip(starts, ends)]
-            partial = itertools.chain(range(start, min(first, count)), range(final + 1, count))
+            out[first:final + 1] = [None if a is None or b is None else (b - a) / seconds
+                                    for a, b in zip(starts, ends)]
+            partial = itertools.chain(range(min(first, count)), range(final + 1, count))
     for k in partial:
-        out[k - start] = _extrapolated(values, k * every, seconds, last)
+        out[k] = _extrapolated(values, k * every, seconds, last)
     return out
 
 
@@ -723,14 +681,12 @@ class World:
     """Input series and the rules of a plan, evaluated at a list of times (seconds from the first scrape)."""
 
     def __init__(self, plan: Plan, raw: list[InputSeries], times: Sequence[int],
-                 records: list[alerts.Record] | None = None, every: int | None = None):
+                 records: list[alerts.Record] | None = None):
         self.plan = plan
         self.times = list(times)
-        self.every = every or (self.times[1] - self.times[0] if len(self.times) > 1 else STEP)
-        self.start = self.times[0] // self.every if self.times else 0  # evaluations before the first time
-        if self.times != list(range(self.start * self.every, (self.start + len(self.times)) * self.every,
-                                    self.every)):
-            raise ValueError("evaluations are at k * every, (k + 1) * every, ...")
+        self.every = self.times[1] - self.times[0] if len(self.times) > 1 else STEP
+        if self.times != list(range(0, self.every * len(self.times), self.every)):
+            raise ValueError("evaluations are at 0, every, 2 * every, ...")
         self.raw = raw
         self.rules = records if records is not None else alerts.records(plan)
         self.raw_by_name: dict[str, list[InputSeries]] = {}
@@ -844,8 +800,7 @@ class World:
         out: Vector = {}
         for series in self.raw:
             if _selects(node.selector, series.name, series.labels):
-                out[series.labels] = rates(series.values, self.every, self.start + len(self.times), node.seconds,
-                                           self.start)
+                out[series.labels] = rates(series.values, self.every, len(self.times), node.seconds)
         return out
 
     def _call(self, node: Call) -> Vector | Scalar:
@@ -1037,52 +992,15 @@ def simulate(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs, ever
     A rule that yields no series at any evaluation gets one timeline of its own that never fires.
     ``read`` is :func:`needs` of the rules, when the caller has it.
     """
-    return simulation(plan, rules, inputs, every, records, read).timelines
-
-
-@dataclass
-class Simulation:
-    """What :func:`simulation` found: the series fed, each rule's value at every evaluation, the timelines."""
-
-    inputs: Inputs
-    every: int
-    evaluations: int
-    rules: tuple[int, ...]  # ids of the rules' expressions
-    fed: list[InputSeries]
-    vectors: list[Vector]
-    timelines: list[Timeline]
-
-
-def simulation(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs, every: int = c.EVALUATION_INTERVAL,
-               records: Sequence[alerts.Record] | None = None, read: Needs | None = None,
-               prior: Simulation | None = None) -> Simulation:
-    """:func:`simulate`, keeping what a later simulation of inputs that begin the same can take.
-
-    With ``prior`` (a simulation of the same rules), the evaluations that only see samples both fed alike are
-    taken from it: the rules are causal, so a run that begins like an earlier one evaluates the same there.
-    """
     if every % STEP:
         raise ValueError(f"evaluations every {every}s do not line up with scrapes every {STEP}s")
     evaluations = ((inputs.steps - 1) * STEP) // every + 1
     records = list(records) if records is not None else alerts.records(plan)
-    fed = series_of(plan, inputs, read if read is not None else needs(rules, records), records,
-                    prior.inputs if prior is not None else None)
-    ids = tuple(id(rule.expr) for rule in rules)
-    start = 0
-    if prior is not None and prior.every == every and prior.rules == ids:
-        same = _same_samples(prior.fed, fed)  # scrapes 0 .. same - 1 hold the same samples
-        if same:
-            start = min((same - 1) * STEP // every + 1, evaluations, prior.evaluations)
-    world = World(plan, fed, [k * every for k in range(start, evaluations)], records, every) \
-        if start < evaluations else None
-    vectors: list[Vector] = []
+    fed = series_of(plan, inputs, read if read is not None else needs(rules, records), records)
+    world = World(plan, fed, [k * every for k in range(evaluations)], records)
     out = []
-    for index, rule in enumerate(rules):
-        result = world.vector(rule.expr) if world is not None else {}
-        if start:
-            assert prior is not None
-            result = _joined(prior.vectors[index], result, start, evaluations)
-        vectors.append(result)
+    for rule in rules:
+        result = world.vector(rule.expr)
         found = False
         for labels, values in sorted(result.items()):
             if all(v is None for v in values):
@@ -1091,28 +1009,6 @@ def simulation(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs, ev
             out.append(Timeline(rule, every, _pending(values, rule.for_, every), _alert_labels(labels, rule)))
         if not found:
             out.append(Timeline(rule, every, (None,) * evaluations, _alert_labels((), rule)))
-    return Simulation(inputs, every, evaluations, ids, fed, vectors, out)
-
-
-def _same_samples(before: list[InputSeries], after: list[InputSeries]) -> int:
-    """How many first scrapes hold the same samples in two lists of the same series (0: other series)."""
-    if len(before) != len(after) or any(a.name != b.name or a.labels != b.labels for a, b in zip(before, after)):
-        return 0
-    same = min((min(len(a.values), len(b.values)) for a, b in zip(before, after)), default=0)
-    for a, b in zip(before, after):
-        if a.values[:same] != b.values[:same]:
-            same = next(i for i, (x, y) in enumerate(zip(a.values, b.values)) if x != y)
-    return same
-
-
-def _joined(before: Vector, after: Vector, start: int, evaluations: int) -> Vector:
-    """A rule's values: the first ``start`` evaluations from ``before``, the rest from ``after``."""
-    none_before: Values = [None] * start
-    none_after: Values = [None] * (evaluations - start)
-    out: Vector = {}
-    for labels in before.keys() | after.keys():
-        head = before.get(labels)
-        out[labels] = (head[:start] if head is not None else none_before) + after.get(labels, none_after)
     return out
 
 

@@ -178,12 +178,8 @@ class Scenario:
             longest = max(r.for_ for r in own) + max((r.gate.window if r.gate else r.window or 0) for r in own)
         bad, after = _up(longest + 1200), _up(longest + 600)
 
-        runs: list[simulator.Simulation] = []
-
-        def run(inputs: Inputs) -> list[simulator.Timeline]:  # each run begins like the one before it
-            runs[:] = [simulator.simulation(self.plan, own, inputs, TEST_EVERY, self.records, read,
-                                            runs[0] if runs else None)]
-            return runs[0].timelines
+        def run(inputs: Inputs) -> list[simulator.Timeline]:
+            return simulator.simulate(self.plan, own, inputs, TEST_EVERY, self.records, read)
 
         # It fires within the breach: the first run needs no recovery. The rules are causal and the traffic
         # exact, so a shorter run is the start of a longer one: when every rule fires (or clears) within it,
@@ -220,7 +216,7 @@ class Scenario:
             name = f"{rule.name}: {what} from {_t(self.warmup)}; fires at {_t(start * TEST_EVERY)}{clear}"
         else:
             name = f"{rule.name}: {what} from {_t(self.warmup)}; cannot fire (nothing to compare with)"
-        return self._group(name, inputs, self._checkpoints(timelines), [], read, runs[0].inputs if runs else None)
+        return self._group(name, inputs, self._checkpoints(timelines), [], read)
 
     def _breach_plan(self, rule: alerts.AlertRule) -> Callable[[int, int], Inputs]:
         """A function (breach seconds, recovery seconds) -> inputs breaching this rule after the warm-up."""
@@ -289,11 +285,10 @@ class Scenario:
         return f"{gate.name} past its threshold{for_}"
 
     def _group(self, name: str, inputs: Inputs, alerts: list[dict[str, Any]], exprs: list[dict[str, Any]],
-               only: simulator.Needs | None = None, prior: Inputs | None = None) -> dict[str, Any]:
-        """A test group; with ``only``, fed just the series its alert reads (a breach says nothing of the others);
-        ``prior``: inputs simulated before that begin alike."""
+               only: simulator.Needs | None = None) -> dict[str, Any]:
+        """A test group; with ``only``, fed just the series its alert reads (a breach says nothing of the others)."""
         group: dict[str, Any] = {"name": name, "interval": format_duration(STEP),
-                                 "input_series": simulator.input_series(self.plan, inputs, only, self.records, prior)}
+                                 "input_series": simulator.input_series(self.plan, inputs, only, self.records)}
         if alerts:
             group["alert_rule_test"] = alerts
         if exprs:
