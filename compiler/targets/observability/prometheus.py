@@ -44,18 +44,25 @@ API_VERSION = "monitoring.coreos.com/v1"
 
 
 def render(plan: Plan) -> dict[str, str]:
-    group = rule_group(plan)
     header = kube.header(plan)
-    rules = serialize.block_yaml({"groups": [group]})
-    obj = prometheus_rule(plan, group)
-    spec = obj.pop("spec")
-    rule_object = serialize.nested_yaml(obj, "spec", rules, header) if rules is not None else None
+    rules, rule_object = _rule_texts(plan, rule_group(plan), header)
     return {
-        RULES: serialize.comment(header) + rules if rules is not None else serialize.yaml_text({"groups": [group]},
-                                                                                               header),
-        RULE_OBJECT: rule_object or kube.manifest(plan, {**obj, "spec": spec}),  # the rules written once, nested
+        RULES: rules,
+        RULE_OBJECT: rule_object,
         TESTS: serialize.comment(header) + serialize.json_text(test_file(plan), sort_keys=False),
     }
+
+
+def _rule_texts(plan: Plan, group: dict[str, Any], header: str) -> tuple[str, str]:
+    """rules.yaml and the PrometheusRule, whose ``spec`` is what rules.yaml holds: written once and nested, where
+    the block layout writes it alone."""
+    obj = prometheus_rule(plan, group)
+    spec = obj.pop("spec")
+    block = serialize.block_yaml(spec)
+    nested = serialize.nested_yaml(obj, "spec", block, header) if block is not None else None
+    if block is None or nested is None:
+        return serialize.yaml_text(spec, header), kube.manifest(plan, {**obj, "spec": spec})
+    return serialize.comment(header) + block, nested
 
 
 def rule_group(plan: Plan) -> dict[str, Any]:
