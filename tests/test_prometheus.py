@@ -417,4 +417,3 @@ def test_a_rate_over_a_full_window_is_the_extrapolated_rate(increments, every, s
 def test_counters_are_written_in_the_notation_of_their_samples(increments):
     counts = promsim.cumulative(increments)
     assert promsim._values_text(counts) == promsim.expanding([float(v) for v in itertools.accumulate(increments)])
-

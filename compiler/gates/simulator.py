@@ -81,19 +81,19 @@ class Flow:
     # compared nor hashed).
 
     @cached_property
-    def total_requests(self) -> tuple[float, ...]:
+    def total_requests(self) -> Counts:
         return cumulative(self.requests)
 
     @cached_property
-    def total_errors(self) -> tuple[float, ...]:
+    def total_errors(self) -> Counts:
         return cumulative(self.errors)
 
     @cached_property
-    def total_ok(self) -> tuple[float, ...]:
+    def total_ok(self) -> Counts:
         return cumulative(list(map(operator.sub, self.requests, self.errors)))
 
     @cached_property
-    def total_fast(self) -> tuple[float, ...]:
+    def total_fast(self) -> Counts:
         return cumulative(list(map(operator.sub, self.requests, self.slow)))
 
 
