@@ -413,6 +413,25 @@ def test_a_rate_over_a_full_window_is_the_extrapolated_rate(increments, every, s
     assert promsim.rates(values, every, count, seconds) == expected
 
 
+@given(st.lists(st.integers(min_value=0, max_value=10**9), min_size=1, max_size=80),
+       st.sampled_from([15, 30, 60]), st.sampled_from([60, 120, 300, 600, 3600]), st.integers(1, 40))
+def test_rates_of_whole_counters_are_the_rates_of_their_doubles(increments, every, seconds, count):
+    """Counters hold ints where doubles hold them exactly: every rate comes out as the same double."""
+    counts = promsim.cumulative(increments)
+    assert counts.whole and all(type(v) is int for v in counts)
+    as_floats = [float(v) for v in counts]
+    assert promsim.rates(counts, every, count, seconds) == promsim.rates(as_floats, every, count, seconds)
+    last = len(counts) - 1
+    for k in range(count):
+        assert promsim._extrapolated(counts, k * every, seconds, last) == promsim._extrapolated(
+            as_floats, k * every, seconds, last)
+
+
+def test_counters_past_what_a_double_holds_are_doubles():
+    counts = promsim.cumulative([2**53, 1])
+    assert not counts.whole and all(type(v) is float for v in counts)
+
+
 @given(st.lists(st.integers(min_value=0, max_value=10**6), max_size=60))
 def test_counters_are_written_in_the_notation_of_their_samples(increments):
     counts = promsim.cumulative(increments)

@@ -57,8 +57,7 @@ LOOKBACK = 300  # Prometheus' default look-back for instant selectors
 # --------------------------------------------------------------------------- traffic
 
 
-@dataclass(frozen=True)
-class Phase:
+class Phase(NamedTuple):  # a tuple: flows are cached by their phases, and a tuple hashes and compares in C
     seconds: int
     rps: float  # requests per second
     error_ratio: float = 0.0
@@ -116,9 +115,9 @@ def _flow(phases: Sequence[Phase], rng: random.Random | None) -> Flow:
         if rng is None:
             n, e, s = _exact_phase(phase.rps, phase.error_ratio, phase.slow_ratio, steps)
         else:
-            n = [poisson(rng, phase.rps * STEP) for _ in range(steps)]
-            e = [binomial(rng, k, phase.error_ratio) for k in n]
-            s = [binomial(rng, k, phase.slow_ratio) for k in n]
+            n = poissons(rng, phase.rps * STEP, steps)
+            e = binomials(rng, n, phase.error_ratio)
+            s = binomials(rng, n, phase.slow_ratio)
         requests.extend(n)
         errors.extend(e)
         slow.extend(s)
@@ -165,63 +164,82 @@ def _exact(value: float) -> Fraction:
     return Fraction(value).limit_denominator(10**6)
 
 
-def poisson(rng: random.Random, mean: float) -> int:
-    """An exact Poisson draw: multiplication of uniforms below a mean of 10, else Hörmann's transformed
+def poissons(rng: random.Random, mean: float, count: int) -> list[int]:
+    """``count`` exact Poisson draws: multiplication of uniforms below a mean of 10, else Hörmann's transformed
     rejection (PTRS, 1993), which takes about two uniforms whatever the mean."""
     if mean <= 0:
-        return 0
+        return [0] * count
+    uniform = rng.random
+    out = []
     if mean < 10:
-        limit, k, p = math.exp(-mean), 0, rng.random()
-        while p > limit:
-            p *= rng.random()
-            k += 1
-        return k
+        limit = math.exp(-mean)
+        for _ in range(count):
+            k, p = 0, uniform()
+            while p > limit:
+                p *= uniform()
+                k += 1
+            out.append(k)
+        return out
     slam, loglam = math.sqrt(mean), math.log(mean)
     b = 0.931 + 2.53 * slam
     a = -0.059 + 0.02483 * b
     invalpha = 1.1239 + 1.1328 / (b - 3.4)
     vr = 0.9277 - 3.6224 / (b - 2)
-    while True:
-        u = rng.random() - 0.5
-        v = rng.random()
-        us = 0.5 - abs(u)
-        k = math.floor((2 * a / us + b) * u + mean + 0.43)
-        if us >= 0.07 and v <= vr:
-            return k
-        if k < 0 or (us < 0.013 and v > us):
-            continue
-        if math.log(v) + math.log(invalpha) - math.log(a / (us * us) + b) <= -mean + k * loglam - math.lgamma(k + 1):
-            return k
+    log, log_invalpha, lgamma, floor = math.log, math.log(invalpha), math.lgamma, math.floor
+    for _ in range(count):
+        while True:
+            u = uniform() - 0.5
+            v = uniform()
+            us = 0.5 - abs(u)
+            k = floor((2 * a / us + b) * u + mean + 0.43)
+            if us >= 0.07 and v <= vr:
+                break
+            if k < 0 or (us < 0.013 and v > us):
+                continue
+            if log(v) + log_invalpha - log(a / (us * us) + b) <= -mean + k * loglam - lgamma(k + 1):
+                break
+        out.append(k)
+    return out
 
 
-def binomial(rng: random.Random, n: int, p: float) -> int:
-    """A binomial draw by geometric skips between successes (cost proportional to n*p)."""
-    if p <= 0 or n <= 0:
-        return 0
+def binomials(rng: random.Random, counts: Sequence[int], p: float) -> list[int]:
+    """A binomial draw of each count, by geometric skips between successes (cost proportional to n*p)."""
+    if p <= 0:
+        return [0] * len(counts)
     if p >= 1:
-        return n
+        return [max(n, 0) for n in counts]
     if p > 0.5:
-        return n - binomial(rng, n, 1 - p)
-    log_q = math.log1p(-p)
-    count, position = 0, 0
-    while True:
-        position += int(math.log(1.0 - rng.random()) / log_q) + 1
-        if position > n:
-            return count
-        count += 1
+        return [n - k if n > 0 else 0 for n, k in zip(counts, binomials(rng, counts, 1 - p))]
+    uniform, log, log_q = rng.random, math.log, math.log1p(-p)
+    out = []
+    for n in counts:
+        count = 0
+        if n > 0:
+            position = int(log(1.0 - uniform()) / log_q) + 1
+            while position <= n:
+                count += 1
+                position += int(log(1.0 - uniform()) / log_q) + 1
+        out.append(count)
+    return out
 
 
 class Counts(tuple[float, ...]):
-    """Running totals of whole counts, as floats (what the rules compute with), keeping the whole numbers for
-    the notation of the samples."""
+    """Running totals of whole counts: Python ints where a double holds every one exactly (the rules compute
+    with them to the same doubles as with floats: differences, true divisions and products with floats of
+    exact integers round once, the same way), else floats."""
 
-    whole: list[int] | None  # None: a total a float does not hold exactly
+    whole: bool  # the totals are ints (written as they are in the notation of the samples)
 
 
-def cumulative(increments: Sequence[int]) -> Counts:
-    whole = list(itertools.accumulate(increments))
-    out = Counts(map(float, whole))
-    out.whole = whole if not whole or (-_EXACT < min(whole) and max(whole) < _EXACT) else None
+def cumulative(counts: Sequence[int]) -> Counts:
+    """The running totals of counts (never negative, so the last total is the largest)."""
+    whole = list(itertools.accumulate(counts))
+    if not whole or whole[-1] < _EXACT:
+        out = Counts(whole)
+        out.whole = True
+    else:
+        out = Counts(map(float, whole))
+        out.whole = False
     return out
 
 
@@ -263,8 +281,8 @@ def _series_text(name: str, labels: Labels) -> str:
 @lru_cache(maxsize=128)
 def _values_text(values: tuple[float | None, ...]) -> str:
     """promtool's notation of samples (``_``: none): series of a test file repeat between its groups."""
-    if isinstance(values, Counts) and values.whole is not None:
-        return _expanding_whole(values.whole)
+    if isinstance(values, Counts) and values.whole:
+        return _expanding_whole(values)  # type: ignore[arg-type]  # ints, as Counts.whole says
     if None not in values:
         return expanding(values)  # type: ignore[arg-type]  # no None left
     return " ".join("_" if v is None or math.isnan(v) else _num(v) for v in values)
@@ -558,10 +576,36 @@ def rates(values: Sequence[float | None], every: int, count: int, seconds: int) 
             starts = values[first * r - span:final * r - span + 1:r]
             out[first:final + 1] = [None if a is None or b is None else (b - a) / seconds
                                     for a, b in zip(starts, ends)]
-            partial = itertools.chain(range(min(first, count)), range(final + 1, count))
+        _leading(out, values, every, min(first, final + 1), seconds)
+        partial = range(final + 1, count)
     for k in partial:
         out[k] = _extrapolated(values, k * every, seconds, last)
     return out
+
+
+def _leading(out: Values, values: Sequence[float | None], every: int, count: int, seconds: int) -> None:
+    """:func:`_extrapolated` at the first ``count`` evaluations, whose windows start before the first sample
+    (from 0, every a multiple of ``STEP``, each ending at a sample): the same arithmetic, in one loop."""
+    if count <= 0:
+        return
+    first_v = values[0]
+    for k in range(count):
+        t = k * every
+        last_index = t // STEP
+        last_v = values[last_index]
+        if last_index < 1 or first_v is None or last_v is None:
+            out[k] = None
+            continue
+        result = last_v - first_v
+        to_start = float(seconds - t)
+        sampled = float(t)
+        average = sampled / last_index
+        if result > 0 and first_v >= 0:
+            to_zero = sampled * (first_v / result)
+            if to_zero < to_start:
+                to_start = to_zero
+        interval = sampled + (to_start if to_start < average * 1.1 else average / 2)  # it ends at a sample
+        out[k] = result * (interval / sampled) / seconds
 
 
 def _extrapolated(values: Sequence[float | None], t: int, seconds: int, last: int) -> float | None:
