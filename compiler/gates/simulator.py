@@ -308,13 +308,16 @@ def bucket_bounds(buckets: tuple[float, float], unit: float) -> list[tuple[str, 
     return [(number(fast), fast), (number(slow), slow), ("+Inf", math.inf)]
 
 
-def _counter_series(counters: Counters, f: Flow) -> list[InputSeries]:
+def _counter_series(counters: Counters, f: Flow, only: Needs | None = None) -> list[InputSeries]:
+    """The source's two counter series (those ``only`` needs): good and failed, or all and failed requests."""
     first, second = _counter_labels(counters)
     if counters.error_label is not None:
-        return [InputSeries(counters.metric, first, f.total_ok), InputSeries(counters.metric, second, f.total_errors)]
-    assert counters.error_metric is not None
-    return [InputSeries(counters.metric, first, f.total_requests),
-            InputSeries(counters.error_metric, second, f.total_errors)]
+        wanted = ((counters.metric, first, "total_ok"), (counters.metric, second, "total_errors"))
+    else:
+        assert counters.error_metric is not None
+        wanted = ((counters.metric, first, "total_requests"), (counters.error_metric, second, "total_errors"))
+    return [InputSeries(name, labels, getattr(f, totals)) for name, labels, totals in wanted
+            if only is None or only.reads(name, labels)]  # a counter nobody reads is never totalled
 
 
 @lru_cache(maxsize=256)
@@ -327,10 +330,13 @@ def _counter_labels(counters: Counters) -> tuple[Labels, Labels]:
     return _labels(base), _labels(_equalities(counters.error_labels))
 
 
-def _bucket_series(histogram: Histogram, f: Flow, buckets: tuple[float, float]) -> list[InputSeries]:
-    every, fast = f.total_requests, f.total_fast
-    return [InputSeries(histogram.metric, labels, values)
-            for labels, values in zip(_bucket_labels(histogram, buckets), (fast, every, every))]
+def _bucket_series(histogram: Histogram, f: Flow, buckets: tuple[float, float],
+                   only: Needs | None = None) -> list[InputSeries]:
+    name = histogram.metric
+    return [InputSeries(name, labels, getattr(f, totals))
+            for labels, totals in zip(_bucket_labels(histogram, buckets), ("total_fast", "total_requests",
+                                                                            "total_requests"))
+            if only is None or only.reads(name, labels)]
 
 
 @lru_cache(maxsize=256)
@@ -379,7 +385,7 @@ def exporter_series(plan: Plan, inputs: Inputs) -> list[InputSeries]:
     return found
 
 
-def _exporter_series(plan: Plan, inputs: Inputs) -> list[InputSeries]:
+def _exporter_series(plan: Plan, inputs: Inputs, only: Needs | None = None) -> list[InputSeries]:
     out: list[InputSeries] = []
     for role in c.ROLES:
         f = inputs.flows.get(role)
@@ -387,9 +393,9 @@ def _exporter_series(plan: Plan, inputs: Inputs) -> list[InputSeries]:
             continue
         metrics = c.variant_metrics(plan, role)
         assert metrics.counters is not None
-        out += _counter_series(metrics.counters, f)
+        out += _counter_series(metrics.counters, f, only)
         if metrics.histogram is not None:
-            out += _bucket_series(metrics.histogram, f, inputs.buckets)
+            out += _bucket_series(metrics.histogram, f, inputs.buckets, only)
     return out
 
 
@@ -413,8 +419,10 @@ class Needs:
         return frozenset(str(s) for s in self.raw), self.records
 
     def selects(self, series: InputSeries) -> bool:
-        return (series.name, series.labels) in self.records or any(
-            _selects(s, series.name, series.labels) for s in self.raw)
+        return self.reads(series.name, series.labels)
+
+    def reads(self, name: str, labels: Labels) -> bool:
+        return (name, labels) in self.records or any(_selects(s, name, labels) for s in self.raw)
 
 
 def needs(rules: Sequence[alerts.AlertRule], records: Sequence[alerts.Record]) -> Needs:
@@ -481,7 +489,7 @@ def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
         elif only is None:
             found = exporter_series(plan, inputs) + custom_series(plan, inputs)
         else:
-            found = [s for s in series_of(plan, inputs, None, records) if only.selects(s)]
+            found = _exporter_series(plan, inputs, only) + [s for s in custom_series(plan, inputs) if only.selects(s)]
         inputs._series[key] = found
     return found
 
@@ -688,10 +696,13 @@ def _regex(pattern: str) -> re.Pattern[str]:
 
 
 def _selects(node: Selector, name: str, labels: Labels) -> bool:
-    if node.metric != name:
-        return False
+    return node.metric == name and _matched(node.matchers, name, labels)
+
+
+@lru_cache(maxsize=8192)  # the same selectors meet the same series in every run of a test file
+def _matched(matchers: tuple[Matcher, ...], name: str, labels: Labels) -> bool:
     found = dict(labels)
-    for label, op, pattern in node.matchers:
+    for label, op, pattern in matchers:
         value = name if label == "__name__" else found.get(label, "")
         if op == "=":
             if value != pattern:
@@ -736,9 +747,7 @@ class World:
         self.raw_by_name: dict[str, list[InputSeries]] = {}
         for series in raw:
             self.raw_by_name.setdefault(series.name, []).append(series)
-        self.rules_by_name: dict[str, list[tuple[int, Labels]]] = {}
-        for index, rule in enumerate(self.rules):
-            self.rules_by_name.setdefault(rule.name, []).append((index, _rule_labels(rule.labels)))
+        self.rules_by_name = _rules_by_name(plan, self.rules)
         self._selected: dict[tuple[str, tuple[Matcher, ...]], Vector] = {}
         self._records: dict[int, Vector] = {}
         self._memo: dict[int, object] = {}
@@ -820,25 +829,20 @@ class World:
 
     def evaluate(self, node: Expr) -> Vector | Scalar:
         key = id(node)
-        if key not in self._memo:
+        found = self._memo.get(key)
+        if found is None:
             self._keep.append(node)  # ids stay unique while the node lives
-            self._memo[key] = self._evaluate(node)
-        return self._memo[key]  # type: ignore[return-value]
+            how = _EVALUATE.get(type(node))
+            if how is None:
+                raise TypeError(f"cannot evaluate {type(node).__name__}: {node}")
+            found = self._memo[key] = how(self, node)
+        return found  # type: ignore[return-value]
 
-    def _evaluate(self, node: Expr) -> Vector | Scalar:
-        if isinstance(node, Number):
-            return [node.value] * len(self.times)
-        if isinstance(node, Selector):
-            return self.select(node)
-        if isinstance(node, Paren):
-            return self.evaluate(node.expr)
-        if isinstance(node, Call):
-            return self._call(node)
-        if isinstance(node, Aggregate):
-            return self._aggregate(node)
-        if isinstance(node, Binary):
-            return self._binary(node)
-        raise TypeError(f"cannot evaluate {type(node).__name__}: {node}")
+    def _number(self, node: Number) -> Scalar:
+        return [node.value] * len(self.times)
+
+    def _paren(self, node: Paren) -> Vector | Scalar:
+        return self.evaluate(node.expr)
 
     def _rate(self, node: Range) -> Vector:
         out: Vector = {}
@@ -995,6 +999,27 @@ class World:
             extra = [None if flags[i] else x for i, x in enumerate(vals)]
             out[k] = extra if k not in out else [a if a is not None else b for a, b in zip(out[k], extra)]
         return out
+
+
+def _rules_by_name(plan: Plan, records: list[alerts.Record]) -> dict[str, list[tuple[int, Labels]]]:
+    """Rule name -> (index, labels) of each recording rule of that name (the same for every run of a plan)."""
+    known: dict[tuple[int, ...], tuple[list[alerts.Record], dict[str, list[tuple[int, Labels]]]]]
+    known = plan.memo.setdefault("records by name", {})
+    key = tuple(map(id, records))
+    found = known.get(key)
+    if found is None:
+        by_name: dict[str, list[tuple[int, Labels]]] = {}
+        for index, rule in enumerate(records):
+            by_name.setdefault(rule.name, []).append((index, _rule_labels(rule.labels)))
+        found = known[key] = (records, by_name)  # the records kept: their ids are not reused
+    return found[1]
+
+
+#: How each kind of node is evaluated.
+_EVALUATE: dict[type[Expr], Callable[[World, Any], Vector | Scalar]] = {
+    Number: World._number, Selector: World.select, Paren: World._paren, Call: World._call,
+    Aggregate: World._aggregate, Binary: World._binary,
+}
 
 
 def _combine(f: Callable[[float, float], Any], compare: bool, as_bool: bool, a_vals: Sequence[float | None],
