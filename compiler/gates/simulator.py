@@ -229,6 +229,7 @@ class Counts(tuple[float, ...]):
     exact integers round once, the same way), else floats."""
 
     whole: bool  # the totals are ints (written as they are in the notation of the samples)
+    text: str | None = None  # their notation, once written (the flows of a test file are shared by its groups)
 
 
 def cumulative(counts: Sequence[int]) -> Counts:
@@ -278,11 +279,19 @@ def _series_text(name: str, labels: Labels) -> str:
     return name + "{" + ",".join(f"{k}={string(v)}" for k, v in labels) + "}"
 
 
-@lru_cache(maxsize=128)
 def _values_text(values: tuple[float | None, ...]) -> str:
-    """promtool's notation of samples (``_``: none): series of a test file repeat between its groups."""
-    if isinstance(values, Counts) and values.whole:
-        return _expanding_whole(values)  # type: ignore[arg-type]  # ints, as Counts.whole says
+    """promtool's notation of samples (``_``: none)."""
+    if isinstance(values, Counts):
+        if values.text is None:
+            values.text = (_expanding_whole(values) if values.whole  # type: ignore[arg-type]  # ints
+                           else _sampled_text(values))
+        return values.text
+    return _sampled_text(values)
+
+
+@lru_cache(maxsize=128)
+def _sampled_text(values: tuple[float | None, ...]) -> str:
+    """:func:`_values_text` of other samples: series of a test file repeat between its groups."""
     if None not in values:
         return expanding(values)  # type: ignore[arg-type]  # no None left
     return " ".join("_" if v is None or math.isnan(v) else _num(v) for v in values)
@@ -645,36 +654,50 @@ def _extrapolated(values: Sequence[float | None], t: int, seconds: int, last: in
 
 def histogram_quantile(q: float, buckets: list[tuple[float, float]]) -> float:
     """Prometheus' ``histogram_quantile`` over (upper bound, cumulative rate) pairs."""
-    if math.isnan(q):
-        return math.nan
-    if q < 0:
-        return -math.inf
-    if q > 1:
-        return math.inf
-    buckets = sorted(buckets)
-    if not buckets or not math.isinf(buckets[-1][0]):
-        return math.nan
-    counts = [b for _, b in buckets]
-    for i in range(1, len(counts)):  # ensureMonotonic
-        if counts[i] < counts[i - 1]:
-            counts[i] = counts[i - 1]
-    if len(buckets) < 2:
-        return math.nan
-    observations = counts[-1]
-    if observations == 0:
-        return math.nan
-    rank = q * observations
-    b = next((i for i in range(len(buckets) - 1) if counts[i] >= rank), len(buckets) - 1)
-    if b == len(buckets) - 1:
-        return buckets[-2][0]
-    if b == 0 and buckets[0][0] <= 0:
-        return buckets[0][0]
-    start, end, count = 0.0, buckets[b][0], counts[b]
-    if b > 0:
-        start = buckets[b - 1][0]
-        count -= counts[b - 1]
-        rank -= counts[b - 1]
-    return start + (end - start) * (rank / count)
+    ordered = sorted(buckets)
+    return _quantiles([q], [bound for bound, _ in ordered], [[count for _, count in ordered]])[0]
+
+
+def _quantiles(qs: Sequence[float], bounds: Sequence[float], columns: list[list[float]]) -> list[float]:
+    """:func:`histogram_quantile` at each (q, counts) of ``qs`` and ``columns``: the counts of buckets whose bounds
+    are ``bounds``, ascending (each column is made monotonic in place)."""
+    n = len(bounds)
+    usable = n >= 2 and math.isinf(bounds[-1])
+    out: list[float] = []
+    for q, counts in zip(qs, columns):
+        if math.isnan(q):
+            out.append(math.nan)
+            continue
+        if q < 0 or q > 1:
+            out.append(-math.inf if q < 0 else math.inf)
+            continue
+        if not usable:
+            out.append(math.nan)
+            continue
+        for i in range(1, n):  # ensureMonotonic
+            if counts[i] < counts[i - 1]:
+                counts[i] = counts[i - 1]
+        observations = counts[-1]
+        if observations == 0:
+            out.append(math.nan)
+            continue
+        rank = q * observations
+        b = 0
+        while b < n - 1 and counts[b] < rank:
+            b += 1
+        if b == n - 1:
+            out.append(bounds[-2])
+            continue
+        if b == 0 and bounds[0] <= 0:
+            out.append(bounds[0])
+            continue
+        start, end, count = 0.0, bounds[b], counts[b]
+        if b > 0:
+            start = bounds[b - 1]
+            count -= counts[b - 1]
+            rank -= counts[b - 1]
+        out.append(start + (end - start) * (rank / count))
+    return out
 
 
 Vector = dict[Labels, Values]  # an instant vector at every evaluation: label set -> value (None: no sample)
@@ -896,10 +919,16 @@ class World:
             groups.setdefault(rest, []).append((float(le), series))
         out: Vector = {}
         for labels, buckets in groups.items():
-            values: Values = []
-            for i in range(len(self.times)):
-                present = [(bound, vals[i]) for bound, vals in buckets if vals[i] is not None]
-                values.append(histogram_quantile(q[i], present) if present else None)  # type: ignore[arg-type]
+            buckets.sort(key=lambda bucket: bucket[0])
+            bounds = [bound for bound, _ in buckets]
+            columns = [list(column) for column in zip(*(vals for _, vals in buckets))]
+            if len(set(bounds)) == len(bounds) and not any(None in column for column in columns):
+                out[labels] = list(_quantiles(q, bounds, columns))  # no None
+                continue
+            values: Values = []  # samples missing, or buckets of one bound (which their values order)
+            for i, column in enumerate(columns):
+                present = [(bound, x) for bound, x in zip(bounds, column) if x is not None]
+                values.append(histogram_quantile(q[i], present) if present else None)
             out[labels] = values
         return out
 
