@@ -30,7 +30,7 @@ from functools import cached_property, lru_cache
 from fractions import Fraction
 from typing import Any, NamedTuple, Union
 
-from compiler.gates import alerts, conventions as c
+from compiler.gates import alerts, conventions as c, fusion
 from compiler.gates.algebra import (
     COMPARISONS,
     selectors,
@@ -478,9 +478,7 @@ def fed_records(plan: Plan, inputs: Inputs, only: Needs | None = None,
             continue
         vector = world.record(record.name, record.labels)
         values = next(iter(vector.values())) if vector else [None] * len(scrapes)
-        sampled = tuple(
-            None if v is None or math.isnan(v) else v for v in values
-        )  # NaN: no sample, as promtool reads "_"
+        sampled = tuple([None if v is None or v != v else v for v in values])  # NaN: no sample, as promtool reads "_"
         out.append(InputSeries(record.name, _rule_labels(record.labels), sampled))
     return out
 
@@ -515,22 +513,21 @@ def expanding(values: Sequence[float]) -> str:
     whole = _as_whole(values) if n else None
     if whole is not None:
         return _expanding_whole(whole)
+    steps = list(map(operator.sub, itertools.islice(values, 1, None), values))
     parts, i = [], 0
     while i < n:
-        j = i
         if i + 1 < n:
-            step = values[i + 1] - values[i]
-            exact = all(float(v).is_integer() for v in values[i:i + 2]) or step == 0
-            while exact and j + 1 < n and values[j + 1] - values[j] == step:
-                j += 1
-        if j > i:
-            step = values[i + 1] - values[i]
-            sign = "+" if step >= 0 else "-"
-            parts.append(f"{_num(values[i])}{sign}{_num(abs(step))}x{j - i}")
-            i = j + 1
-        else:
-            parts.append(_num(values[i]))
-            i += 1
+            step = steps[i]
+            if step == 0 or (float(values[i]).is_integer() and float(values[i + 1]).is_integer()):
+                j = i + 1  # a run: every following step equal to its first
+                while j + 1 < n and steps[j] == step:
+                    j += 1
+                sign = "+" if step >= 0 else "-"
+                parts.append(f"{_num(values[i])}{sign}{_num(abs(step))}x{j - i}")
+                i = j + 1
+                continue
+        parts.append(_num(values[i]))
+        i += 1
     return " ".join(parts)
 
 
@@ -858,8 +855,27 @@ class World:
             how = _EVALUATE.get(type(node))
             if how is None:
                 raise TypeError(f"cannot evaluate {type(node).__name__}: {node}")
-            found = self._memo[key] = how(self, node)
+            found = self._memo[key] = (self._fused(node) if how in _FUSABLE else None) or how(self, node)
         return found  # type: ignore[return-value]
+
+    def _fused(self, node: Expr) -> Vector | None:
+        """The arithmetic under ``node`` in one loop, where every series it reads is one and the same labels
+        (see :mod:`compiler.gates.fusion`); None where it is evaluated node by node."""
+        found = _region(self.plan, node)
+        if found is None:
+            return None
+        leaves = [self.evaluate(leaf) for leaf in found.leaves]
+        key = None
+        for leaf in leaves:
+            if not isinstance(leaf, dict) or len(leaf) != 1:
+                return None
+            labels = _without_name(next(iter(leaf)))
+            if key is None:
+                key = labels
+            elif labels != key:
+                return None
+        assert key is not None
+        return {key: fusion.run(found, [next(iter(leaf.values())) for leaf in leaves])}  # type: ignore[union-attr]
 
     def _number(self, node: Number) -> Scalar:
         return [node.value] * len(self.times)
@@ -922,13 +938,16 @@ class World:
             buckets.sort(key=lambda bucket: bucket[0])
             bounds = [bound for bound, _ in buckets]
             columns = [list(column) for column in zip(*(vals for _, vals in buckets))]
-            if len(set(bounds)) == len(bounds) and not any(None in column for column in columns):
-                out[labels] = list(_quantiles(q, bounds, columns))  # no None
-                continue
-            values: Values = []  # samples missing, or buckets of one bound (which their values order)
-            for i, column in enumerate(columns):
-                present = [(bound, x) for bound, x in zip(bounds, column) if x is not None]
-                values.append(histogram_quantile(q[i], present) if present else None)
+            values: Values = [None] * len(columns)
+            # Evaluations where every bucket has a sample, in one loop (buckets of one bound are ordered by their
+            # values: those take the general way, as do evaluations where samples are missing).
+            whole = ([i for i, column in enumerate(columns) if None not in column]
+                     if len(set(bounds)) == len(bounds) else [])
+            for i, value in zip(whole, _quantiles([q[i] for i in whole], bounds, [columns[i] for i in whole])):
+                values[i] = value
+            for i in sorted(set(range(len(columns))) - set(whole)):
+                present = [(bound, x) for bound, x in zip(bounds, columns[i]) if x is not None]
+                values[i] = histogram_quantile(q[i], present) if present else None
             out[labels] = values
         return out
 
@@ -1044,11 +1063,21 @@ def _rules_by_name(plan: Plan, records: list[alerts.Record]) -> dict[str, list[t
     return found[1]
 
 
+def _region(plan: Plan, node: Expr) -> fusion.Region | None:
+    """:func:`compiler.gates.fusion.region` of a node of the plan's rules, found once per plan."""
+    regions: dict[int, tuple[Expr, fusion.Region | None]] = plan.memo.setdefault("fused regions", {})
+    found = regions.get(id(node))
+    if found is None:
+        found = regions[id(node)] = (node, fusion.region(node))  # the node kept: its id is not reused
+    return found[1]
+
+
 #: How each kind of node is evaluated.
 _EVALUATE: dict[type[Expr], Callable[[World, Any], Vector | Scalar]] = {
     Number: World._number, Selector: World.select, Paren: World._paren, Call: World._call,
     Aggregate: World._aggregate, Binary: World._binary,
 }
+_FUSABLE = (World._binary, World._call, World._paren)
 
 
 def _combine(f: Callable[[float, float], Any], compare: bool, as_bool: bool, a_vals: Sequence[float | None],
