@@ -427,6 +427,18 @@ def test_rates_of_whole_counters_are_the_rates_of_their_doubles(increments, ever
             as_floats, k * every, seconds, last)
 
 
+@given(st.lists(st.one_of(st.none(), st.floats(min_value=-10, max_value=1e6), st.just(math.nan)), max_size=60),
+       st.sampled_from([0, 0.0, -0.0]), st.sampled_from([15, 30, 60]), st.sampled_from([60, 300, 3600]),
+       st.integers(1, 60))
+def test_the_first_windows_of_a_counter_from_zero_are_the_extrapolated_rate(rest, zero, every, seconds, count):
+    values = [zero, *rest]
+    last = len(values) - 1
+    expected = [promsim._extrapolated(values, k * every, seconds, last) for k in range(count)]
+    got = promsim.rates(values, every, count, seconds)
+    assert [None if v is None else (v if v == v else "nan") for v in got] == [
+        None if v is None else (v if v == v else "nan") for v in expected]
+
+
 def test_counters_past_what_a_double_holds_are_doubles():
     counts = promsim.cumulative([2**53, 1])
     assert not counts.whole and all(type(v) is float for v in counts)

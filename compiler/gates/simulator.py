@@ -603,6 +603,13 @@ def _leading(out: Values, values: Sequence[float | None], every: int, count: int
     if count <= 0:
         return
     first_v = values[0]
+    if first_v == 0:  # a counter from zero (every flow's): the window reaches back to it, so an increase is
+        last = len(values) - 1  # taken over the time sampled alone, its interval / sampled exactly 1.0
+        out[:count] = [None if k == 0 or v is None
+                       else (v - first_v) * 1.0 / seconds if v - first_v > 0
+                       else _extrapolated(values, k * every, seconds, last)
+                       for k, v in enumerate(values[:count * (every // STEP):every // STEP])]
+        return
     for k in range(count):
         t = k * every
         last_index = t // STEP
