@@ -8,7 +8,9 @@ unless said otherwise:
 - **floor**: read every spec with PyYAML's C loader and write the bytes the compile wrote
   (same paths, same sizes) into an empty folder; the median of three runs, as file writes vary most
   from run to run;
-- **cold compile**: ``rollout compile --jobs 1`` into an empty folder, empty cache;
+- **cold compile**: ``rollout compile --jobs 1`` into an empty folder, empty cache; the median of three runs,
+  each followed by one of the floor's (a shared machine's speed drifts over minutes: the two medians see
+  the same drift);
 - **check, no cache**: ``rollout check`` of the unchanged fleet as a fresh CI clone runs it;
 - **check**: the same with the cache the compile left, the median of three runs;
 - **one changed**: ``rollout promote`` of one spec, then ``rollout compile`` (start-up included), the median of
@@ -190,13 +192,17 @@ def measure(base: Path, size: int) -> dict[str, Any]:
     specs, out, cache, floor_out = work / "specs", work / "out", work / "cache", work / "floor"
     write_fleet(specs, size)
     env = environment(cache)
-    cold = rollout("compile", "--jobs", "1", str(specs), "-o", str(out), env=env)
-    files, size_bytes = files_and_bytes(out)
-    floors = []
+    colds, floors = [], []
     for _ in range(FLOOR_RUNS):  # writing files is the noisiest part of a run: the median of a few
+        shutil.rmtree(out, ignore_errors=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        colds.append(rollout("compile", "--jobs", "1", str(specs), "-o", str(out), env=env))
         floors.append(float(fresh([sys.executable, "-c", FLOOR, str(specs), str(out), str(floor_out)],
                                   env).stdout.strip()))
         shutil.rmtree(floor_out)
+    cold = sorted(colds, key=lambda run: run.seconds)[len(colds) // 2]
+    rss = max(run.rss_mib for run in colds)
+    files, size_bytes = files_and_bytes(out)
     floor = statistics.median(floors)
     shutil.rmtree(cache)
     check_cold = rollout("check", str(specs), "-o", str(out), env=env)
@@ -210,7 +216,7 @@ def measure(base: Path, size: int) -> dict[str, Any]:
     noop = rollout("compile", str(specs), "-o", str(out), env=env)
     shutil.rmtree(work)
     return {"specs": size, "files": files, "mb": size_bytes / 1e6, "floor": floor, "cold": cold.seconds,
-            "rss": cold.rss_mib, "check_cold": check_cold.seconds, "check": check_warm,
+            "rss": rss, "check_cold": check_cold.seconds, "check": check_warm,
             "one": one.seconds, "noop": noop.seconds, "largest": biggest, "largest_what": what,
             "promoted": promoted, "trivial": ", ".join(trivial) or "none"}
 
@@ -314,7 +320,8 @@ def main() -> int:
             "example spec's shape, names, thresholds, holds, windows and targets varied by index) on "
             f"{'tmpfs' if parent else 'disk'}; every command a fresh process pinned to one core, Python "
             f"{sys.version.split()[0]}. The floor reads the specs with PyYAML's C loader and writes the compile's "
-            f"bytes to an empty folder in the same run (the median of {FLOOR_RUNS} runs). `check (no cache)` is a "
+            f"bytes to an empty folder in the same run; the cold compile and the floor are each the median of "
+            f"{FLOOR_RUNS} runs, taken in turn (peak RSS: the most of the cold compiles). `check (no cache)` is a "
             "fresh CI clone's check (every file hashed); `check` and `one promoted` run with the cache the previous "
             f"commands left: `check` is the median of {REPEATS} runs, `one promoted` the median of {REPEATS} specs "
             "promoted and compiled in turn.\n\n"

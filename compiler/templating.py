@@ -6,7 +6,6 @@ escaping filters; every value from a spec passes through one of them.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from functools import cache
 from pathlib import Path
@@ -24,14 +23,13 @@ def template_dirs() -> list[str]:
     return [str(p) for p in candidates if p.is_dir()]
 
 
-# Characters that start Markdown or HTML markup anywhere in a line (or a table cell).
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|#~&])")
+# Characters that start Markdown or HTML markup anywhere in a line (or a table cell), each escaped.
+_MD_ESCAPES = str.maketrans({c: "\\" + c for c in "\\`*_[]<>|#~&"})
 
 
 def markdown(value: Any) -> str:
     """Plain text safe inside Markdown prose and table cells: no markup, no HTML, one line."""
-    text = " ".join(str(value).split())
-    return _MD_SPECIAL.sub(r"\\\1", text)
+    return " ".join(str(value).split()).translate(_MD_ESCAPES)
 
 
 def markdown_code(value: Any) -> str:

@@ -422,6 +422,7 @@ class Needs:
 
     raw: tuple[Selector, ...]
     records: frozenset[tuple[str, Labels]]
+    _read: dict[tuple[str, Labels], bool] = field(default_factory=dict, compare=False, repr=False)  # answers
 
     @cached_property
     def key(self) -> tuple[frozenset[str], frozenset[tuple[str, Labels]]]:
@@ -431,7 +432,11 @@ class Needs:
         return self.reads(series.name, series.labels)
 
     def reads(self, name: str, labels: Labels) -> bool:
-        return (name, labels) in self.records or any(_selects(s, name, labels) for s in self.raw)
+        key = (name, labels)
+        found = self._read.get(key)
+        if found is None:
+            found = self._read[key] = key in self.records or any(_selects(s, name, labels) for s in self.raw)
+        return found
 
 
 def needs(rules: Sequence[alerts.AlertRule], records: Sequence[alerts.Record]) -> Needs:
