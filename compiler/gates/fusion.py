@@ -21,8 +21,6 @@ from functools import lru_cache
 
 from compiler.gates.algebra import ARITHMETIC, COMPARISONS, Binary, Call, Expr, Number, Paren, divide
 
-_INFIX = {"+": "+", "-": "-", "*": "*", "==": "==", "!=": "!=", ">": ">", "<": "<", ">=": ">=", "<=": "<="}
-
 Values = list[float | None]
 
 
@@ -58,9 +56,9 @@ def region(node: Expr) -> Region | None:
             if n.op == "/":
                 lines.append(f"{t} = {a} / {b} if {b} != 0 else divide({a}, {b})")
             elif n.op in ARITHMETIC:
-                lines.append(f"{t} = {a} {_INFIX[n.op]} {b}")
+                lines.append(f"{t} = {a} {n.op} {b}")  # one of ARITHMETIC: written as Python writes it
             else:
-                lines.append(f"{t} = 1.0 if {a} {_INFIX[n.op]} {b} else 0.0")
+                lines.append(f"{t} = 1.0 if {a} {n.op} {b} else 0.0")  # one of COMPARISONS, the same in Python
             return t, series_a or series_b
         if isinstance(n, Call) and (n.function == "sqrt" or (
                 n.function in ("clamp_min", "clamp_max") and len(n.args) == 2 and isinstance(n.args[1], Number))):

@@ -603,35 +603,24 @@ def rates(values: Sequence[float | None], every: int, count: int, seconds: int) 
 
 
 def _leading(out: Values, values: Sequence[float | None], every: int, count: int, seconds: int) -> None:
-    """:func:`_extrapolated` at the first ``count`` evaluations, whose windows start before the first sample
-    (from 0, every a multiple of ``STEP``, each ending at a sample): the same arithmetic, in one loop."""
-    if count <= 0:
+    """:func:`rates` at the first ``count`` evaluations, whose windows start before the first sample (from 0,
+    every a multiple of ``STEP``, each ending at a sample).
+
+    A counter from zero (every flow's) is reached back to: an increase is taken over the time sampled alone
+    (the extrapolation's interval / sampled is exactly 1.0), so its rate is the increase over the window,
+    in one loop; anything else is extrapolated evaluation by evaluation.
+    """
+    last = len(values) - 1
+    if count <= 0 or values[0] != 0:
+        for k in range(max(count, 0)):
+            out[k] = _extrapolated(values, k * every, seconds, last)
         return
     first_v = values[0]
-    if first_v == 0:  # a counter from zero (every flow's): the window reaches back to it, so an increase is
-        last = len(values) - 1  # taken over the time sampled alone, its interval / sampled exactly 1.0
-        out[:count] = [None if k == 0 or v is None
-                       else (v - first_v) * 1.0 / seconds if v - first_v > 0
-                       else _extrapolated(values, k * every, seconds, last)
-                       for k, v in enumerate(values[:count * (every // STEP):every // STEP])]
-        return
-    for k in range(count):
-        t = k * every
-        last_index = t // STEP
-        last_v = values[last_index]
-        if last_index < 1 or first_v is None or last_v is None:
-            out[k] = None
-            continue
-        result = last_v - first_v
-        to_start = float(seconds - t)
-        sampled = float(t)
-        average = sampled / last_index
-        if result > 0 and first_v >= 0:
-            to_zero = sampled * (first_v / result)
-            if to_zero < to_start:
-                to_start = to_zero
-        interval = sampled + (to_start if to_start < average * 1.1 else average / 2)  # it ends at a sample
-        out[k] = result * (interval / sampled) / seconds
+    r = every // STEP
+    out[:count] = [None if k == 0 or v is None
+                   else (v - first_v) * 1.0 / seconds if v - first_v > 0
+                   else _extrapolated(values, k * every, seconds, last)
+                   for k, v in enumerate(values[:count * r:r])]
 
 
 def _extrapolated(values: Sequence[float | None], t: int, seconds: int, last: int) -> float | None:
@@ -887,7 +876,8 @@ class World:
             elif labels != key:
                 return None
         assert key is not None
-        return {key: fusion.run(found, [next(iter(leaf.values())) for leaf in leaves])}  # type: ignore[union-attr]
+        series = [next(iter(leaf.values())) for leaf in leaves]  # type: ignore[union-attr]  # vectors, checked above
+        return {key: fusion.run(found, series)}
 
     def _number(self, node: Number) -> Scalar:
         return [node.value] * len(self.times)
@@ -953,13 +943,15 @@ class World:
             values: Values = [None] * len(columns)
             # Evaluations where every bucket has a sample, in one loop (buckets of one bound are ordered by their
             # values: those take the general way, as do evaluations where samples are missing).
-            whole = ([i for i, column in enumerate(columns) if None not in column]
-                     if len(set(bounds)) == len(bounds) else [])
+            distinct = len(set(bounds)) == len(bounds)
+            whole = [i for i, column in enumerate(columns) if distinct and None not in column]
             for i, value in zip(whole, _quantiles([q[i] for i in whole], bounds, [columns[i] for i in whole])):
                 values[i] = value
-            for i in sorted(set(range(len(columns))) - set(whole)):
-                present = [(bound, x) for bound, x in zip(bounds, columns[i]) if x is not None]
-                values[i] = histogram_quantile(q[i], present) if present else None
+            done = set(whole)
+            for i, column in enumerate(columns):
+                if i not in done:
+                    present = [(bound, x) for bound, x in zip(bounds, column) if x is not None]
+                    values[i] = histogram_quantile(q[i], present) if present else None
             out[labels] = values
         return out
 
