@@ -84,8 +84,8 @@ def test_fused_arithmetic_is_the_node_by_node_arithmetic(tree, samples, other_la
 def test_one_function_serves_every_tree_of_a_shape():
     a = fusion.region(Binary("*", Binary("/", X, Number(300.0)), Number(2.0)))
     b = fusion.region(Binary("*", Binary("/", Y, Number(60.0)), Number(5.0)))
-    assert a is not None and b is not None and a.run is b.run and a.numbers != b.numbers
-    assert fusion.run(a, [[600.0, None, 0.0]]) == [4.0, None, 0.0]
+    assert a is not None and b is not None and a.loop is b.loop and a.numbers != b.numbers
+    assert a.values([[600.0, None, 0.0]]) == [4.0, None, 0.0]
 
 
 def test_a_function_of_numbers_alone_is_not_fused():

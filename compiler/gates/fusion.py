@@ -30,7 +30,11 @@ class Region:
 
     leaves: tuple[Expr, ...]
     numbers: tuple[float, ...]
-    run: Callable[..., Values]  # (numbers, leaf values...) -> values
+    loop: Callable[..., Values]  # (numbers, leaf values...) -> values; one per shape of tree
+
+    def values(self, series: Sequence[Values]) -> Values:
+        """The region's values at every evaluation, given each leaf's single series."""
+        return self.loop(self.numbers, *series)
 
 
 def region(node: Expr) -> Region | None:
@@ -85,8 +89,7 @@ def region(node: Expr) -> Region | None:
         return None
     if not count[0] or not series:
         return None
-    run = _compiled(len(leaves), len(numbers), tuple(lines), result)
-    return Region(tuple(leaves), tuple(numbers), run)
+    return Region(tuple(leaves), tuple(numbers), _compiled(len(leaves), len(numbers), tuple(lines), result))
 
 
 class _NotFused(Exception):
@@ -118,7 +121,3 @@ def _compiled(leaves: int, numbers: int, lines: tuple[str, ...], result: str) ->
     assert callable(fused)
     return fused
 
-
-def run(found: Region, series: Sequence[Values]) -> Values:
-    """The region's values at every evaluation, given each leaf's single series."""
-    return found.run(found.numbers, *series)

@@ -428,9 +428,6 @@ class Needs:
     def key(self) -> tuple[frozenset[str], frozenset[tuple[str, Labels]]]:
         return frozenset(str(s) for s in self.raw), self.records
 
-    def selects(self, series: InputSeries) -> bool:
-        return self.reads(series.name, series.labels)
-
     def reads(self, name: str, labels: Labels) -> bool:
         key = (name, labels)
         found = self._read.get(key)
@@ -495,13 +492,13 @@ def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
     key = (id(plan), only.key if only is not None else None)
     found = inputs._series.get(key)
     if found is None:
+        custom = [s for s in custom_series(plan, inputs) if only is None or only.reads(s.name, s.labels)]
         if uses_templates(plan):  # the user's queries: only the records needed are computed
-            found = fed_records(plan, inputs, only, records) + [
-                s for s in custom_series(plan, inputs) if only is None or only.selects(s)]
+            found = fed_records(plan, inputs, only, records) + custom
         elif only is None:
-            found = exporter_series(plan, inputs) + custom_series(plan, inputs)
-        else:
-            found = _exporter_series(plan, inputs, only) + [s for s in custom_series(plan, inputs) if only.selects(s)]
+            found = exporter_series(plan, inputs) + custom
+        else:  # a counter nobody reads is never totalled
+            found = _exporter_series(plan, inputs, only) + custom
         inputs._series[key] = found
     return found
 
@@ -877,7 +874,7 @@ class World:
                 return None
         assert key is not None
         series = [next(iter(leaf.values())) for leaf in leaves]  # type: ignore[union-attr]  # vectors, checked above
-        return {key: fusion.run(found, series)}
+        return {key: found.values(series)}
 
     def _number(self, node: Number) -> Scalar:
         return [node.value] * len(self.times)

@@ -60,7 +60,7 @@ def _rule_texts(plan: Plan, group: dict[str, Any], header: str) -> tuple[str, st
     spec = obj.pop("spec")
     block = serialize.block_yaml(spec)
     nested = serialize.nested_yaml(obj, "spec", block, header) if block is not None else None
-    if block is None or nested is None:
+    if block is None or nested is None:  # libyaml writes one of them
         return serialize.yaml_text(spec, header), kube.manifest(plan, {**obj, "spec": spec})
     return serialize.comment(header) + block, nested
 
