@@ -19,7 +19,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The native build of the modules that compute the outputs (compiler/native.py): skipped where no C compiler is.
 install: $(STAMP)
+	@$(BIN)/python tools/build_native.py
 
 compile: install
 	$(ROLLOUT) compile specs -o generated
@@ -30,7 +32,7 @@ schema: install
 # ruff (with line length and complexity) and mypy --strict on compiler/ (settings in pyproject.toml).
 lint: install
 	$(ROLLOUT) lint --strict specs
-	$(BIN)/ruff check compiler tests benchmarks e2e
+	$(BIN)/ruff check compiler tests benchmarks e2e tools
 	$(BIN)/mypy
 
 tools:
@@ -77,4 +79,4 @@ fuzz: install
 	  tests/test_fuzz.py tests/test_crash.py tests/test_secrets.py --hypothesis-profile=fuzz; status=$$?; rm -f $$report; exit $$status
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache
+	rm -rf $(VENV) .tools .pytest_cache .native

@@ -303,29 +303,48 @@ def verdicts(rows: list[dict[str, Any]]) -> list[tuple[bool, str]]:
     return out
 
 
+def build_used() -> str:
+    """Which build the measured commands ran: the native one (compiler/native.py) or the sources."""
+    done = subprocess.run([sys.executable, "-c", "import compiler.native as n; print(n.active(), len(n.MODULES))"],
+                          cwd=ROOT, capture_output=True, text=True, check=True)
+    used, count = done.stdout.split()
+    return (f"the native build ({count} modules compiled by mypyc, `compiler/native.py`)" if used == "True"
+            else "the Python sources (no native build here)")
+
+
+def profile_of_sources(base: Path) -> str:
+    """:func:`profile` in a process running the sources: cProfile sees no compiled function, and the native
+    build runs the same functions."""
+    done = subprocess.run([sys.executable, "-m", "benchmarks.compile", "--profile", str(base)], cwd=ROOT,
+                          env={**os.environ, "ROLLOUT_NATIVE": "0"}, capture_output=True, text=True, check=True)
+    return done.stdout.strip()
+
+
 def main() -> int:
     subprocess.run([sys.executable, "-m", "compileall", "-q", str(ROOT / "compiler")], check=True,
                    stdout=subprocess.DEVNULL)
     parent = tmpfs()
+    used = build_used()
     with tempfile.TemporaryDirectory(prefix="rollout-bench-", dir=parent) as tmp:
         rows = []
         for size in SIZES:
             print(f"  fleet of {size} specs", flush=True)
             rows.append(measure(Path(tmp), size))
-        shape = profile(Path(tmp))
+        shape = profile_of_sources(Path(tmp))
     checks = verdicts(rows)
     lines = [f"- {'ok' if passed else 'MISSED'}: {text}" for passed, text in checks]
     text = ("# Compile benchmark\n\n"
-            "Written by `make bench` (`python -m benchmarks compile`). A varied fleet (`benchmarks/fleet.py`: every "
-            "example spec's shape, names, thresholds, holds, windows and targets varied by index) on "
+            "Written by `make bench` (`python -m benchmarks compile`). A varied fleet (`benchmarks/fleet.py`: "
+            "every example spec's shape, names, thresholds, holds, windows and targets varied by index) on "
             f"{'tmpfs' if parent else 'disk'}; every command a fresh process pinned to one core, Python "
-            f"{sys.version.split()[0]}. The floor reads the specs with PyYAML's C loader and writes the compile's "
-            f"bytes to an empty folder in the same run; the cold compile and the floor are each the median of "
-            f"{FLOOR_RUNS} runs, taken in turn (peak RSS: the most of the cold compiles). `check (no cache)` is a "
-            "fresh CI clone's check (every file hashed); `check` and `one promoted` run with the cache the previous "
-            f"commands left: `check` is the median of {REPEATS} runs, `one promoted` the median of {REPEATS} specs "
-            "promoted and compiled in turn.\n\n"
-            f"{table(rows)}\n\n" + "\n".join(lines) + f"\n\n## Where a cold compile spends its time\n\n{shape}\n")
+            f"{sys.version.split()[0]}, running {used}. The floor reads the specs with PyYAML's C loader and "
+            "writes the compile's bytes to an empty folder in the same run; the cold compile and the floor are "
+            f"each the median of {FLOOR_RUNS} runs, taken in turn (peak RSS: the most of the cold compiles). "
+            "`check (no cache)` is a fresh CI clone's check (every file hashed); `check` and `one promoted` run "
+            f"with the cache the previous commands left: `check` is the median of {REPEATS} runs, `one promoted` "
+            f"the median of {REPEATS} specs promoted and compiled in turn.\n\n"
+            f"{table(rows)}\n\n" + "\n".join(lines) + "\n\n## Where a cold compile spends its time\n\n"
+            f"Profiled in the Python sources, whose functions the native build compiles.\n\n{shape}\n")
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(text, encoding="utf-8")
     print(text)
@@ -333,4 +352,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--profile"]:
+        print(profile(Path(sys.argv[2])))
+        sys.exit(0)
     sys.exit(main())

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from compiler import native
 from compiler.diagnostics import Diagnostic, has_errors
 from compiler.ir.fleet import FleetEntry
 from compiler.ir.plan import Plan
@@ -638,11 +639,17 @@ def _fewer_collections() -> None:
     gc.set_threshold(RENDER_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
+def _worker() -> None:
+    native.picklable()
+    _fewer_collections()
+
+
 def _run(work: list[Job], jobs: int) -> Iterator[SpecOutcome]:
     if jobs > 1 and len(work) > 1:
         from concurrent.futures import ProcessPoolExecutor
 
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_fewer_collections) as pool:
+        native.picklable()
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_worker) as pool:
             yield from pool.map(render_spec, work, chunksize=max(1, len(work) // (jobs * 8)))
         return
     before = gc.get_threshold()

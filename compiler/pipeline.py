@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
 
+from compiler import native
 from compiler.gates.alerts import custom_query
 from compiler.gates.algebra import render
 from compiler.ir import planner
@@ -216,7 +217,8 @@ def _process_all(paths: Iterable[str | Path], render: bool, jobs: int,
     if jobs > 1 and len(found) > 1:
         from concurrent.futures import ProcessPoolExecutor  # only when there are several jobs
 
-        with ProcessPoolExecutor(max_workers=jobs) as pool:
+        native.picklable()
+        with ProcessPoolExecutor(max_workers=jobs, initializer=native.picklable) as pool:
             outcomes = list(pool.map(work, found, chunksize=max(1, len(found) // (jobs * 8))))
     else:
         outcomes = [work(path) for path in found]

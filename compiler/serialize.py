@@ -8,7 +8,7 @@ boolean, a null or a number are quoted, so ``"yes"``, ``"on"``, ``"1:30"`` and
 reads specs, where comments and positions matter): block mappings and sequences of
 ASCII scalars, most of what targets write, are laid out in Python exactly as libyaml
 lays them out (see "the block layout" below); everything else goes through libyaml,
-with :class:`_OutputDumper` building the nodes directly from the few types targets use.
+with :mod:`compiler.libyaml` building the nodes directly from the few types targets use.
 JSON is written by orjson (deterministic bytes, keys sorted where asked, no float
 drift between runs).
 """
@@ -20,79 +20,14 @@ from typing import Any
 
 import orjson
 import yaml
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+
+from compiler import libyaml
 
 GENERATOR = "rollout"
 
-_Dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-# PyYAML's resolver is YAML 1.1: it quotes what a 1.1 reader would take for a
-# boolean, null, number or timestamp.  These are the plain scalars it leaves
-# unquoted that another reader would not take for strings: YAML 1.2 numbers,
-# and the one-letter booleans of Go's yaml.v2.
-_YAML12_ONLY = re.compile(
-    r"^([yYnN]|0o[0-7]+|[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)?|[-+]?\.(inf|Inf|INF)|\.(nan|NaN|NAN))$"
-)
-
-
-_STR = "tag:yaml.org,2002:str"
-_MAP = "tag:yaml.org,2002:map"
-_SEQ = "tag:yaml.org,2002:seq"
-_RESOLVED: dict[tuple[str, tuple[bool, bool]], str] = {}
-
-
-def _str_node(value: str) -> ScalarNode:
-    if "\n" in value and not any(line != line.rstrip() for line in value.split("\n")) and not value.startswith(" "):
-        return ScalarNode(_STR, value, style="|")
-    if _YAML12_ONLY.match(value):
-        return ScalarNode(_STR, value, style='"')
-    return ScalarNode(_STR, value)
-
-
-def _float_text(data: float) -> str:
-    if data != data:
-        return ".nan"
-    if data in (float("inf"), float("-inf")):
-        return ".inf" if data > 0 else "-.inf"
-    value = repr(data).lower()
-    return value.replace("e", ".0e", 1) if "." not in value and "e" in value else value
-
-
-def node(data: Any) -> Node:
-    """The YAML node of plain data (dict, list, tuple, str, int, float, bool, None), for libyaml."""
-    kind = type(data)
-    if kind is str:
-        return _str_node(data)
-    if kind is dict:
-        return MappingNode(_MAP, [(node(k), node(v)) for k, v in data.items()], flow_style=False)
-    if kind is list or kind is tuple:
-        return SequenceNode(_SEQ, [node(item) for item in data], flow_style=False)
-    if kind is bool:
-        return ScalarNode("tag:yaml.org,2002:bool", "true" if data else "false")
-    if kind is int:
-        return ScalarNode("tag:yaml.org,2002:int", str(data))
-    if kind is float:
-        return ScalarNode("tag:yaml.org,2002:float", _float_text(data))
-    if data is None:
-        return ScalarNode("tag:yaml.org,2002:null", "null")
-    raise TypeError(f"cannot write {kind.__name__} as YAML")
-
-
-class _OutputDumper(_Dumper):  # type: ignore[misc, valid-type]  # libyaml's dumper when present, else PyYAML's
-    """Block style, keys in the order the target built them, no line wrapping; nodes built without aliases."""
-
-    def represent(self, data: Any) -> None:
-        self.serialize(node(data))
-
-    def resolve(self, kind: Any, value: Any, implicit: Any) -> Any:
-        if kind is not ScalarNode or len(value) > 64:  # long values (a dashboard in a ConfigMap) are not kept
-            return super().resolve(kind, value, implicit)
-        key = (value, implicit)
-        found = _RESOLVED.get(key)
-        if found is None:
-            found = _keep(_RESOLVED, key, super().resolve(kind, value, implicit))
-        return found
+_YAML12_ONLY = libyaml.YAML12_ONLY
+_float_text = libyaml.float_text
 
 
 def yaml_text(documents: Any | list[Any], header: str | None = None, multi: bool = False) -> str:
@@ -125,9 +60,7 @@ def nested_yaml(document: dict[str, Any], key: str, block: str, header: str | No
 
 
 def _libyaml(docs: list[Any], multi: bool) -> str:
-    text: str = yaml.dump_all(docs, None, _OutputDumper, explicit_start=multi, sort_keys=False,
-                              default_flow_style=False, allow_unicode=True, width=1 << 30, indent=2)
-    return text
+    return libyaml.dump(docs, multi)
 
 
 # --------------------------------------------------------------------------- the block layout, in Python
@@ -150,7 +83,7 @@ _ASCII_TEXT = re.compile(r"[\x20-\x7e\n]*")
 # first, a space first or last, ": " or " #" inside, a ":" last, a document marker first.
 _NOT_PLAIN = re.compile(r"[-?:](?: |$)|[#,\[\]{}&*!|>'\"%@`]| |(?:---|\.\.\.)(?: |$)|.*(?:: | #|:$| $)")
 _OTHER_BREAKS = re.compile("[\r\x85\u2028\u2029]")  # line breaks to libyaml besides "\n"
-_IMPLICIT = _Dumper.yaml_implicit_resolvers  # PyYAML's resolver table (first character -> tag, pattern)
+_IMPLICIT = libyaml.Dumper.yaml_implicit_resolvers  # PyYAML's resolver table (first character -> tag, pattern)
 _SCALARS: dict[str, str] = {}  # string -> its text as a block value (literal blocks indented for column 0)
 _KEYS: dict[str, str] = {}  # string -> its text as a mapping key, with the colon
 

@@ -348,7 +348,13 @@ NOT_A_COUNT = [1.5, "3", True, None, 0, 1001]
 )
 def test_every_number_written_is_checked(field: str, values: list):
     plan = plan_of(GOLDEN / "in-tiny-canary.yaml")
+    check = {"port": escaping.port, "interval": escaping.seconds, "timeout": escaping.seconds,
+             "fall": escaping.count, "rise": escaping.count, "expect_status": escaping.status}[field]
     for value in values:
+        with pytest.raises(escaping.Unrepresentable):
+            check(value)
+        if type(value) is not int:
+            continue  # a plan holds ints here (the native build's classes refuse anything else on construction)
         if field == "port":
             broken = dataclasses.replace(plan, port=value)
         else:

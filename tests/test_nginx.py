@@ -303,7 +303,15 @@ def test_values_that_cannot_be_written_are_refused_by_the_filters():
         nginx.config(dataclasses.replace(plan, testers=dataclasses.replace(plan.testers, values=("a\n}",))))
     for value in (1.5, "8080", True, 0, 65536):
         with pytest.raises(escaping.Unrepresentable):
+            escaping.port(value)
+    for value in (1.5, "30", True, 0):
+        with pytest.raises(escaping.Unrepresentable):
+            escaping.seconds(value)
+    # Through the target, values of the plan's types (a mistyped one is refused by the native build's type
+    # checks before any filter, or taken as the int a bool is).
+    for value in (0, 65536):
+        with pytest.raises(escaping.Unrepresentable):
             nginx.config(dataclasses.replace(plan, port=value))
-    for value in (1.5, "30", 0):
+    for value in (0, -5):
         with pytest.raises(escaping.Unrepresentable):
             nginx.config(dataclasses.replace(plan, health=dataclasses.replace(plan.health, interval=value)))

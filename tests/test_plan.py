@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from fractions import Fraction
 from pathlib import Path
 
@@ -119,7 +121,7 @@ def test_flags_follow_the_stage():
 @pytest.mark.parametrize("path", ALL_SPECS, ids=lambda p: p.stem)
 def test_every_derived_name_is_a_valid_label(path):
     for plan in plans_of(path):
-        for field, value in vars(plan.names).items():
+        for field, value in dataclasses.asdict(plan.names).items():
             if field in ("alert_prefix", "rule_group", "rollback_guard_alert"):
                 continue
             names.check_dns1123_label(value, field)

@@ -18,9 +18,8 @@ The Prometheus target prints these trees, the promtool tests simulate them
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
-from functools import cached_property
 
 from compiler.gates import conventions as c
 from compiler.gates.algebra import (
@@ -54,10 +53,14 @@ class Record:
     name: str
     expr: Expr
     labels: tuple[tuple[str, str], ...]
+    _text: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)  # once rendered
 
-    @cached_property
+    @property
     def text(self) -> str:
-        return render(self.expr)
+        found = self._text.get("")
+        if found is None:
+            found = self._text[""] = render(self.expr)
+        return found
 
 
 @dataclass(frozen=True)
@@ -72,10 +75,14 @@ class AlertRule:
     gate: GatePlan | None = None
     window: int | None = None  # starved: the window the count is taken over
     burn: c.BurnRate | None = None
+    _text: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)  # once rendered
 
-    @cached_property
+    @property
     def text(self) -> str:
-        return render(self.expr)
+        found = self._text.get("")
+        if found is None:
+            found = self._text[""] = render(self.expr)
+        return found
 
     @property
     def action(self) -> str:

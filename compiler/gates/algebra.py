@@ -25,6 +25,8 @@ from fractions import Fraction
 from functools import lru_cache
 from typing import Union
 
+from mypy_extensions import mypyc_attr
+
 from compiler.spec.units import format_duration
 
 Matcher = tuple[str, str, str]  # (label, "=" | "!=" | "=~" | "!~", value)
@@ -341,6 +343,7 @@ def substitute(node: Expr, replace: dict[int, Expr]) -> Expr:
 # --------------------------------------------------------------------------- numbers
 
 
+@mypyc_attr(native_class=False)  # a float subclass: a Python class in the native build too
 class F(float):
     """A float whose arithmetic is IEEE 754 as in Prometheus: x/0 is +-Inf or NaN, never an exception."""
 

@@ -26,9 +26,11 @@ import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from functools import cached_property, lru_cache
+from functools import lru_cache
 from fractions import Fraction
 from typing import Any, NamedTuple, Union
+
+from mypy_extensions import mypyc_attr
 
 from compiler.gates import alerts, conventions as c, fusion
 from compiler.gates.algebra import (
@@ -71,29 +73,36 @@ class Flow:
     requests: tuple[int, ...]
     errors: tuple[int, ...]
     slow: tuple[int, ...]
+    # The counters, made when a series needs them (groups of a test share flows): neither compared nor hashed.
+    _totals: dict[str, Counts] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     @property
     def steps(self) -> int:
         return len(self.requests)
 
-    # The counters, made when a series needs them (groups of a test share flows; a field-less cache, so neither
-    # compared nor hashed).
+    def _total(self, name: str, counts: Sequence[int]) -> Counts:
+        found = self._totals.get(name)
+        if found is None:
+            found = self._totals[name] = cumulative(counts)
+        return found
 
-    @cached_property
+    @property
     def total_requests(self) -> Counts:
-        return cumulative(self.requests)
+        return self._total("requests", self.requests)
 
-    @cached_property
+    @property
     def total_errors(self) -> Counts:
-        return cumulative(self.errors)
+        return self._total("errors", self.errors)
 
-    @cached_property
+    @property
     def total_ok(self) -> Counts:
-        return cumulative(list(map(operator.sub, self.requests, self.errors)))
+        found = self._totals.get("ok")
+        return found if found is not None else self._total("ok", list(map(operator.sub, self.requests, self.errors)))
 
-    @cached_property
+    @property
     def total_fast(self) -> Counts:
-        return cumulative(list(map(operator.sub, self.requests, self.slow)))
+        found = self._totals.get("fast")
+        return found if found is not None else self._total("fast", list(map(operator.sub, self.requests, self.slow)))
 
 
 def flow(phases: Sequence[Phase], rng: random.Random | None = None) -> Flow:
@@ -223,6 +232,7 @@ def binomials(rng: random.Random, counts: Sequence[int], p: float) -> list[int]:
     return out
 
 
+@mypyc_attr(native_class=False)  # a tuple subclass: a Python class in the native build too
 class Counts(tuple[float, ...]):
     """Running totals of whole counts: Python ints where a double holds every one exactly (the rules compute
     with them to the same doubles as with floats: differences, true divisions and products with floats of
@@ -423,10 +433,14 @@ class Needs:
     raw: tuple[Selector, ...]
     records: frozenset[tuple[str, Labels]]
     _read: dict[tuple[str, Labels], bool] = field(default_factory=dict, compare=False, repr=False)  # answers
+    _key: list[tuple[frozenset[str], frozenset[tuple[str, Labels]]]] = field(
+        default_factory=list, init=False, compare=False, repr=False)
 
-    @cached_property
+    @property
     def key(self) -> tuple[frozenset[str], frozenset[tuple[str, Labels]]]:
-        return frozenset(str(s) for s in self.raw), self.records
+        if not self._key:
+            self._key.append((frozenset(str(s) for s in self.raw), self.records))
+        return self._key[0]
 
     def reads(self, name: str, labels: Labels) -> bool:
         key = (name, labels)

@@ -9,17 +9,14 @@ and the names of every generated object.  Targets never look at the spec.
 from __future__ import annotations
 
 import shlex
-from dataclasses import dataclass, replace
-from functools import cached_property
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import Any
 
-from typing import TYPE_CHECKING
+from mypy_extensions import mypyc_attr
 
+from compiler.gates import presets  # the metrics' types (the native build resolves the fields' types on import)
 from compiler.spec.units import format_percent
-
-if TYPE_CHECKING:
-    from compiler.gates import presets
 
 Loc = tuple[Any, ...]  # a place in the spec: keys and list indices
 
@@ -284,14 +281,20 @@ class AlertingPlan:
     routes: tuple[tuple[str, tuple[str, ...]], ...]  # critical / warning / info / rollback -> receivers
     grafana_url: str | None
     operator: bool = False  # also an AlertmanagerConfig for the Prometheus Operator
+    _key: list[str] = field(default_factory=list, init=False, compare=False, repr=False)  # once made
 
     def route(self, key: str) -> tuple[str, ...]:
         return dict(self.routes).get(key, ())
 
-    @cached_property
+    @property
     def key(self) -> str:
         """What names this set of receivers and routes: rollouts with the same share one subtree of the fleet's
         Alertmanager configuration (the ``rollout_route`` label of their alerts)."""
+        if not self._key:
+            self._key.append(self._digest())
+        return self._key[0]
+
+    def _digest(self) -> str:
         import hashlib
         import json
         from dataclasses import asdict
@@ -334,6 +337,7 @@ class ApprovalPlan:
 
 
 @dataclass(frozen=True)
+@mypyc_attr(native_class=False)  # pickled (by ``compile -j``) without its memo: see __getstate__
 class Plan:
     source: Source
     environment: str | None
@@ -370,6 +374,9 @@ class Plan:
     names: Names
     approved: ApprovalPlan | None = None  # the last approval recorded in the spec
     haproxy: HAProxyPlan = HAProxyPlan(8405, "/run/haproxy/admin.sock", ("localhost",))
+    # What is derived from this plan alone (its rules, itself at other stages), kept once made: neither compared,
+    # nor copied by ``replace`` (a new plan starts empty), nor pickled.
+    memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)
 
     # ---- navigation
 
@@ -413,16 +420,13 @@ class Plan:
             found = self.memo[key] = replace(self, current=stage, flag_states=flag_states(self.flags, stage.name))
         return found
 
-    @cached_property
-    def memo(self) -> dict[str, Any]:
-        """What is derived from this plan alone (its rules, itself at other stages), kept once made; not a field,
-        so neither compared, nor copied by ``replace``, nor pickled."""
-        return {}
-
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state.pop("memo", None)
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, memo={})
 
     def flag_state(self, name: str) -> FlagState:
         return next(s for s in self.flag_states if s.name == name)

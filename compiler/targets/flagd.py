@@ -302,5 +302,5 @@ def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
             CONFIGMAP: staged.flag_states}
 
 
-TARGET = Target("flagd", render, lint=lint, rollback=True,
+TARGET: Target = Target("flagd", render, lint=lint, rollback=True,
                 kinds={FLAGD: CARRIED, PLAIN: CARRIED, ENV: CARRIED, CONFIGMAP: MANIFEST}, stage_keys=stage_keys)

@@ -77,4 +77,4 @@ def render(plan: Plan) -> dict[str, str]:
     return {FLUX: kube.manifest(plan, flux_kustomization(plan))}
 
 
-TARGET = Target("gitops", render, kinds={ARGOCD: CONTROLLER, FLUX: CONTROLLER})
+TARGET: Target = Target("gitops", render, kinds={ARGOCD: CONTROLLER, FLUX: CONTROLLER})

@@ -174,5 +174,5 @@ def render_fleet(plans: Sequence[FleetEntry], kinds: Mapping[str, str]) -> dict[
     return out
 
 
-SUMMARY = Summary("kustomize", render_rollout)
-FLEET = FleetTarget("kustomize-fleet", render_fleet)
+SUMMARY: Summary = Summary("kustomize", render_rollout)
+FLEET: FleetTarget = FleetTarget("kustomize-fleet", render_fleet)

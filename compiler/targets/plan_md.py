@@ -112,4 +112,4 @@ def render(rendered: Rendered) -> dict[str, str]:
     return {OWN_PATH: text}
 
 
-SUMMARY = Summary("plan-md", render)
+SUMMARY: Summary = Summary("plan-md", render)

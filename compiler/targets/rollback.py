@@ -151,4 +151,4 @@ def render(plan: Plan) -> dict[str, str]:
     return {RUNBOOK: text}
 
 
-TARGET = Target("rollback", render, kinds={RUNBOOK: OTHER})
+TARGET: Target = Target("rollback", render, kinds={RUNBOOK: OTHER})

@@ -374,5 +374,5 @@ def _operator_findings(name: str, spec: ReceiverPlan, at: tuple[str, ...]) -> li
             for loc, field in missing]
 
 
-TARGET = Target(NAME, render, lint, kinds={CONFIG: CONFIG_FILE, CASES: OTHER, OPERATOR: MANIFEST})
-FLEET = FleetTarget("alertmanager-fleet", render_fleet, kinds={CONFIG: CONFIG_FILE, CASES: OTHER})
+TARGET: Target = Target(NAME, render, lint, kinds={CONFIG: CONFIG_FILE, CASES: OTHER, OPERATOR: MANIFEST})
+FLEET: FleetTarget = FleetTarget("alertmanager-fleet", render_fleet, kinds={CONFIG: CONFIG_FILE, CASES: OTHER})

@@ -381,5 +381,7 @@ def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
     return {DASHBOARD: key, CONFIGMAP: key}
 
 
-TARGET = Target(NAME, render, rollback=True, kinds={DASHBOARD: CARRIED, CONFIGMAP: MANIFEST}, stage_keys=stage_keys)
-FLEET = FleetTarget("grafana-fleet", render_fleet, kinds={FLEET_DASHBOARD: CARRIED, FLEET_CONFIGMAP: MANIFEST})
+TARGET: Target = Target(NAME, render, rollback=True,
+                        kinds={DASHBOARD: CARRIED, CONFIGMAP: MANIFEST}, stage_keys=stage_keys)
+FLEET: FleetTarget = FleetTarget("grafana-fleet", render_fleet,
+                                 kinds={FLEET_DASHBOARD: CARRIED, FLEET_CONFIGMAP: MANIFEST})

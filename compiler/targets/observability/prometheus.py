@@ -334,5 +334,5 @@ def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
     return {RULES: stage.name, RULE_OBJECT: stage.name, TESTS: stage.name}
 
 
-TARGET = Target(NAME, render, lint, rollback=True, kinds={RULES: CONFIG_FILE, RULE_OBJECT: MANIFEST, TESTS: OTHER},
-                stage_keys=stage_keys)
+TARGET: Target = Target(NAME, render, lint, rollback=True,
+                        kinds={RULES: CONFIG_FILE, RULE_OBJECT: MANIFEST, TESTS: OTHER}, stage_keys=stage_keys)

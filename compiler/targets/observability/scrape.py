@@ -97,4 +97,4 @@ def render(plan: Plan) -> dict[str, str]:
     return files
 
 
-TARGET = Target(NAME, render, kinds={SNIPPET: CONFIG, TARGETS: CONFIG, MONITOR: MANIFEST})
+TARGET: Target = Target(NAME, render, kinds={SNIPPET: CONFIG, TARGETS: CONFIG, MONITOR: MANIFEST})

@@ -184,4 +184,4 @@ def lint(plan: Plan) -> list[Finding]:
     return out + routing.capability_findings(plan, NAME, route_split, mirror_of=mirror_realised)
 
 
-TARGET = Target(NAME, render, lint, rollback=True, kinds={ROUTE: MANIFEST}, stage_keys=stage_keys)
+TARGET: Target = Target(NAME, render, lint, rollback=True, kinds={ROUTE: MANIFEST}, stage_keys=stage_keys)

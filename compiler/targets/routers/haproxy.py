@@ -257,7 +257,7 @@ def lint(plan: Plan) -> list[Finding]:
     return found + routing.capability_findings(plan, NAME, lambda stage: bucketing(plan, stage).split, inexact)
 
 
-TARGET = Target(
+TARGET: Target = Target(
     NAME,
     render,
     lint,

@@ -199,4 +199,5 @@ def _tester_findings(plan: Plan) -> list[Finding]:
     return out
 
 
-TARGET = Target(NAME, render, lint, rollback=True, kinds={MAIN: MANIFEST, CANARY: MANIFEST}, stage_keys=stage_keys)
+TARGET: Target = Target(NAME, render, lint, rollback=True,
+                        kinds={MAIN: MANIFEST, CANARY: MANIFEST}, stage_keys=stage_keys)

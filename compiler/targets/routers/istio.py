@@ -200,5 +200,5 @@ def lint(plan: Plan) -> list[Finding]:
     return out + routing.capability_findings(plan, NAME, route_split)
 
 
-TARGET = Target(NAME, render, lint, rollback=True,
+TARGET: Target = Target(NAME, render, lint, rollback=True,
                 kinds={VIRTUAL_SERVICE: MANIFEST, STABLE_RULE: MANIFEST, CANARY_RULE: MANIFEST}, stage_keys=stage_keys)

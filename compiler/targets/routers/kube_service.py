@@ -91,4 +91,4 @@ def _preview_note(plan: Plan) -> str:
             f"({plan.canary.version}); the routers send testers and weighted steps to it.")
 
 
-TARGET = Target(NAME, render, rollback=True, kinds={ACTIVE: MANIFEST, PREVIEW: MANIFEST}, stage_keys=stage_keys)
+TARGET: Target = Target(NAME, render, rollback=True, kinds={ACTIVE: MANIFEST, PREVIEW: MANIFEST}, stage_keys=stage_keys)

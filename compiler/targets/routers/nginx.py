@@ -272,4 +272,5 @@ def lint(plan: Plan) -> list[Finding]:
     )
 
 
-TARGET = Target(NAME, render, lint, rollback=True, kinds={CONFIG: CARRIED, CONFIGMAP: MANIFEST}, stage_keys=stage_keys)
+TARGET: Target = Target(NAME, render, lint, rollback=True,
+                        kinds={CONFIG: CARRIED, CONFIGMAP: MANIFEST}, stage_keys=stage_keys)
