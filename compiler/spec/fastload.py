@@ -66,7 +66,7 @@ def _plain(value: str) -> Any:
 
 
 #: What a spec may not hold: control characters but tab and line breaks, C1 controls, lone surrogates.
-NON_TEXT = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
+NON_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")  # escapes read by re
 
 
 def _is_text(value: str) -> bool:
