@@ -110,7 +110,7 @@ def test_no_compiled_module_holds_what_mypyc_compiles_differently():
     assert found == []
 
 
-def test_the_compiled_modules_exist_and_none_does_file_io_beside_itself():
+def test_no_compiled_module_finds_files_beside_itself():
     for module, tree in _compiled_sources():
         names = {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
         assert "__file__" not in names, module  # a compiled module's __file__ is in .native/

@@ -53,14 +53,13 @@ class Record:
     name: str
     expr: Expr
     labels: tuple[tuple[str, str], ...]
-    _text: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)  # once rendered
+    _text: list[str] = field(default_factory=list, init=False, compare=False, repr=False)  # once rendered
 
     @property
     def text(self) -> str:
-        found = self._text.get("")
-        if found is None:
-            found = self._text[""] = render(self.expr)
-        return found
+        if not self._text:
+            self._text.append(render(self.expr))
+        return self._text[0]
 
 
 @dataclass(frozen=True)
@@ -75,14 +74,13 @@ class AlertRule:
     gate: GatePlan | None = None
     window: int | None = None  # starved: the window the count is taken over
     burn: c.BurnRate | None = None
-    _text: dict[str, str] = field(default_factory=dict, init=False, compare=False, repr=False)  # once rendered
+    _text: list[str] = field(default_factory=list, init=False, compare=False, repr=False)  # once rendered
 
     @property
     def text(self) -> str:
-        found = self._text.get("")
-        if found is None:
-            found = self._text[""] = render(self.expr)
-        return found
+        if not self._text:
+            self._text.append(render(self.expr))
+        return self._text[0]
 
     @property
     def action(self) -> str:

@@ -80,29 +80,27 @@ class Flow:
     def steps(self) -> int:
         return len(self.requests)
 
-    def _total(self, name: str, counts: Sequence[int]) -> Counts:
+    def _total(self, name: str, counts: Callable[[], Sequence[int]]) -> Counts:
         found = self._totals.get(name)
         if found is None:
-            found = self._totals[name] = cumulative(counts)
+            found = self._totals[name] = cumulative(counts())
         return found
 
     @property
     def total_requests(self) -> Counts:
-        return self._total("requests", self.requests)
+        return self._total("requests", lambda: self.requests)
 
     @property
     def total_errors(self) -> Counts:
-        return self._total("errors", self.errors)
+        return self._total("errors", lambda: self.errors)
 
     @property
     def total_ok(self) -> Counts:
-        found = self._totals.get("ok")
-        return found if found is not None else self._total("ok", list(map(operator.sub, self.requests, self.errors)))
+        return self._total("ok", lambda: list(map(operator.sub, self.requests, self.errors)))
 
     @property
     def total_fast(self) -> Counts:
-        found = self._totals.get("fast")
-        return found if found is not None else self._total("fast", list(map(operator.sub, self.requests, self.slow)))
+        return self._total("fast", lambda: list(map(operator.sub, self.requests, self.slow)))
 
 
 def flow(phases: Sequence[Phase], rng: random.Random | None = None) -> Flow:
@@ -434,7 +432,7 @@ class Needs:
     records: frozenset[tuple[str, Labels]]
     _read: dict[tuple[str, Labels], bool] = field(default_factory=dict, compare=False, repr=False)  # answers
     _key: list[tuple[frozenset[str], frozenset[tuple[str, Labels]]]] = field(
-        default_factory=list, init=False, compare=False, repr=False)
+        default_factory=list, init=False, compare=False, repr=False)  # once made
 
     @property
     def key(self) -> tuple[frozenset[str], frozenset[tuple[str, Labels]]]:
