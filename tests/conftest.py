@@ -45,6 +45,12 @@ def compile_files(*paths: Path | str) -> dict[str, str]:
     return result.files
 
 
+def output_tree(folder: Path) -> dict[str, bytes]:
+    """The files of an output folder (the compile's private lock and staging folder, .rollout/, aside)."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".rollout" not in p.relative_to(folder).parts}
+
+
 def write_tree(out: Path, files: dict[str, str]) -> None:
     """Write compiled files (as compile_files returns them) into a folder, for the real tools to read."""
     for relative, text in files.items():

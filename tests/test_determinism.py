@@ -7,13 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import GOLDEN_INPUTS, ROOT, SEED_SPECS
-
-
-def tree(folder: Path) -> dict[str, bytes]:
-    """The output tree (the compile's private lock and staging folder, .rollout/, aside)."""
-    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and ".rollout" not in p.relative_to(folder).parts}
+from conftest import GOLDEN_INPUTS, ROOT, SEED_SPECS, output_tree as tree
 
 
 def compile_with(seed: str, paths: list[Path], out: Path, jobs: int = 1) -> None:

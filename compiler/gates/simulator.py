@@ -431,14 +431,6 @@ class Needs:
     raw: tuple[Selector, ...]
     records: frozenset[tuple[str, Labels]]
     _read: dict[tuple[str, Labels], bool] = field(default_factory=dict, compare=False, repr=False)  # answers
-    _key: list[tuple[frozenset[str], frozenset[tuple[str, Labels]]]] = field(
-        default_factory=list, init=False, compare=False, repr=False)  # once made
-
-    @property
-    def key(self) -> tuple[frozenset[str], frozenset[tuple[str, Labels]]]:
-        if not self._key:
-            self._key.append((frozenset(str(s) for s in self.raw), self.records))
-        return self._key[0]
 
     def reads(self, name: str, labels: Labels) -> bool:
         key = (name, labels)
@@ -501,7 +493,7 @@ def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
               records: Sequence[alerts.Record] | None = None) -> list[InputSeries]:
     """The series a test group feeds: the source's exporter series (or the recorded series of the user's
     queries) and the custom gates' values; with ``only``, those that some rules read."""
-    key = (id(plan), only.key if only is not None else None)
+    key = (id(plan), only)  # the same needs (the same selectors) read the same series
     found = inputs._series.get(key)
     if found is None:
         custom = [s for s in custom_series(plan, inputs) if only is None or only.reads(s.name, s.labels)]
