@@ -316,7 +316,7 @@ def _table(rows: list[list[str]]) -> str:
 @click.option("--env", help="The environment to explain, for specs with `environments`.")
 def explain(spec: Path, env: str | None) -> None:
     """Print a spec's stages, weights, holds, gates and breach actions as a table."""
-    from compiler.spec.units import format_duration, format_percent
+    from compiler.spec.units import format_percent
 
     plan = _one_plan(spec, env)
     rows = [["", "STAGE", "TRAFFIC", "MIRROR", "HOLD", "GATES", "ON BREACH"]]
@@ -326,7 +326,7 @@ def explain(spec: Path, env: str | None) -> None:
             "*" if stage.name == plan.current.name else "",
             stage.name, traffic,
             format_percent(stage.mirror) if stage.mirror else "-",
-            format_duration(stage.hold) if stage.hold else "-",
+            stage.hold_text("-"),
             "; ".join(stage.gate_text(g) for g in stage.gates) or "-",
             f"{stage.on_breach} ({stage.severity})" if stage.gates else "-",
         ])

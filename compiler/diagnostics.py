@@ -62,3 +62,23 @@ def render(diagnostics: Iterable[Diagnostic], fmt: str) -> str:
 
 def has_errors(diagnostics: Iterable[Diagnostic]) -> bool:
     return any(d.severity == "error" for d in diagnostics)
+
+
+def by_environment(found: Iterable[tuple[Diagnostic, str | None]]) -> list[Diagnostic]:
+    """Diagnostics of a spec's environments, each finding once: the same message at the same place in several
+    environments (a mistake in the base every environment inherits) names them all in one line."""
+    envs: dict[tuple[str, int, int, str, str], tuple[Diagnostic, list[str]]] = {}
+    for diagnostic, env in found:
+        key = (diagnostic.path, diagnostic.line, diagnostic.col, diagnostic.severity, diagnostic.message)
+        names = envs.setdefault(key, (diagnostic, []))[1]
+        if env is not None and env not in names:
+            names.append(env)
+    out = []
+    for d, names in envs.values():
+        if names:
+            quoted = [f"'{name}'" for name in sorted(names)]
+            where = (f"environment {quoted[0]}" if len(quoted) == 1
+                     else f"environments {', '.join(quoted[:-1])} and {quoted[-1]}")
+            d = Diagnostic(d.path, d.line, d.col, d.severity, f"{d.message} ({where})", d.code)
+        out.append(d)
+    return sorted(out)

@@ -23,7 +23,7 @@ from compiler.gates.algebra import render
 from compiler.ir import planner
 from compiler.spec import rules, secrets
 from compiler.spec import environments as specs
-from compiler.diagnostics import Diagnostic, SpecError, has_errors
+from compiler.diagnostics import Diagnostic, SpecError, by_environment, has_errors
 from compiler.ir.fleet import FleetEntry
 from compiler.sources import Claim, SpecPath, collect, duplicates, source_path
 from compiler.spec.load import Document, load_bytes, load_file
@@ -102,28 +102,26 @@ def _analyse(doc: Document, path: Path, named: bool, root: Path | None) -> tuple
     try:
         variants = specs.expand(doc)
     except SpecError as exc:
-        return [], _unique(list(exc.diagnostics) + leaks)
+        return [], by_environment((d, None) for d in list(exc.diagnostics) + leaks)
     if leaks:
         return [], leaks
-    diagnostics: list[Diagnostic] = []
+    found: list[tuple[Diagnostic, str | None]] = []
     units: list[Unit] = []
     for variant in variants:
-        found = rules.check(variant.spec, variant.doc)
-        if variant.environment:
-            found = [_in_env(d, variant.environment) for d in found]
-        diagnostics.extend(found)
-        if has_errors(found):
+        checked = rules.check(variant.spec, variant.doc)
+        found += [(d, variant.environment) for d in checked]
+        if has_errors(checked):
             continue
         source = Source(source_path(path, root), doc.sha256)
         plan = planner.build(variant.spec, source, variant.environment)
         unit = Unit(variant, plan)
         lint = lint_targets(unit)
-        diagnostics.extend(lint)
+        found += [(d, variant.environment) for d in lint]
         if not has_errors(lint):
             units.append(unit)
     apart = environments_apart(doc, units)
-    diagnostics.extend(apart)
-    return ([] if apart else units), _unique(diagnostics)
+    found += [(d, None) for d in apart]
+    return ([] if apart else units), by_environment(found)
 
 
 def secret_problems(doc: Document) -> list[Diagnostic]:
@@ -161,28 +159,14 @@ def environments_apart(doc: Document, units: list[Unit]) -> list[Diagnostic]:
     return out
 
 
-def _in_env(d: Diagnostic, env: str) -> Diagnostic:
-    return Diagnostic(d.path, d.line, d.col, d.severity, f"{d.message} (environment '{env}')", d.code)
-
-
-def _unique(items: list[Diagnostic]) -> list[Diagnostic]:
-    seen: dict[tuple[object, ...], Diagnostic] = {}
-    for item in items:
-        seen.setdefault((item.path, item.line, item.col, item.severity, item.message), item)
-    return sorted(seen.values())
-
-
 def lint_targets(unit: Unit) -> list[Diagnostic]:
     out = []
     for target in REGISTRY:
         if target.lint is None:
             continue
         for finding in target.lint(unit.plan):
-            message = finding.message
-            if unit.plan.environment:
-                message = f"{message} (environment '{unit.plan.environment}')"
             line, col = unit.doc.locate(finding.loc)
-            out.append(Diagnostic(unit.doc.path, line, col, finding.severity, message, finding.code))
+            out.append(Diagnostic(unit.doc.path, line, col, finding.severity, finding.message, finding.code))
     return out
 
 

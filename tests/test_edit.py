@@ -151,3 +151,13 @@ def test_a_reason_lands_after_a_flow_mapping_environment():
     (row,) = [i for i, (a, b) in enumerate(zip(before, after)) if a != b]
     assert after[row] == "  production: {current: rollback}  # rolled back: p95 over 2s"
     assert len(before) == len(after)
+
+
+def test_a_reason_after_a_flow_mapping_is_replaced_and_cleared_like_any_other():
+    text = "current: canary\nenvironments:\n  staging: {current: ramp, metadata: {namespace: s}}  # owner: qa\n"
+    rolled = edit.set_current(text, ROLLBACK, "staging", "x.yaml", reason="errors")
+    assert rolled.text.endswith("{current: rollback, metadata: {namespace: s}}  # owner: qa  # rolled back: errors\n")
+    again = edit.set_current(rolled.text, ROLLBACK, "staging", "x.yaml", reason="still")
+    assert again.text.endswith("{current: rollback, metadata: {namespace: s}}  # owner: qa  # rolled back: still\n")
+    resumed = edit.set_current(again.text, "ramp", "staging", "x.yaml")
+    assert resumed.text == text

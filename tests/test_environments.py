@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from compiler import pipeline
 from conftest import SPECS, compile_files, plan_of
 
@@ -29,6 +31,20 @@ def test_an_error_in_an_override_points_into_the_environment(tmp_path):
     (d,) = pipeline.analyse([bad]).diagnostics
     assert (d.line, d.col) == (row, len(lines[row - 1]) - len("switch") + 1)
     assert "'swtch' is not a stage" in d.message and d.message.endswith("(environment 'staging')")
+
+
+@pytest.mark.parametrize("old, new, says", [
+    ("switch_hold: 24h", "switch_hold: 1.5h", "is not a duration"),  # the model refuses it
+    ("switch_hold: 24h", "switch_hold: 1s", "gate error_rate of stage 'switch'"),  # a rule refuses it
+])
+def test_a_mistake_in_the_base_is_reported_once_for_every_environment(tmp_path, old, new, says):
+    text = (SPECS / "ai-orchestra.yaml").read_text()
+    assert old in text
+    bad = tmp_path / "orchestra.yaml"
+    bad.write_text(text.replace(old, new))
+    found = [d for d in pipeline.analyse([bad]).diagnostics if says in d.message]
+    assert len(found) == 1, found
+    assert found[0].message.endswith("(environments 'production' and 'staging')")
 
 
 def test_stage_overrides_merge_by_name(tmp_path):

@@ -184,6 +184,42 @@ def test_gates_that_can_never_judge_are_warned_about(tmp_path, stages, expected)
     assert any(expected in p and "warning" in p for p in problems(tmp_path, HEAD + traffic + stages))
 
 
+@pytest.mark.parametrize("stages, line", [
+    ('strategy: {preset: fast, hold: 1h, approve: [full]}\ncurrent: canary-25\n', "10:46"),
+    ('stages:\n  - {name: canary, weight: 5%, hold: 1h}\n  - {name: full, weight: 100%, approve: manual}\n'
+     'current: canary\n', "12:41"),
+])
+def test_an_approval_of_the_last_stage_is_warned_about(tmp_path, stages, line):
+    """The last stage never advances: its approval would never be asked for."""
+    traffic = "traffic: {targets: [ingress-nginx]}\n"
+    (found,) = problems(tmp_path, HEAD + traffic + stages)
+    assert found.startswith(f"{line}: warning: stage 'full' is the last stage") and "approve '" in found
+
+
+@pytest.mark.parametrize("color_label, warned", [(None, True), ("color", False)])
+def test_a_blue_green_istio_cannot_measure_colours_in_the_version_label(tmp_path, color_label, warned):
+    label = f", color_label: {color_label}" if color_label else ""
+    text = HEAD + """traffic: {targets: [istio], testers: {header: X-Preview, values: [qa]}}
+metrics: {source: istio}
+strategy:
+  blue-green: {selector: {app: web}%s, preview: 1h, switch_hold: 1h, gates: {error_rate: "< 1%%"}}
+current: preview
+""" % label
+    found = [p for p in problems(tmp_path, text) if "destination_version" in p]
+    assert bool(found) == warned and all("warning" in p for p in found), found
+
+
+@pytest.mark.parametrize("targets, warned", [("[istio]", True), ("[istio, gateway-api]", False)])
+def test_a_gateway_no_target_reads_is_warned_about(tmp_path, targets, warned):
+    text = HEAD + f"traffic: {{targets: {targets}, gateway: {{name: public}}}}\n" + """stages:
+  - {name: canary, weight: 5%, hold: 1h}
+  - {name: full, weight: 100%}
+current: canary
+"""
+    found = [p for p in problems(tmp_path, text) if "traffic.gateway is read by the gateway-api target only" in p]
+    assert [p.split(": ")[0] for p in found] == (["9:29"] if warned else []), found
+
+
 def test_the_plan_s_gantt_reads_the_same_in_every_time_zone():
     plan_md = (ROOT / "generated" / "genesis" / "genesis-orchestrator" / "PLAN.md").read_text()
     assert "dateFormat X" not in plan_md and "dateFormat YYYY-MM-DD" in plan_md

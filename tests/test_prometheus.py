@@ -336,6 +336,19 @@ def test_lint_canary_that_cannot_reach_min_requests(tmp_path):
     assert not any("min_requests" in p for p in findings(fine))
 
 
+def test_lint_min_requests_names_the_hold_when_the_hold_is_what_is_short(tmp_path):
+    path = spec(
+        tmp_path,
+        ("traffic: {targets: [gateway-api], gateway: {name: public}}",
+         "traffic: {targets: [gateway-api], gateway: {name: public}}\n"
+         "metrics: {expected_rps: 10, min_requests: 200}"),
+        ('- {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}',
+         '- {name: canary, weight: 5%, hold: 2m, gates: {error_rate: {max: 1%, window: 5m}}}'),
+    )
+    (found,) = [p for p in findings(path) if "cannot reach metrics.min_requests" in p]
+    assert "over 2m is about 60 requests" in found and "lengthen the stage's hold" in found, found
+
+
 def test_lint_burn_rate_page_that_can_never_fire(tmp_path):
     path = spec(
         tmp_path, ("- {name: full, weight: 100%}", '- {name: full, weight: 100%, gates: {error_rate: "< 10%"}}')

@@ -214,9 +214,10 @@ def test_hostile_text_lands_inert_in_the_runbook(tmp_path):
     assert owner_row.count("|") - owner_row.count("\\|") == 3  # one table row, two cells
 
 
-def test_the_panels_the_runbook_names_are_on_the_dashboard():
-    files = compiled(SPECS / "moe-intelligence.yaml")
-    plan, text = runbook(SPECS / "moe-intelligence.yaml")
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda p: p.stem)
+def test_the_panels_the_runbook_names_are_on_the_dashboard(spec):
+    files = compiled(spec)
+    plan, text = runbook(spec, plans_of(spec)[0].environment)
     dashboards = [json.loads(t) for p, t in files.items() if p.startswith(plan.out + "/") and p.endswith(".json")
                   and "panels" in json.loads(t)]
     assert dashboards, "the rollout has a dashboard"

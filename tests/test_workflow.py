@@ -208,3 +208,13 @@ def test_the_documented_ci_workflow_runs_lint_check_and_the_promtool_tests():
     script = "\n".join(steps)
     for command in ("rollout lint", "rollout check", "promtool test rules"):
         assert command in script, command
+
+
+def test_approving_a_stage_that_needs_no_approval_is_refused(tmp_path: Path):
+    repo = copy_specs(tmp_path, "genesis.yaml")
+    spec = repo / "specs" / "genesis.yaml"
+    before = spec.read_bytes()
+    result = run("approve", spec, "--by", "alice")
+    assert result.exit_code == 1 and "needs no approval" in result.output and "no stage has `approve: manual`" in (
+        result.output)
+    assert spec.read_bytes() == before

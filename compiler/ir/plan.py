@@ -16,7 +16,7 @@ from typing import Any
 from mypy_extensions import mypyc_attr
 
 from compiler.gates import presets  # the metrics' types (the native build resolves the fields' types on import)
-from compiler.spec.units import format_percent
+from compiler.spec.units import format_duration, format_percent
 
 Loc = tuple[Any, ...]  # a place in the spec: keys and list indices
 
@@ -108,6 +108,13 @@ class StagePlan:
     @property
     def is_shadow(self) -> bool:
         return self.mirror > 0
+
+    def hold_text(self, none: str = "") -> str:
+        """How long the stage holds before it may advance, and whether a person approves it."""
+        hold = format_duration(self.hold) if self.hold else ""
+        if self.approve:
+            return f"{hold} + approval" if hold else "approval"
+        return hold or none
 
     def gate_text(self, gate: GatePlan) -> str:
         """A gate in words, with its breach action when it differs from the stage's."""

@@ -103,16 +103,15 @@ def _replace(lines: list[str], node: CommentedMap, value: str, reason: str | Non
     rest = line[col + len(token):]
     body = rest.rstrip("\r\n")
     newline = rest[len(body):]
-    stripped = body.lstrip(" \t")
-    gap = body[:len(body) - len(stripped)] or "  "
-    if stripped.startswith("#"):
-        # the line's own comment stays; the reason of an earlier rollback no longer applies
-        comment = stripped.split(f"# {REASON_PREFIX}", 1)[0].rstrip()
-        if reason is not None:
-            comment = (comment + "  " if comment else "") + f"# {REASON_PREFIX} {one_line(reason)}"
-        tail = gap + comment if comment else ""
-    else:
-        tail = body + (f"  # {REASON_PREFIX} {one_line(reason)}" if reason is not None else "")
+    # The line's own comment stays; the reason of an earlier rollback (the line's last comment, after a block
+    # value or after the rest of a flow mapping) no longer applies. _verify proves the data did not change.
+    marker = f"# {REASON_PREFIX}"
+    at = body.find(marker)
+    while at > 0 and body[at - 1] not in " \t":
+        at = body.find(marker, at + 1)
+    tail = body[:at].rstrip() if at > 0 else body
+    if reason is not None:
+        tail += f"  # {REASON_PREFIX} {one_line(reason)}"
     lines[line_no] = line[:col] + scalar_token(value, quote or "plain") + tail + newline
     return line_no + 1, old
 

@@ -257,6 +257,11 @@ def approve(spec: Path, env: str | None, by: str) -> None:
             raise _error(spec, "nothing to approve: the rollout is rolled back" if chosen[0].plan.is_rollback else
                          "the environments that share `current` are at different stages: choose one with --env")
         stage = stages.pop()
+        if not any(u.plan.current.approve for u in chosen):
+            needing = [s.name for s in chosen[0].plan.stages if s.approve]
+            raise _error(spec, f"nothing to approve: stage {stage} needs no approval (" +
+                         (f"stages a person approves: {', '.join(needing)}" if needing else
+                          "no stage has `approve: manual`") + "); it advances when its hold is over and its gates pass")
         if not one_line_ok(by):
             raise _error(spec, "--by must be a name on one line, without secrets")
         at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -10,7 +10,7 @@ from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
 from compiler.spec import model, names
-from compiler.diagnostics import Diagnostic, SpecError
+from compiler.diagnostics import Diagnostic, SpecError, by_environment
 from compiler.spec.load import Document, Loc
 
 
@@ -268,16 +268,18 @@ def expand(doc: Document) -> list[Variant]:
             [doc.error(("environments",), "environments is a mapping of environment name to overrides", "schema")]
         )
     # Validate the shape of the environments map itself (names, mappings) through the model.
-    problems: list[Diagnostic] = []
+    problems: list[tuple[Diagnostic, str | None]] = []
     variants: list[Variant] = []
     for env, overrides in environments.items():
         if not isinstance(overrides, dict):
             problems.append(
-                doc.error(("environments", env), f"environment '{env}' must be a mapping of overrides", "schema")
+                (doc.error(("environments", env), f"environment '{env}' must be a mapping of overrides", "schema"),
+                 None)
             )
             continue
         if "environments" in overrides:
-            problems.append(doc.error(("environments", env, "environments"), "environments cannot nest", "schema"))
+            problems.append((doc.error(("environments", env, "environments"), "environments cannot nest", "schema"),
+                             None))
             continue
         merger = _Merger(doc, env)
         merged = merger.merge(base, overrides, (), ())
@@ -286,22 +288,13 @@ def expand(doc: Document) -> list[Variant]:
         try:
             names.check_dns1123_label(env, "environment name")
         except ValueError as exc:
-            problems.append(doc.error(("environments", env), str(exc), "schema"))
+            problems.append((doc.error(("environments", env), str(exc), "schema"), None))
             continue
         try:
             variants.append(Variant(env, validate_data(env_doc, merged), env_doc))
         except SpecError as exc:
-            problems.extend(
-                Diagnostic(d.path, d.line, d.col, d.severity, f"{d.message} (environment '{env}')", d.code)
-                for d in exc.diagnostics
-            )
+            problems.extend((d, env) for d in exc.diagnostics)
     if problems:
-        raise SpecError(_unique(problems))
+        raise SpecError(by_environment(problems))
     return variants
 
-
-def _unique(items: list[Diagnostic]) -> list[Diagnostic]:
-    seen: dict[tuple[int, int, str], Diagnostic] = {}
-    for item in items:
-        seen.setdefault((item.line, item.col, item.message), item)
-    return list(seen.values())

@@ -79,8 +79,8 @@ class Document:
         line, col = self.locate(loc, prefer_key)
         return Diagnostic(self.path, line, col, "error", message, code)
 
-    def warning(self, loc: Loc, message: str, code: str = "spec") -> Diagnostic:
-        line, col = self.locate(loc)
+    def warning(self, loc: Loc, message: str, code: str = "spec", prefer_key: bool = True) -> Diagnostic:
+        line, col = self.locate(loc, prefer_key)
         return Diagnostic(self.path, line, col, "warning", message, code)
 
 

@@ -178,6 +178,36 @@ def strategy_shapes(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnost
                             f"the selector must not contain the colour label '{bg.color_label}'", "stages")
 
 
+@rule("traffic")
+def gateway_read_by_a_target(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    """`traffic.gateway` is the Gateway API target's; without that target nothing reads it."""
+    if spec.traffic.gateway is not None and "gateway-api" not in spec.traffic.targets:
+        mesh = " (the istio target's VirtualService binds to the mesh only)" if "istio" in spec.traffic.targets else ""
+        yield doc.warning(("traffic", "gateway"), "traffic.gateway is read by the gateway-api target only, which "
+                          f"`traffic.targets` does not list: nothing attaches to this Gateway{mesh}", "traffic")
+
+
+@rule("strategy", "metrics", "service")
+def colors_istio_can_tell_apart(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    """Istio reports the pods' `version` label as destination_version, which the istio source queries: a
+    blue-green whose colour label is `version` gives the pods the colour there, not the service's versions."""
+    if not isinstance(spec.strategy, model.BlueGreenStrategy) or spec.metrics.source != "istio":
+        return
+    bg = spec.strategy.blue_green
+    old = bg.active
+    new = "green" if old == "blue" else "blue"
+    versions = (spec.service.stable.version, spec.service.canary.version)
+    if bg.color_label == "version" and versions != (old, new):
+        yield doc.warning(
+            ("strategy", "blue-green", "color_label") if "color_label" in bg.model_fields_set
+            else ("strategy", "blue-green"),
+            f"the pods' `version` label is their colour ('{old}', '{new}'), so Istio reports "
+            f"destination_version={old}/{new}, but the istio metrics source reads destination_version="
+            f"{versions[0]}/{versions[1]}: the gates would never see either variant; set `color_label` to "
+            "another label (e.g. color) and keep `version: <service.<variant>.version>` on the pods",
+            "metrics")
+
+
 @rule("stages", "strategy", "traffic", "current")
 def current_stage(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     names = [stage.name for stage in _planned_stages(spec)]
@@ -204,6 +234,14 @@ def approvals(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
         listed = [(n, ("strategy", "approve", i)) for i, n in enumerate(spec.strategy.approve)]
     elif isinstance(spec.strategy, model.BlueGreenStrategy):
         listed = [(n, ("strategy", "blue-green", "approve", i)) for i, n in enumerate(spec.strategy.blue_green.approve)]
+    else:
+        listed = [(s.name, ("stages", i, "approve")) for i, s in enumerate(spec.stages or []) if s.approve == "manual"]
+    last = names[-1]
+    for name, loc in listed:
+        if name == last and len(names) > 1:
+            yield doc.warning(loc, f"stage '{last}' is the last stage: it never advances, so its approval is never "
+                              f"asked for; to have a person approve the step to '{last}', approve '{names[-2]}'",
+                              "stages", prefer_key=False)
     if spec.approved is not None:
         listed.append((spec.approved.stage, ("approved", "stage")))
     for name, loc in listed:

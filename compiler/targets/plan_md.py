@@ -89,7 +89,7 @@ def render(rendered: Rendered) -> dict[str, str]:
             "stage": stage,
             "traffic": plan.traffic(stage),
             "mirror": format_percent(stage.mirror) if stage.mirror else "",
-            "hold": format_duration(stage.hold) if stage.hold else "",
+            "hold": stage.hold_text(),
             "gates": [stage.gate_text(g) for g in stage.gates],
             "current": stage.name == plan.current.name,
         }

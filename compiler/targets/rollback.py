@@ -91,12 +91,14 @@ def flag_overrides(plan: Plan) -> list[dict[str, str]]:
 def panels(plan: Plan) -> list[dict[str, str]]:
     """The dashboard panels to watch (titles as the grafana target starts them) and what they must show."""
     canary, stable = plan.canary.version, plan.stable.version
+    latency = ([{"title": "latency", "expect": f"p95 and p99: {stable} stays at its usual level"}]
+               if plan.metrics.canary.has_latency else [])  # the dashboard has latency panels only then
     return [
         {"title": "Stage", "expect": "rollback"},
         {"title": "Canary weight", "expect": "0%"},
         {"title": "Request rate", "expect": f"{canary} falls to 0 while {stable} takes all requests"},
         {"title": "Error ratio", "expect": f"{stable} stays at its usual level"},
-        {"title": "latency", "expect": f"p95 and p99: {stable} stays at its usual level"},
+        *latency,
         {"title": "Firing rollout alerts", "expect": "empties once the rollback has taken effect"},
     ]
 

@@ -311,7 +311,9 @@ def _lint_traffic(plan: Plan, stage: StagePlan) -> list[Finding]:
                                f"{format_percent(share)} of {format_decimal(Fraction(str(rps)))} requests/s "
                                f"{what} over {format_duration(span)} is about {expected:.0f} requests, fewer than "
                                f"{plan.metrics.min_requests}; its gates would never judge. Raise the share, "
-                               "lengthen the gates' window or lower min_requests", code="gates"))
+                               + ("lengthen the stage's hold" if stage.hold and stage.hold < seconds
+                                  else "lengthen the gates' window")
+                               + " or lower min_requests", code="gates"))
     return out
 
 
