@@ -8,6 +8,7 @@ from typing import Literal
 from collections.abc import Iterable
 
 Severity = Literal["error", "warning"]
+MAX_MESSAGE = 2000  # characters of one message
 
 
 @dataclass(frozen=True, order=True)
@@ -18,6 +19,11 @@ class Diagnostic:
     severity: Severity
     message: str
     code: str = "spec"
+
+    def __post_init__(self) -> None:
+        if len(self.message) > MAX_MESSAGE:  # a message quotes values, which can be as long as a file
+            cut = self.message[:MAX_MESSAGE]
+            object.__setattr__(self, "message", f"{cut}... ({len(self.message) - MAX_MESSAGE} more characters)")
 
     def text(self) -> str:
         return f"{self.path}:{self.line}:{self.col}: {self.severity}: {self.message}"

@@ -72,6 +72,10 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnosti
         path = Path(raw)
         if path.is_dir():
             for p, real in _under(path):
+                if real is None:  # a link that loops, a file that vanished: located, and the others still read
+                    problems.append(Diagnostic(shown_safely(p), 1, 1, "error", "cannot read: not a regular file (a "
+                                               "symbolic link that loops or leads nowhere readable)", "io"))
+                    continue
                 refused = _refused(p)
                 if refused is not None:
                     problems.append(refused)
@@ -90,7 +94,7 @@ def collect(paths: Iterable[str | Path]) -> tuple[list[SpecPath], list[Diagnosti
     return sorted(found.values(), key=lambda s: s.shown), problems
 
 
-def _under(root: Path) -> Iterator[tuple[Path, Path]]:
+def _under(root: Path) -> Iterator[tuple[Path, Path | None]]:
     """(path, resolved path) of every spec file in ``root`` and its folders, by name; hidden files and folders,
     and folders reached through a symbolic link, are left out. Only a linked file is resolved on its own."""
     todo = [(root, root.resolve())]
@@ -106,9 +110,13 @@ def _under(root: Path) -> Iterator[tuple[Path, Path]]:
                 continue
             if entry.is_dir(follow_symlinks=False):
                 below.append((folder / entry.name, real / entry.name))
-            elif entry.name.endswith(SPEC_SUFFIXES) and entry.is_file():
+            elif entry.name.endswith(SPEC_SUFFIXES):
                 path = folder / entry.name
-                yield path, path.resolve() if entry.is_symlink() else real / entry.name
+                try:
+                    if entry.is_file():
+                        yield path, path.resolve(strict=True) if entry.is_symlink() else real / entry.name
+                except (OSError, RuntimeError):  # ELOOP; RuntimeError: pathlib's own loop check
+                    yield path, None
         todo.extend(reversed(below))
 
 

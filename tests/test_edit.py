@@ -161,3 +161,11 @@ def test_a_reason_after_a_flow_mapping_is_replaced_and_cleared_like_any_other():
     assert again.text.endswith("{current: rollback, metadata: {namespace: s}}  # owner: qa  # rolled back: still\n")
     resumed = edit.set_current(again.text, "ramp", "staging", "x.yaml")
     assert resumed.text == text
+
+
+def test_lines_added_to_a_crlf_spec_end_in_crlf():
+    text = "kind: Rollout\r\ncurrent: canary\r\nenvironments:\r\n  staging:\r\n    metadata: {namespace: s}\r\n"
+    approved = edit.record_approval(text, "canary", "alice", "2030-01-01T00:00:00Z", None, "x.yaml")
+    added = edit.set_current(text, ROLLBACK, "staging", "x.yaml")
+    for changed in (approved.text, added.text):
+        assert changed.count("\r\n") == changed.count("\n") == text.count("\n") + 1, changed

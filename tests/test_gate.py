@@ -133,7 +133,7 @@ def test_a_healthy_canary_may_be_promoted(prometheus):
     assert error_rate["measured"] == pytest.approx(0.005, rel=0.01)
     assert 0 <= error_rate["judged"] < 0.005  # the lower confidence bound, below the measurement
     assert data["traffic"] == [
-        {"window": "5m", "requests": error_rate["requests"], "min_requests": 200, "starved": False}
+        {"window": "5m", "requests": error_rate["requests"], "min_requests": 200, "starved": False, "measured": True}
     ]
     assert data["command"] == "rollout promote tests/golden/in-checkout.yaml"
 
@@ -243,8 +243,8 @@ def test_missing_series_cannot_judge_exit_6(prometheus, tmp_path):
     spec = tmp_path / "checkout.yaml"
     spec.write_text(SPEC.read_text().replace("namespace: shop", "namespace: elsewhere"))
     code, data = report(url, at["healthy"], spec)
-    assert (code, data["decision"]) in ((6, "cannot-judge"), (3, "hold"))  # no series: nothing to judge
-    assert code == 6 or any("starved" in r for r in data["reasons"])
+    assert (code, data["decision"]) == (6, "cannot-judge")  # no series: nothing to judge, and it says why
+    assert any("no canary request series over 5m" in r for r in data["reasons"]), data["reasons"]
 
 
 def test_a_stage_that_needs_approval_waits_for_a_person_exit_5(prometheus, tmp_path):
@@ -343,3 +343,103 @@ def test_advance_leaves_alone_what_must_not_move(prometheus, tmp_path):
     (paused / ".rollout-pause").write_text("change freeze until Monday\n")
     out = advance(paused, url, at["healthy"]).stdout
     assert out.startswith("paused:") and "current: canary" in (paused / "specs/checkout.yaml").read_text()
+
+
+# --------------------------------------------------------------------------- answers no Prometheus should give
+
+
+class _Broken:
+    """An HTTP server answering every API call with one kind of broken answer (time() answered well unless the
+    mode breaks it)."""
+
+    def __init__(self, mode: str):
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+        import threading
+        import urllib.parse
+
+        def answer(data: object) -> bytes:
+            return json.dumps({"status": "success", "data": data}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802
+                length = int(self.headers.get("Content-Length") or 0)
+                query = urllib.parse.parse_qs(self.rfile.read(length).decode()).get("query", [""])[0]
+                if mode == "trickle":
+                    self.send_response(200)
+                    self.send_header("Content-Length", "1000")
+                    self.end_headers()
+                    for _ in range(20):
+                        try:
+                            self.wfile.write(b" ")
+                            self.wfile.flush()
+                        except OSError:
+                            return
+                        time.sleep(0.5)
+                    return
+                if query == "time()":
+                    value = {"time-nan": "NaN", "time-huge": "1e20"}.get(mode, "1700000000")
+                    body = answer({"resultType": "scalar", "result": [float(value), value]})
+                else:
+                    body = {
+                        "string-result": answer({"resultType": "vector", "result": "abc"}),
+                        "numbers-result": answer({"resultType": "vector", "result": [1, 2]}),
+                        "scalar-without-result": answer({"resultType": "scalar"}),
+                        "list-value": answer({"resultType": "vector", "result": [{"metric": {}, "value": [1, ["x"]]}]}),
+                        "empty": answer({"resultType": "vector", "result": []}),
+                    }.get(mode, answer({"resultType": "vector", "result": []}))
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("mode, says", [
+    ("string-result", "unexpected answer: expected a list"),
+    ("numbers-result", "a sample is not [time, value]"),
+    ("scalar-without-result", "a sample is not [time, value]"),
+    ("list-value", "unexpected sample value"),
+    ("time-nan", "to time(): nan"),
+    ("time-huge", "to time(): 1e+20"),
+    ("empty", "no canary request series over 5m in Prometheus"),
+])
+def test_an_answer_no_prometheus_gives_cannot_judge_exit_6(mode, says):
+    """Never a traceback, never a promotion: a broken or empty answer judges nothing."""
+    server = _Broken(mode)
+    try:
+        result = gate(server.url, "--timeout", "5")
+    finally:
+        server.close()
+    assert result.exit_code == 6 and "Traceback" not in result.output, result.output
+    assert "decision: cannot-judge (exit 6)" in result.stdout and says in result.stdout, result.stdout
+    assert "no gates at this stage" not in result.stdout
+
+
+def test_timeout_bounds_a_whole_answer_that_trickles_in():
+    server = _Broken("trickle")
+    started = time.monotonic()
+    try:
+        result = gate(server.url, "--timeout", "1")
+    finally:
+        server.close()
+    assert result.exit_code == 6 and "no complete answer from Prometheus" in result.stdout, result.output
+    assert time.monotonic() - started < 8  # one bounded call (the server would trickle for 10s per call)
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1", "1e20", "10000-01-01T00:00:00Z"])
+def test_times_that_are_not_times_are_usage_errors(value):
+    for option in ("--at", "--since"):
+        result = gate("http://127.0.0.1:9", option, value)
+        assert result.exit_code == 2 and "Traceback" not in result.output, result.output

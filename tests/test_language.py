@@ -247,3 +247,9 @@ def test_a_file_name_with_a_control_character_is_refused_where_it_is(tmp_path):
     assert proc.returncode == 1 and "\x1f" not in proc.stderr
     assert "x\\x1fy.yaml:1:1: error: the file name has a character (\\x1f)" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_huge_value_is_quoted_in_a_message_of_bounded_length(tmp_path):
+    text = (ROOT / "specs" / "genesis.yaml").read_text().replace("current: canary-5", "current: " + "a" * 200_000)
+    (found,) = problems(tmp_path, text)
+    assert "is not a stage of this rollout" not in found and len(found) < 2100 and found.endswith("more characters)")

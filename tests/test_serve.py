@@ -473,3 +473,155 @@ def test_a_rollback_killed_before_its_commit_is_undone_and_done_by_the_next_requ
     check = subprocess.run([sys.executable, "-m", "compiler", "check", "specs", "-o", "generated"], cwd=repo,
                            capture_output=True, text=True, timeout=120)
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def _rollbacks(tmp_path: Path, monkeypatch) -> tuple[Path, serve.Rollbacks]:
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    return repo, serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+
+
+def test_labels_that_name_no_rollout_never_spoil_the_other_alerts_of_a_request(tmp_path, monkeypatch):
+    """A NUL, a path or a newline in a label is ignored where it is; the good alert beside it rolls back."""
+    repo, rollbacks = _rollbacks(tmp_path, monkeypatch)
+    bad = [alert("x\u0000", "A"), alert("../../etc", "B"), alert("cart\nx", "C"),
+           {**alert("cart", "D"), "labels": {**alert("cart", "D")["labels"], "namespace": "shop/../shop"}}]
+    outcomes = rollbacks.handle(json.loads(payload(*bad, alert("cart", "CartErrorRateBreached"))))
+    assert [o.result for o in outcomes] == ["ignored"] * 4 + ["rolled back"], outcomes
+    assert all("names no rollout" in o.detail for o in outcomes[:4])
+    assert commits(repo) == 2
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda a: a["labels"].pop("stage"), "has no `stage` label"),
+    (lambda a: a.update(startsAt="garbage"), "is not an RFC 3339 time"),
+    (lambda a: a.pop("startsAt"), "is not an RFC 3339 time"),
+])
+def test_an_alert_without_its_stage_or_start_changes_nothing(tmp_path, monkeypatch, change, says):
+    repo, rollbacks = _rollbacks(tmp_path, monkeypatch)
+    sent = alert("cart", "CartErrorRateBreached")
+    change(sent)
+    (outcome,) = rollbacks.handle(json.loads(payload(sent)))
+    assert outcome.result == "ignored" and says in outcome.detail, outcome
+    assert commits(repo) == 1
+
+
+def test_a_symlink_loop_among_the_specs_never_blocks_a_rollback(tmp_path, monkeypatch):
+    repo, rollbacks = _rollbacks(tmp_path, monkeypatch)
+    (repo / "specs" / "loop.yaml").symlink_to(repo / "specs" / "loop.yaml")
+    shutil.rmtree(repo / "generated" / "shop" / "cart")  # no manifest: every spec is read to find the rollout
+    outcomes = rollbacks.handle(json.loads(payload(alert("nobody", "X"), alert("cart", "CartErrorRateBreached"))))
+    assert [o.result for o in outcomes] == ["ignored", "rolled back"], outcomes
+    assert all("loop.yaml" in o.detail for o in outcomes)  # reported, left alone
+
+
+def test_a_rollback_another_server_made_meanwhile_is_not_counted_twice(tmp_path, monkeypatch):
+    """Two servers on one repository get the same alert: the one that waited for the lock finds it done."""
+    import contextlib
+
+    repo, rollbacks = _rollbacks(tmp_path, monkeypatch)
+    other = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+    real = serve.repo.lock_for
+    raced: list[serve.Outcome] = []
+
+    @contextlib.contextmanager
+    def lock_won_by_the_other(spec, commit, timeout):
+        if not raced and spec.name == "cart.yaml":  # the rollback's lock: the other server takes it first
+            monkeypatch.setattr(serve.repo, "lock_for", real)
+            raced.extend(other.handle(json.loads(payload(alert("cart", "CartErrorRateBreached")))))
+        with real(spec, commit, timeout):
+            yield
+
+    monkeypatch.setattr(serve.repo, "lock_for", lock_won_by_the_other)
+    (outcome,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
+    assert [o.result for o in raced] == ["rolled back"]
+    assert outcome.result == "already rolled back", outcome
+    assert commits(repo) == 2
+
+
+@pytest.fixture
+def in_process(tmp_path, monkeypatch):
+    """A server in this process (its limits patched by the test before it starts)."""
+    import contextlib
+    import threading
+
+    @contextlib.contextmanager
+    def start():
+        rollbacks = serve.Rollbacks(tmp_path, tmp_path / "out", commit=False)
+        server = serve.Server(("127.0.0.1", 0), rollbacks, TOKEN.encode())
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield server.server_address[1]
+        finally:
+            server.shutdown()
+            server.server_close()
+
+    return start
+
+
+def _closed_within(sock, seconds: float) -> bool:
+    sock.settimeout(seconds)
+    try:
+        return sock.recv(1) == b""
+    except (ConnectionResetError, BrokenPipeError):
+        return True
+    except TimeoutError:
+        return False
+
+
+def test_a_client_that_sends_a_byte_at_a_time_is_cut_off_at_the_request_deadline(in_process, monkeypatch):
+    import socket
+    import threading
+
+    monkeypatch.setattr(serve, "REQUEST_DEADLINE", 1.0)
+    with in_process() as port:
+        sock = socket.create_connection(("127.0.0.1", port))
+        stop = threading.Event()
+
+        def trickle() -> None:
+            sock.sendall(b"POST /alerts HTTP/1.1\r\n")
+            while not stop.is_set():
+                try:
+                    sock.sendall(b"X")
+                except OSError:
+                    return
+                time.sleep(0.2)
+
+        threading.Thread(target=trickle, daemon=True).start()
+        started = time.monotonic()
+        try:
+            assert _closed_within(sock, 10)
+            assert time.monotonic() - started < 5  # READ_TIMEOUT (30s per read) would never end it
+            assert call(port, "GET", "/healthz")[0] == 200
+        finally:
+            stop.set()
+            sock.close()
+
+
+def test_connections_beyond_the_cap_get_503_and_no_thread(in_process, monkeypatch):
+    import socket
+
+    monkeypatch.setattr(serve, "MAX_CONNECTIONS", 2)
+    with in_process() as port:
+        held = [socket.create_connection(("127.0.0.1", port)) for _ in range(2)]
+        time.sleep(0.3)
+        try:
+            with socket.create_connection(("127.0.0.1", port)) as extra:
+                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                extra.settimeout(5)
+                assert extra.recv(100).startswith(b"HTTP/1.1 503")
+        finally:
+            for sock in held:
+                sock.close()
+        wait_until(lambda: call(port, "GET", "/healthz")[0] == 200, "a free slot")
+
+
+def test_a_body_too_large_gets_its_413_not_a_reset(in_process):
+    with in_process() as port:
+        for token in (TOKEN, "wrong"):
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+            conn.request("POST", "/alerts", body=b"x" * (serve.MAX_BODY + 1),
+                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+            assert conn.getresponse().status == (413 if token == TOKEN else 401)
+            conn.close()

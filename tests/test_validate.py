@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -149,6 +150,20 @@ def _fifo(tmp_path: Path) -> Path:
     spec = tmp_path / "pipe.yaml"
     os.mkfifo(spec)
     return spec
+
+
+@pytest.mark.parametrize("command", ["compile", "lint", "check"])
+def test_a_symlink_loop_inside_a_specs_folder_is_located_and_writes_nothing(command, tmp_path: Path):
+    folder = tmp_path / "specs"
+    folder.mkdir()
+    shutil.copy(GOOD[0], folder / GOOD[0].name)
+    (folder / "loop.yaml").symlink_to(folder / "loop.yaml")
+    out = tmp_path / "out"
+    args = [command, str(folder)] + ([] if command == "lint" else ["-o", str(out)])
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1 and (result.exception is None or isinstance(result.exception, SystemExit))
+    assert re.search(r"loop\.yaml:1:1: error: cannot read: not a regular file", result.stderr), result.output
+    assert not out.exists()
 
 
 @pytest.mark.parametrize("make,message", [

@@ -138,9 +138,13 @@ def _insert(lines: list[str], root: CommentedMap, node: CommentedMap, environmen
     key_line, _ = envs.lc.key(environment)
     first = next(iter(node))
     _, indent = node.lc.key(first)
-    newline = "\n"
-    lines.insert(key_line + 1, " " * indent + f"{KEY}: {token}{comment}{newline}")
+    lines.insert(key_line + 1, " " * indent + f"{KEY}: {token}{comment}" + _newline(lines[key_line]))
     return int(key_line) + 2
+
+
+def _newline(line: str) -> str:
+    """The line ending of ``line`` (a spec written with CRLF keeps CRLF), LF on a last line without one."""
+    return line[len(line.rstrip("\r\n")):] or "\n"
 
 
 def one_line(text: str) -> str:
@@ -232,7 +236,7 @@ def record_approval(text: str, stage: str, by: str, at: str, environment: str | 
         old = str(dict(value)) if isinstance(value, dict) else None
     elif KEY in node and not _flow(lines, node):
         key_line, key_col = node.lc.key(KEY)
-        lines.insert(key_line + 1, " " * key_col + f"{APPROVED}: {token}\n")
+        lines.insert(key_line + 1, " " * key_col + f"{APPROVED}: {token}" + _newline(lines[key_line]))
         changed = key_line + 2
     else:
         line, col = (node.lc.line + 1, node.lc.col + 1)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import shlex
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -60,6 +61,26 @@ class Prometheus:
     timeout: float = 10.0
 
     def _call(self, endpoint: str, params: dict[str, str]) -> dict[str, Any]:
+        """One API call, bounded as a whole by ``timeout`` (a server that trickles its answer cannot stretch it)."""
+        outcome: list[dict[str, Any] | PrometheusError] = []
+
+        def call() -> None:
+            try:
+                outcome.append(self._request(endpoint, params))
+            except PrometheusError as exc:
+                outcome.append(exc)
+
+        worker = threading.Thread(target=call, daemon=True)  # left behind on a timeout: it ends with the process
+        worker.start()
+        worker.join(self.timeout)
+        if not outcome:
+            raise PrometheusError(f"no complete answer from Prometheus at {self.url} within {self.timeout:g}s")
+        found = outcome[0]
+        if isinstance(found, PrometheusError):
+            raise found
+        return found
+
+    def _request(self, endpoint: str, params: dict[str, str]) -> dict[str, Any]:
         body = urllib.parse.urlencode(params).encode()
         request = urllib.request.Request(
             f"{self.url.rstrip('/')}/api/v1/{endpoint}", data=body, method="POST",
@@ -85,16 +106,20 @@ class Prometheus:
         """The server's time (so that a client's clock never decides what "now" is)."""
         data = self._call("query", {"query": "time()"})
         try:
-            return float(data["result"][0])
+            value = float(data["result"][0])
         except (KeyError, IndexError, TypeError, ValueError):
             raise PrometheusError(f"unexpected answer from {self.url} to time()") from None
+        if not 0 <= value <= LATEST:
+            raise PrometheusError(f"unexpected answer from {self.url} to time(): {value:g}")
+        return value
 
     def instant(self, expr: str, at: float) -> list[float]:
         """The values of an instant vector at ``at`` (empty: no series)."""
         data = self._call("query", {"query": expr, "time": _stamp(at)})
+        result = data.get("result")
         if data.get("resultType") == "scalar":
-            return [_number(data["result"][1])]
-        return [_number(item["value"][1]) for item in data.get("result", [])]
+            return [_number(_pair(result)[1])]
+        return [_number(_pair(item.get("value") if isinstance(item, dict) else None)[1]) for item in _list(result)]
 
     def held(self, expr: str, at: float, seconds: int) -> bool:
         """``expr`` had a value at every rule evaluation of the ``seconds`` up to ``at`` (an alert's ``for``)."""
@@ -102,7 +127,24 @@ class Prometheus:
         data = self._call("query_range", {"query": expr, "start": _stamp(at - seconds), "end": _stamp(at),
                                           "step": str(step)})
         needed = seconds // step + 1
-        return any(len(item.get("values", [])) >= needed for item in data.get("result", []))
+        return any(len(_list(item.get("values") if isinstance(item, dict) else None)) >= needed
+                   for item in _list(data.get("result")))
+
+
+def _list(value: object) -> list[Any]:
+    """A JSON array of the API's answer (``result``, ``values``); anything else is not a Prometheus answer."""
+    if value is None:
+        return []
+    if not isinstance(value, list):
+        raise PrometheusError(f"unexpected answer: expected a list, got {type(value).__name__}")
+    return value
+
+
+def _pair(value: object) -> list[Any]:
+    """A sample: ``[time, "value"]``."""
+    if not isinstance(value, list) or len(value) != 2:
+        raise PrometheusError("unexpected answer: a sample is not [time, value]")
+    return value
 
 
 def _answer(raw: bytes) -> dict[str, Any]:
@@ -128,19 +170,33 @@ def _stamp(at: float) -> str:
     return f"{at:.3f}"
 
 
+#: The latest time the API and RFC 3339 can write (9999-12-31T23:59:59Z).
+LATEST = 253402300799.0
+
+
 def parse_time(text: str) -> float:
     """RFC 3339 (``2024-05-01T10:00:00Z``) or Unix seconds -> Unix seconds."""
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
         pass
+    else:
+        if not 0 <= seconds <= LATEST:  # NaN fails too
+            raise ValueError(f"'{text}' is not a time: Unix seconds from 0 to {LATEST:.0f} (9999-12-31)")
+        return seconds
     try:
         moment = datetime.fromisoformat(text)
     except ValueError:
         raise ValueError(f"'{text}' is neither RFC 3339 (2024-05-01T10:00:00Z) nor Unix seconds") from None
     if moment.tzinfo is None:
         raise ValueError(f"'{text}' has no time zone: add Z or an offset such as +02:00")
-    return moment.timestamp()
+    try:
+        seconds = moment.timestamp()
+    except (OverflowError, ValueError, OSError):
+        raise ValueError(f"'{text}' is out of range") from None
+    if not 0 <= seconds <= LATEST:
+        raise ValueError(f"'{text}' is before 1970 or after 9999")
+    return seconds
 
 
 def rfc3339(at: float) -> str:
@@ -168,6 +224,7 @@ class WindowResult:
     requests: float
     min_requests: int
     starved: bool
+    measured: bool = True  # Prometheus has the canary's request series (without it nothing is judged)
 
 
 @dataclass
@@ -230,9 +287,10 @@ def judge(plan: Plan, prometheus: Prometheus, at: float, since: float | None = N
     def ask(expr: Expr) -> list[float]:
         return prometheus.instant(render(alerts.inline(plan, expr)), at)
 
-    counts = {w: sum(ask(_requests(plan, w))) for w in conv.judged_windows(stage)}
+    answers = {w: ask(_requests(plan, w)) for w in conv.judged_windows(stage)}
+    counts = {w: sum(values) for w, values in answers.items()}
     traffic = [WindowResult(window(w), counts[w], plan.metrics.min_requests,
-                            bool(ask(alerts.starved_expr(plan, w)))) for w in counts]
+                            bool(ask(alerts.starved_expr(plan, w))), bool(answers[w])) for w in counts]
     gates = []
     for gate in stage.gates:
         measured_expr, judged_expr = measures(plan, gate)
@@ -257,7 +315,7 @@ def decide(plan: Plan, at: float, since: float | None, gates: list[GateResult], 
     reasons = _reasons(plan, at, since, gates, traffic)
     if any(g.action == "rollback" for g in breached):
         decision = "rollback"
-    elif any(g.verdict == "no data" for g in gates):
+    elif any(g.verdict == "no data" for g in gates) or not all(t.measured for t in traffic):
         decision = "cannot-judge"
     elif reasons:
         decision = "hold"
@@ -299,7 +357,10 @@ def _reasons(plan: Plan, at: float, since: float | None, gates: list[GateResult]
         elif g.verdict == "no data":
             reasons.append(f"gate {g.gate}: no measurement from Prometheus (are the metrics exported and scraped?)")
     for t in traffic:
-        if t.starved:
+        if not t.measured:
+            reasons.append(f"no canary request series over {t.window} in Prometheus: nothing can be judged (are "
+                           "the metrics exported and scraped, with the labels the metrics source selects?)")
+        elif t.starved:
             reasons.append(f"canary starved: {t.requests:.0f} requests in {t.window}, fewer than the "
                            f"{t.min_requests} (metrics.min_requests) a gate needs to judge")
     if since is not None and stage.hold and at - since < stage.hold:
@@ -337,13 +398,13 @@ def render_text(plan: Plan, report: Report) -> str:
         rows.append([g.gate, g.window, f"{g.requests:.0f}", _value(g.measured, kind), judged, g.threshold, verdict])
     for t in report.traffic:
         rows.append(["min_requests", t.window, f"{t.requests:.0f}", "-", "-", f"min {t.min_requests}",
-                     "starved: hold" if t.starved else "pass"])
+                     "no data" if not t.measured else "starved: hold" if t.starved else "pass"])
     title = f"{report.rollout} at stage {plan.current.name} ({plan.traffic(plan.current)}), {report.at}"
     lines = [title]
     if len(rows) > 1:
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
-    else:
+    elif report.decision != "cannot-judge" or not plan.current.gates:
         lines.append("no gates at this stage")
     judged = f" to {report.next_stage}" if report.next_stage else ""
     lines.append(f"decision: {report.decision}{judged} (exit {report.exit_code})")

@@ -31,9 +31,11 @@ import hmac
 import ipaddress
 import json
 import signal
+import socket
 import ssl
 import sys
 import threading
+import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, UTC
@@ -48,9 +50,13 @@ from compiler.ir.plan import ROLLBACK
 from compiler.ops import repo
 from compiler.ops.edit import one_line
 from compiler.ops.workflow import WorkflowError
+from compiler.spec import names
 
 MAX_BODY = 4 << 20  # bytes of one webhook request
-READ_TIMEOUT = 30  # seconds a client may take to send its request
+READ_TIMEOUT = 30  # seconds one read from a client may take
+REQUEST_DEADLINE = 60  # seconds a client may take to send one whole request (headers and body)
+MAX_CONNECTIONS = 64  # connections served at once; more get a 503 (Alertmanager retries) instead of a thread each
+DISCARD = (16 << 20, 2.0)  # a refused request's body is read and dropped (bytes, seconds) so its sender sees the answer
 BACKLOG = 256  # connections waiting to be accepted: a burst of Alertmanager retries is not reset
 REPLAY_TOLERANCE = 10.0  # seconds: an alert that started this long before the stage changed is a replay
 LOCK_TIMEOUT = 120.0
@@ -60,8 +66,13 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
+AUDIT_VALUE = 500  # characters of one value in an audit line: a label can be as long as a request allows
+
+
 def audit(event: dict[str, Any]) -> None:
     """One JSON line per decision: label values can hold anything, and JSON escapes all of it."""
+    event = {k: v[:AUDIT_VALUE] + "..." if isinstance(v, str) and len(v) > AUDIT_VALUE else v
+             for k, v in event.items()}
     click.echo(json.dumps({"time": _now(), "server": "rollout serve", **event}, sort_keys=True), err=True)
 
 
@@ -93,6 +104,23 @@ def _labels(alert: dict[str, Any], key: str) -> dict[str, str]:
     if not isinstance(value, dict):
         return {}
     return {str(k): str(v) for k, v in value.items() if isinstance(v, (str, int, float))}
+
+
+def _alert_name(alert: object) -> str:
+    return _labels(alert, "labels").get("alertname", "-") if isinstance(alert, dict) else "-"
+
+
+def _not_a_rollout(labels: dict[str, str]) -> str | None:
+    """Why the labels cannot name a rollout (None: they can): names are DNS labels, never paths."""
+    for key in ("rollout", "namespace", "environment"):
+        value = labels.get(key)
+        if value is None and key == "environment":
+            continue
+        try:
+            names.check_dns1123_label(value or "", key)
+        except ValueError:
+            return f"the `{key}` label {one_line(value or '')[:100]!r} names no rollout (a DNS label is expected)"
+    return None
 
 
 def find_unit(units: list[pipeline.Unit], labels: dict[str, str]) -> pipeline.Unit | None:
@@ -170,14 +198,20 @@ class Rollbacks:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
+        self._analysis: pipeline.Result | None = None
 
     def handle(self, payload: object, client: str = "-") -> list[Outcome]:
         alerts = alerts_of(payload)
         outcomes = []
         with self.lock:
             self._recover()
+            self._analysis = None  # every spec, read at most once per request
             for alert in alerts:
-                outcome = self._one(alert)
+                try:
+                    outcome = self._one(alert)
+                except Exception as exc:  # a bug: this alert fails (a 500, retried), the others are still handled
+                    outcome = Outcome(_alert_name(alert), None, "failed",
+                                      f"internal error: {type(exc).__name__}: {one_line(str(exc))}")
                 outcomes.append(outcome)
                 self.metrics.add("rollout_serve_alerts_total", outcome.result.replace(" ", "_"))
                 audit({"client": client, "alert": outcome.alert, "rollout": outcome.rollout, "result": outcome.result,
@@ -196,10 +230,12 @@ class Rollbacks:
                 unit = find_unit(units, labels)
                 if unit is not None:
                     return unit, []
-        analysis = pipeline.analyse([self.specs])
+        analysis = self._analysis
+        if analysis is None:
+            analysis = self._analysis = pipeline.analyse([self.specs])
+            for _ in {d.path for d in analysis.diagnostics if d.severity == "error"}:
+                self.metrics.add("rollout_serve_broken_specs_total")
         broken = sorted({d.path for d in analysis.diagnostics if d.severity == "error"})
-        for _ in broken:
-            self.metrics.add("rollout_serve_broken_specs_total")
         return find_unit(analysis.units, labels), broken
 
     def _one(self, alert: object) -> Outcome:
@@ -212,6 +248,13 @@ class Rollbacks:
             return Outcome(name, named or None, "ignored", f"status {alert.get('status')!r}, not firing")
         if labels.get("action") != ROLLBACK:
             return Outcome(name, named or None, "ignored", f"action {labels.get('action')!r}, not rollback")
+        unnamed = _not_a_rollout(labels)
+        if unnamed is not None:
+            return Outcome(name, named or None, "ignored", unnamed)
+        started = parse_rfc3339(str(alert.get("startsAt", "")))
+        if started is None:
+            return Outcome(name, named, "ignored", f"startsAt {one_line(str(alert.get('startsAt')))!r} is not an "
+                           "RFC 3339 time: without it a replay cannot be told from a new breach")
         unit, broken = self._locate(labels)
         warning = f" (broken specs elsewhere, left alone: {', '.join(broken)})" if broken else ""
         if unit is None:
@@ -223,12 +266,14 @@ class Rollbacks:
             self._push_pending(spec)
             return Outcome(name, plan.out, "already rolled back", f"{unit.doc.path} has current: rollback{warning}")
         stage = labels.get("stage")
-        if stage is not None and stage != plan.current.name:
+        if stage is None:
+            return Outcome(name, plan.out, "ignored", f"the alert has no `stage` label: every rollback alert rollout "
+                           f"writes names the stage it judges{warning}")
+        if stage != plan.current.name:
             return Outcome(name, plan.out, "stale", f"the alert is about stage {stage}; {plan.out} is at "
                            f"{plan.current.name}{warning}")
-        started = parse_rfc3339(str(alert.get("startsAt", "")))
         changed = repo.stage_since(spec, plan.environment, plan.current.name)
-        if started is not None and changed is not None and started < changed - REPLAY_TOLERANCE:
+        if changed is not None and started < changed - REPLAY_TOLERANCE:
             return Outcome(name, plan.out, "replay", f"the alert started at {alert.get('startsAt')}, before the stage "
                            f"last changed ({datetime.fromtimestamp(changed, UTC).isoformat()}){warning}")
         gate = labels.get("gate", "-")
@@ -237,6 +282,9 @@ class Rollbacks:
         subject = one_line(f"rollback {plan.out}: {name} ({gate})")
         try:
             with repo.lock_for(spec, self.commit, LOCK_TIMEOUT):
+                if self._rolled_back_meanwhile(spec, labels):  # by another server on this repository
+                    return Outcome(name, plan.out, "already rolled back", f"{unit.doc.path} has current: rollback "
+                                   f"(set while this alert waited){warning}")
                 change = repo.change_spec(spec, ROLLBACK, plan.environment, self.output, f"{subject}\n\n{reason}\n",
                                           reason=reason, commit=self.commit, push=self.push)
         except (OSError, WorkflowError, repo.GitError) as exc:
@@ -245,6 +293,12 @@ class Rollbacks:
         if change.commit:
             done += f"; commit {change.commit[:12]}" + ("; pushed" if change.pushed else "")
         return Outcome(name, plan.out, "rolled back", done + warning, change.commit)
+
+    @staticmethod
+    def _rolled_back_meanwhile(spec: Path, labels: dict[str, str]) -> bool:
+        units, _ = pipeline.analyse_file(spec)
+        unit = find_unit(units, labels)
+        return unit is not None and unit.plan.is_rollback
 
     def _recover(self) -> None:
         """A change a killed server left half made is undone before any spec is read."""
@@ -279,7 +333,27 @@ class Handler(BaseHTTPRequestHandler):
     timeout = READ_TIMEOUT
     server: Server
 
+    def handle_one_request(self) -> None:
+        """One request, whose reading is bounded as a whole: a client sending a byte at a time is cut off at
+        REQUEST_DEADLINE, whatever READ_TIMEOUT allows each read."""
+        self._deadline = threading.Timer(REQUEST_DEADLINE, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+        try:
+            super().handle_one_request()
+        finally:
+            self._deadline.cancel()
+
+    def _expire(self) -> None:
+        audit({"client": self.client_address[0], "event": "request", "result": "refused",
+               "detail": f"not sent whole within {REQUEST_DEADLINE}s"})
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def do_GET(self) -> None:  # noqa: N802 (http.server's naming)
+        self._deadline.cancel()
         if self.path == "/healthz":
             self._reply(200, {"status": "ok"})
         elif self.path == "/metrics":
@@ -300,22 +374,31 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/alerts":
             self._reply(404, {"error": "not found: POST /alerts, GET /healthz, GET /metrics"})
             return
-        if not self._authorized():
-            self._refuse("token", 401, {"error": "a valid bearer token is required"}, client)
-            return
         try:
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
-            self._refuse("length", 411, {"error": "a Content-Length is required"}, client)
+            length = -1
+        if not self._authorized():
+            self._refuse("token", 401, {"error": "a valid bearer token is required"}, client)
+            self._discard(length)
             return
-        if length < 0 or length > MAX_BODY:
-            self._refuse("size", 413, {"error": f"the body is limited to {MAX_BODY} bytes"}, client)
+        if length < 0:
+            self._refuse("length", 411, {"error": "a Content-Length is required"}, client)
             self.close_connection = True
+            return
+        if length > MAX_BODY:
+            self._refuse("size", 413, {"error": f"the body is limited to {MAX_BODY} bytes"}, client)
+            self._discard(length)
             return
         try:
             body = self.rfile.read(length)
         except OSError as exc:  # a client that stops sending
             audit({"client": client, "event": "request", "result": "unreadable", "detail": str(exc)})
+            self.close_connection = True
+            return
+        self._deadline.cancel()  # the request is read: handling it may wait for the lock
+        if len(body) < length:
+            audit({"client": client, "event": "request", "result": "unreadable", "detail": "the body ended early"})
             self.close_connection = True
             return
         try:
@@ -331,6 +414,23 @@ class Handler(BaseHTTPRequestHandler):
             return
         failed = [o for o in outcomes if o.result == "failed"]
         self._reply(500 if failed else 200, summary(outcomes))
+
+    def _discard(self, length: int) -> None:
+        """Read and drop what is left of a refused request's body (bounded in bytes and time), then close: a
+        client still sending reads the answer instead of a reset."""
+        self.close_connection = True
+        limit, seconds = DISCARD
+        left = min(length, limit) if length >= 0 else 0
+        ends = time.monotonic() + seconds
+        try:
+            while left > 0 and time.monotonic() < ends:
+                self.connection.settimeout(max(0.01, ends - time.monotonic()))
+                chunk = self.rfile.read1(min(left, 1 << 16))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except OSError:
+            pass
 
     def _refuse(self, reason: str, status: int, body: dict[str, Any], client: str) -> None:
         self.server.rollbacks.metrics.add("rollout_serve_refused_total", reason)
@@ -377,8 +477,34 @@ class Server(ThreadingHTTPServer):
         super().__init__(address, Handler)
         self.rollbacks = rollbacks
         self.token = token
+        self.tls = tls is not None
+        self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         if tls is not None:  # the handshake happens in the request's thread, not in the accepting loop
             self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
+
+    def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]  # socketserver's
+        if not self.slots.acquire(blocking=False):  # busy: an answer now, never a thread more
+            self.rollbacks.metrics.add("rollout_serve_refused_total", "busy")
+            if not self.tls:
+                try:
+                    request.setblocking(False)
+                    request.send(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+                                 b"Connection: close\r\n\r\n")
+                except OSError:
+                    pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self.slots.release()
 
     def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]  # socketserver's signature
         error = sys.exc_info()[1]
@@ -491,6 +617,9 @@ def serve(specs: Path, output: Path, listen: tuple[str, int], token_file: Path |
     try:
         server.serve_forever()
     except KeyboardInterrupt:
+        # A rollback under way is finished (its change committed or undone, its answer sent) before the end.
+        if rollbacks.lock.acquire(timeout=LOCK_TIMEOUT):
+            rollbacks.lock.release()
         audit({"event": "stop"})
     finally:
         server.server_close()

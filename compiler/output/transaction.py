@@ -84,8 +84,9 @@ def _holder(lock: Path) -> str:
     return f"process {text.split()[0]}" if text else "another process"
 
 
-def acquire(out: Path, timeout: float, shared: bool = False) -> int | None:
-    """The lock's file descriptor once the lock is held; ``OutputError`` after ``timeout`` seconds.
+def acquire(out: Path, timeout: float, shared: bool = False, stated: float | None = None) -> int | None:
+    """The lock's file descriptor once the lock is held; ``OutputError`` after ``timeout`` seconds (of the
+    ``stated`` ones the user gave, when part of them went on waiting already).
 
     A shared lock (``rollout check``) is only taken where a lock file exists: checking never writes.
     """
@@ -109,7 +110,8 @@ def acquire(out: Path, timeout: float, shared: bool = False) -> int | None:
                     raise OutputError(
                         out,
                         f"{_holder(path)} has been compiling into this folder for longer than the "
-                        f"{timeout:g}s this compile waits (--lock-timeout): nothing written",
+                        f"{stated if stated is not None else timeout:g}s this compile waits (--lock-timeout): "
+                        "nothing written",
                     ) from None
                 time.sleep(POLL)
         try:
@@ -313,7 +315,7 @@ class Transaction:
         while True:
             self._prepare()
             try:
-                self._fd = acquire(self.out, max(deadline - time.monotonic(), 0.0))
+                self._fd = acquire(self.out, max(deadline - time.monotonic(), 0.0), stated=self.timeout)
                 break
             except FileNotFoundError:  # a compile that created the folder and wrote nothing removed it again
                 if time.monotonic() >= deadline:
