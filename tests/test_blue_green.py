@@ -14,7 +14,7 @@ from compiler.targets.routers import gateway_api
 from compiler.targets.routers import ingress_nginx
 from compiler.targets.routers import istio
 from compiler.targets.routers import kube_service
-from conftest import GOLDEN, SPECS, plan_of
+from conftest import GOLDEN, SPECS, compile_files, plan_of
 from kubecheck import Outcome, Request, route_http_route, route_ingress_nginx, route_istio
 
 BLUE_GREEN = [
@@ -155,3 +155,40 @@ def test_routers_that_address_servers_send_the_switch_to_the_new_colour():
     conf = nginx.render(plan.at("switch"))["nginx/nginx.conf"]
     assert "every request goes to the canary" in conf
     assert "default rollout_production__orchestra_canary;" in conf
+
+
+SERVICES_ONLY = """apiVersion: rollout-compiler/v1
+kind: Rollout
+metadata: {name: web, namespace: shop, owner: web-team}
+service:
+  host: web.example.com
+  port: 80
+  target_port: 8080
+  stable: {version: v1, backend: web-active}
+  canary: {version: v2, backend: web-preview}
+traffic: {targets: []}
+strategy:
+  blue-green: {selector: {app: web}, color_label: color, preview: 1h, switch_hold: 10m, gates: {error_rate: "< 1%"}}
+current: preview
+"""
+
+
+def test_a_blue_green_of_services_alone_switches_without_a_router(tmp_path):
+    """Argo Rollouts' activeService/previewService: no router, no testers header; the Services do it all."""
+    from compiler import pipeline
+
+    spec = tmp_path / "web.yaml"
+    spec.write_text(SERVICES_ONLY)
+    plan = plan_of(spec)
+    assert plan.traffic(plan.current) == "preview Service only"
+    for stage, colour in (("preview", "blue"), ("switch", "green"), (ROLLBACK, "blue")):
+        assert services(plan.at(stage))["web-active"]["spec"]["selector"] == {"app": "web", "color": colour}
+    files = compile_files(spec)
+    assert {p.split("/")[2] for p in files if p.startswith("shop/web/") and p.count("/") > 2} <= {
+        "kube-service", "prometheus", "grafana", "rollback"}
+    for old, new, says in (
+        ("preview: 1h,", "preview: 1h, steps: [50],", "weighted steps need a router"),
+        ("targets: []", "targets: [istio]", "give traffic.testers"),
+    ):
+        spec.write_text(SERVICES_ONLY.replace(old, new))
+        assert any(says in d.message and d.severity == "error" for d in pipeline.analyse([spec]).diagnostics), says

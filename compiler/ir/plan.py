@@ -443,7 +443,7 @@ class Plan:
         if stage.kind == "rollback":
             return "all on stable"
         if stage.kind == "preview":
-            return "testers only"
+            return "testers only" if self.testers is not None else "preview Service only"
         if stage.kind == "shadow":
             return "mirrored only"
         if stage.kind == "switch" and self.blue_green is not None:

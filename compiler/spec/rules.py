@@ -315,19 +315,26 @@ def traffic(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
             yield doc.error(
                 ("traffic", "testers", "header"), "the testers header must differ from the sticky header", "traffic"
             )
-    if not spec.traffic.targets and not any(f.rollout == "follow-stage" for f in spec.flags.values()):
-        yield doc.error(
-            ("traffic", "targets"),
-            "no traffic targets and no flag with `rollout: follow-stage`: nothing would realise the stages",
-            "traffic",
-        )
+    blue_green = spec.strategy.blue_green if isinstance(spec.strategy, model.BlueGreenStrategy) else None
+    if not spec.traffic.targets:
+        if blue_green is not None and blue_green.steps:
+            yield doc.error(("strategy", "blue-green", "steps"), "weighted steps need a router that splits traffic: "
+                            "list one in traffic.targets, or leave the steps out (the two Services alone preview "
+                            "the new colour through the preview Service and switch at stage `switch`)", "traffic")
+        elif blue_green is None and not any(f.rollout == "follow-stage" for f in spec.flags.values()):
+            yield doc.error(
+                ("traffic", "targets"),
+                "no traffic targets and no flag with `rollout: follow-stage`: nothing would realise the stages",
+                "traffic",
+            )
     mirrors = [t for t in spec.traffic.targets if t in MIRROR_TARGETS]
     if not mirrors and any(s.mirror for s in _planned_stages(spec)):
         yield doc.error(("traffic", "targets"), "a shadow stage mirrors traffic, but none of the targets can mirror "
                         f"(those that can: {', '.join(MIRROR_TARGETS)})", "traffic")
-    if isinstance(spec.strategy, model.BlueGreenStrategy) and testers is None:
+    if blue_green is not None and testers is None and spec.traffic.targets:
         yield doc.error(
-            ("traffic",), "a blue-green rollout previews the new colour to testers: give traffic.testers", "traffic"
+            ("traffic",), "a blue-green rollout previews the new colour to testers, whom the routers recognise by a "
+            "header: give traffic.testers (without routers, testers call the preview Service instead)", "traffic"
         )
 
 

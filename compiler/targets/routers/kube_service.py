@@ -88,7 +88,8 @@ def _preview_note(plan: Plan) -> str:
     assert plan.blue_green is not None
     bg = plan.blue_green
     return (f"Blue-green: {plan.names.preview_service} always selects the new colour, {bg.color_label}={bg.new_color} "
-            f"({plan.canary.version}); the routers send testers and weighted steps to it.")
+            f"({plan.canary.version}); " + ("the routers send testers and weighted steps to it." if plan.targets else
+                                              "testers call it directly (no router in front)."))
 
 
 TARGET: Target = Target(NAME, render, rollback=True, kinds={ACTIVE: MANIFEST, PREVIEW: MANIFEST}, stage_keys=stage_keys)
