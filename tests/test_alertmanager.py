@@ -279,7 +279,11 @@ def test_the_operator_gets_one_alertmanagerconfig_per_rollout_in_its_namespace(t
     (config,) = [m.doc for m in found]
     assert config["kind"] == "AlertmanagerConfig" and config["metadata"]["namespace"] == plan.namespace
     route = config["spec"]["route"]
-    assert route["matchers"] == [{"name": "rollout_route", "matchType": "=", "value": plan.alerting.key}]
+    assert route["matchers"] == [  # its own alerts, whatever matcher strategy the Operator runs with
+        {"name": "rollout_route", "matchType": "=", "value": plan.alerting.key},
+        {"name": "rollout", "matchType": "=", "value": plan.name},
+        {"name": "namespace", "matchType": "=", "value": plan.namespace},
+    ]
     receivers = {r["name"]: r for r in config["spec"]["receivers"]}
     assert receivers["pager"]["pagerdutyConfigs"][0]["routingKey"] == {"name": "pd", "key": "key"}
     assert receivers["relay"]["emailConfigs"][0]["authPassword"] == {"name": "smtp", "key": "password"}
@@ -294,3 +298,12 @@ def test_the_operator_needs_a_secret_for_each_secret(tmp_path):
     problems = [d.message for d in pipeline.analyse([path]).diagnostics if d.severity == "error"]
     assert any("receiver 'pager'" in p and "pagerduty.routing_key_secret" in p for p in problems), problems
     assert any("receiver 'relay'" in p and "email.auth_password_secret" in p for p in problems), problems
+
+
+def test_a_webhook_whose_url_is_only_a_secret_is_a_warning_for_the_plain_files(tmp_path):
+    text = OPERATOR.replace('hook: {webhook: {url: "http://bot.ops.svc:8080/rollback"}}',
+                            "hook: {webhook: {url_secret: {name: hooks, key: url}}}")
+    assert text != OPERATOR
+    path = spec(tmp_path, ("current: canary", text))
+    found = [d for d in pipeline.analyse([path]).diagnostics if "receiver 'hook'" in d.message]
+    assert [d.severity for d in found] == ["warning"] and "sends nothing" in found[0].message, found

@@ -467,3 +467,15 @@ def test_hostile_descriptions_land_inert_in_json(tmp_path):
     assert set(doc["flags"]) == {"phase_4_deployment"}
     assert doc["flags"]["phase_4_deployment"]["metadata"]["description"] == hostile
     assert json.loads(flagd.render(plan)[flagd.PLAIN])["flags"]["phase_4_deployment"]["description"] == hostile
+
+
+def test_a_kill_switch_that_kills_nothing_is_an_error_and_the_finest_step_is_spelled_out(tmp_path):
+    from compiler import pipeline
+
+    base = (SPECS / "genesis.yaml").read_text()
+    spec = tmp_path / "g.yaml"
+    for flag, says in (("ks: {kill_switch: true, kills: []}", "kill switch 'ks' kills nothing"),
+                       ("tiny: {rollout: '0.00000001%'}", "steps of 0.0000001% or coarser")):
+        spec.write_text(base.replace("flags:\n", f"flags:\n  {flag}\n", 1))
+        messages = [d.message for d in pipeline.analyse([spec]).diagnostics if d.severity == "error"]
+        assert any(says in m for m in messages), messages

@@ -373,28 +373,7 @@ def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
                     prefer_key=False,
                 )
         if flag.kill_switch:
-            for field in ("rollout", "allow", "requires"):
-                if getattr(flag, field):
-                    yield doc.error(
-                        loc + (field,),
-                        f"kill switch '{name}' cannot have `{field}`: it is either engaged or not",
-                        "flags",
-                    )
-            for i, target in enumerate(flag.kills or []):
-                if target not in table:
-                    yield doc.error(
-                        loc + ("kills", i),
-                        f"kill switch '{name}' kills '{target}', which is not a flag of this spec",
-                        "flags",
-                        prefer_key=False,
-                    )
-                elif table[target].kill_switch:
-                    yield doc.error(
-                        loc + ("kills", i),
-                        f"kill switch '{name}' cannot kill another kill switch ('{target}')",
-                        "flags",
-                        prefer_key=False,
-                    )
+            yield from _kill_switch(doc, name, flag, table, loc)
         else:
             for field in ("kills", "engaged", "engage_on_rollback"):
                 if getattr(flag, field):
@@ -413,6 +392,35 @@ def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
                 )
             envs.setdefault(flag.env, name)
     yield from _cycles(spec, doc)
+
+
+def _kill_switch(doc: Document, name: str, flag: model.Flag, table: dict[str, model.Flag],
+                 loc: Loc) -> Iterator[Diagnostic]:
+    for field in ("rollout", "allow", "requires"):
+        if getattr(flag, field):
+            yield doc.error(
+                loc + (field,),
+                f"kill switch '{name}' cannot have `{field}`: it is either engaged or not",
+                "flags",
+            )
+    if flag.kills is not None and not flag.kills:
+        yield doc.error(loc + ("kills",), f"kill switch '{name}' kills nothing (`kills: []`): name the flags "
+                        "it forces off, or leave `kills` out to kill every other flag", "flags")
+    for i, target in enumerate(flag.kills or []):
+        if target not in table:
+            yield doc.error(
+                loc + ("kills", i),
+                f"kill switch '{name}' kills '{target}', which is not a flag of this spec",
+                "flags",
+                prefer_key=False,
+            )
+        elif table[target].kill_switch:
+            yield doc.error(
+                loc + ("kills", i),
+                f"kill switch '{name}' cannot kill another kill switch ('{target}')",
+                "flags",
+                prefer_key=False,
+            )
 
 
 def _cycles(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:

@@ -73,7 +73,7 @@ def lint(plan: Plan) -> list[Finding]:
     out = []
     for flag in plan.flags:
         if flag.kind == "release" and weight_total(flag) is None:
-            finest = format_percent(Fraction(1, MAX_TOTAL))
+            finest = format_decimal(Fraction(100, MAX_TOTAL)) + "%"
             out.append(Finding(flag.loc, f"flag '{flag.name}' has a share flagd cannot split exactly: "
                                          f"give percentages in steps of {finest} or coarser", code="flags"))
     return out

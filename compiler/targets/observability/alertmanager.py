@@ -12,8 +12,10 @@ Per rollout (``alertmanager/``):
   route subtree and receivers (checkable on its own);
 - ``routes.test.txt``: ``amtool config routes test`` cases, one per line;
 - ``alertmanagerconfig.yaml`` with ``alerting.operator``: an
-  ``AlertmanagerConfig`` in the rollout's namespace (the Operator adds a
-  ``namespace`` matcher and reads the receivers' secrets from Secrets there).
+  ``AlertmanagerConfig`` in the rollout's namespace, matching the rollout's
+  own alerts (``rollout``, ``namespace``, ``environment`` besides
+  ``rollout_route``, whatever matcher strategy the Operator runs with) and
+  reading the receivers' secrets from Secrets there.
 
 For the fleet (``_fleet/alertmanager/``): one subtree per distinct
 ``rollout_route``, and one case list per subtree.
@@ -284,11 +286,15 @@ def alertmanager_config(plan: Plan) -> dict[str, Any]:
             routes.append({"matchers": _operator_matchers(pairs), "groupWait": wait, "groupInterval": interval,
                            "repeatInterval": repeat,
                            "routes": [{"receiver": n, "continue": True} for n in names]})
+    # The rollout's own labels too: under the Operator's `None` matcher strategy nothing confines a config to its
+    # namespace, and two rollouts with the same receivers share `rollout_route`.
+    own = [("rollout", "=", plan.name), ("namespace", "=", plan.namespace)]
+    own += [("environment", "=", plan.environment)] if plan.environment else []
     spec: dict[str, Any] = {
         "route": {
             "receiver": UNROUTED,
             "groupBy": list(GROUP_BY),
-            "matchers": _operator_matchers([(ROUTE_LABEL, "=", alerting.key)]),
+            "matchers": _operator_matchers([(ROUTE_LABEL, "=", alerting.key), *own]),
             "routes": routes,
         },
         "receivers": [{"name": UNROUTED}] + [_operator_receiver(n, r) for n, r in alerting.receivers],
@@ -352,6 +358,12 @@ def lint(plan: Plan) -> list[Finding]:
                                f"receiver '{name}': `url_secret` is read by the AlertmanagerConfig that "
                                "`alerting.operator: true` writes; without it no configuration can reach the webhook",
                                code="alerting"))
+        if spec.webhook is not None and spec.webhook.url is None and spec.webhook.url_secret is not None:
+            out.append(Finding(at + ("webhook", "url_secret"),
+                               f"receiver '{name}': its URL is only a Secret, which only the AlertmanagerConfig "
+                               "reads: in the plain configurations (alertmanager/alertmanager.yaml, "
+                               "_fleet/alertmanager/alertmanager.yaml) this receiver sends nothing; deploy the "
+                               "AlertmanagerConfig alone, or give `url` too", "warning", code="alerting"))
         if plan.alerting.operator:
             out.extend(_operator_findings(name, spec, at))
     return out
