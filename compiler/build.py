@@ -23,7 +23,9 @@ import difflib
 import gc
 import os
 import re
+import signal
 import stat
+import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 import dataclasses
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ from compiler.output.digest import compiler_digest, inputs_digest, open_regular,
 from compiler.output.ledger import FLEET_DIR, Ledger
 from compiler.output.transaction import OutputError, Transaction, acquire, describe, interrupted, release, write_staged
 from compiler.sources import Claim, SpecPath, collect, duplicates, source_path
+from compiler.spec import names
 
 if TYPE_CHECKING:
     from compiler.pipeline import Unit
@@ -490,13 +493,55 @@ def _orphans(survey: _Survey, fresh: list[RolloutOutcome], found: list[SpecPath]
         if out == FLEET_DIR or out in produced:
             continue
         recorded = ledger.spec or ""
-        if prune or recorded in named or _inside(recorded, whole):
+        if recorded in named or _inside(recorded, whole) or (prune and not (root / recorded).is_file()):
             gone.append(ledger)
         else:
             left.append(ledger)
             if ledger.fleet is not None:
                 entries.append(ledger.fleet)
     return gone, left, entries
+
+
+def _against_the_others(survey: _Survey, fresh: list[RolloutOutcome], left: list[Ledger], found: list[SpecPath],
+                        root: Path) -> list[Diagnostic]:
+    """What a compile of some specs may not do to the rollouts it leaves alone (their specs are not read): take the
+    folder of a rollout another spec defines, or put a folder inside one or around one."""
+    compiled = {source_path(s.path, root, s.real) for s in found}
+    standing = [Claim(ledger.out, ledger.spec or "") for ledger in left]
+    for rollout in fresh:
+        old = survey.existing.get(rollout.out)
+        if old is not None and old.spec and old.spec not in compiled and (root / old.spec).is_file():
+            standing.append(Claim(old.out, old.spec))  # still there: not a spec renamed or moved
+    mine = [r.claim for r in fresh if r.claim is not None]
+    if not standing or not mine:
+        return []
+    before = set(duplicates(standing))
+    return [d for d in duplicates(standing + mine) if d not in before]
+
+
+def _controller_names(entries: list[FleetEntry], fresh: list[RolloutOutcome],
+                      kept: dict[str, Ledger]) -> list[Diagnostic]:
+    """Two rollouts with GitOps controller objects may not share their name (`_fleet/gitops` would list one
+    Application twice, and one would overwrite the other): an error at each such rollout compiled now."""
+    by_name: dict[str, list[str]] = {}
+    for entry in entries:
+        if entry.controller_folder is not None:
+            name = names.controller_name(entry.environment, entry.namespace, entry.name)
+            by_name.setdefault(name, []).append(entry.out)
+    claims = {r.out: r.claim for r in fresh if r.claim is not None}
+    claims.update((out, Claim(out, ledger.spec or "")) for out, ledger in kept.items() if out not in claims)
+    problems = []
+    for name, outs in sorted(by_name.items()):
+        if len(outs) < 2:
+            continue
+        for out in sorted(outs):
+            claim = claims.get(out)
+            if claim is not None:
+                problems.append(Diagnostic(claim.path, *claim.name_at, "error", f"rollouts {', '.join(sorted(outs))} "
+                                           f"would get the same Argo CD Application / Flux Kustomization name "
+                                           f"'{name}' (environment, namespace and name joined by '-'): rename one",
+                                           "fleet"))
+    return problems
 
 
 def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path], root: Path, output: Path, jobs: int,
@@ -507,6 +552,10 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
     if not report.ok:
         return
     gone, left, entries = _orphans(survey, fresh, found, paths, root, prune)
+    report.diagnostics.extend(_against_the_others(survey, fresh, left, found, root))
+    report.diagnostics.extend(_controller_names(entries, fresh, survey.kept))
+    if not report.ok:
+        return
     report.left_alone = len(left)
     for ledger in gone:
         report.removed_rollouts.append(ledger.out)
@@ -639,9 +688,27 @@ def _fewer_collections() -> None:
     gc.set_threshold(RENDER_GC_THRESHOLD, *gc.get_threshold()[1:])
 
 
-def _worker() -> None:
+def _worker(parent: int) -> None:
+    _die_with(parent)
     native.picklable()
     _fewer_collections()
+
+
+def _die_with(parent: int) -> None:
+    """A render worker ends with the compile that started it: killed, it leaves no worker writing staged files
+    (or blocked on a pipe nobody reads) behind."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        except (OSError, AttributeError):
+            pass
+    if os.getppid() != parent:  # the compile was gone before the request took effect
+        os._exit(1)
+
+
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent dies
 
 
 def _run(work: list[Job], jobs: int) -> Iterator[SpecOutcome]:
@@ -649,7 +716,7 @@ def _run(work: list[Job], jobs: int) -> Iterator[SpecOutcome]:
         from concurrent.futures import ProcessPoolExecutor
 
         native.picklable()
-        with ProcessPoolExecutor(max_workers=jobs, initializer=_worker) as pool:
+        with ProcessPoolExecutor(max_workers=jobs, initializer=_worker, initargs=(os.getpid(),)) as pool:
             yield from pool.map(render_spec, work, chunksize=max(1, len(work) // (jobs * 8)))
         return
     before = gc.get_threshold()
@@ -675,8 +742,9 @@ def verify(paths: Sequence[str | Path], output: Path, jobs: int = 1, lock_timeou
     if not report.ok:
         return report
     if interrupted(output):
-        report.diagnostics.append(_error(output, "a compile was interrupted while it moved its files into place: the "
-                                         "folder is neither the old tree nor the new one; run `rollout compile` to "
+        report.diagnostics.append(_error(output, "a compile was interrupted while it moved its files into place: its "
+                                         "journal is still there, so the folder may hold part of the old tree and "
+                                         "part of the new one (check does not judge it); run `rollout compile` to "
                                          "finish it", "interrupted"))
         return report
     try:

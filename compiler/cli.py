@@ -202,7 +202,7 @@ def _progress_bar(enabled: bool | None) -> Callable[[int, int], None] | None:
 @FORMAT
 @JOBS
 @click.option("--prune", is_flag=True,
-              help="Also remove rollouts of OUTPUT whose specs were not compiled (their spec is gone).")
+              help="Also remove the rollouts of OUTPUT whose spec file is gone, wherever it was.")
 @click.option("--force", is_flag=True, help="Render every spec, also those whose files are up to date.")
 @LOCK_TIMEOUT
 @PROGRESS
@@ -213,8 +213,8 @@ def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int, prune: 
     A spec whose rollouts' files are what it compiles to (its digest and their
     hashes, recorded in each rollout's .rollout-manifest) is not rendered again.
     Rollouts of OUTPUT whose specs were not compiled are left alone, except when
-    the folder holding their spec was compiled whole (their spec is gone), or
-    with --prune.  Files in OUTPUT that rollout did not generate are never touched.
+    their spec is gone from a folder compiled whole, or gone at all with --prune.
+    Files in OUTPUT that rollout did not generate are never touched.
     """
     from compiler import build
 
@@ -232,7 +232,7 @@ def compile_(paths: tuple[Path, ...], output: Path, fmt: str, jobs: int, prune: 
             line += f" ({len(report.removed_rollouts)} rollout(s) whose spec is gone)"
         if report.left_alone:
             line += (f"; {report.left_alone} other rollout(s) of {output} left alone "
-                     "(compile their folder, or use --prune to remove those whose spec is gone)")
+                     "(not compiled now: compile their folder to bring them up to date)")
         click.echo(line, err=True)
 
 

@@ -217,3 +217,50 @@ def test_two_compiles_at_once_run_one_after_the_other(tmp_path):
     report_line(f"concurrent compiles: {PAIRS - len(failures)} of {PAIRS} pairs both succeeded and left the tree "
                 "a compile of both writes")
     assert not failures, failures[:3]
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.add(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for an init that does not reap is not)."""
+    try:
+        return (Path(f"/proc/{pid}") / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_killed_parallel_compile_leaves_no_worker_and_no_lock_behind(tmp_path):
+    """The render workers die with the compile, and never held its lock: the next compile starts at once."""
+    fleet = make_fleet(tmp_path, 8)
+    root = prepared(fleet, tmp_path / "parallel")
+    out = root / "out"
+    process = rollout("compile", "specs", "-o", "out", "--jobs", "2", cwd=root)
+    staging = out / transaction.STATE / transaction.STAGING
+    workers: set[int] = set()
+    deadline = time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and not (
+            workers and staging.is_dir() and any(staging.iterdir())):
+        workers |= _children(process.pid)
+        time.sleep(0.001)
+    if process.poll() is not None:
+        pytest.skip("the compile ended before a worker wrote (a very fast machine)")
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=60)
+    gone = time.monotonic() + 10
+    while any(_alive(pid) for pid in workers) and time.monotonic() < gone:
+        time.sleep(0.05)
+    assert workers and not any(_alive(pid) for pid in workers), "a worker outlived the compile"
+    again = finished("compile", "specs", "-o", "out", "--lock-timeout", "5", cwd=root)
+    assert again.returncode == 0, again.stderr
+    assert tree(out) == fleet.tree_b and leftovers(out) == []

@@ -110,3 +110,25 @@ def test_a_root_gitops_path_is_the_rollout_folder_itself(tmp_path):
     spec.write_text(text)
     assert gitops.repository_path(plan_of(spec)) == "analytics/analyzer"
     assert Path(gitops.repository_path(plan_of(ARGO_SPEC))) == Path("generated/analytics/analyzer")
+
+
+def test_controller_names_of_different_rollouts_never_meet(tmp_path):
+    """A join that two rollouts share is an error at both; names too long for a label keep a hash of the parts."""
+    from compiler import build
+    from compiler.spec import names
+
+    text = ARGO_SPEC.read_text()
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    for file, namespace, name in (("one", "team-1", "x-y"), ("two", "team-1-x", "y")):
+        (specs / f"{file}.yaml").write_text(text.replace("namespace: analytics", f"namespace: {namespace}", 1)
+                                            .replace("name: analyzer", f"name: {name}", 1))
+    report = build.build([specs], tmp_path / "out")
+    found = [d for d in report.diagnostics if "same Argo CD Application / Flux Kustomization name 'team-1-x-y'" in
+             d.message]
+    assert not report.ok and sorted(d.path.rsplit("/", 1)[1] for d in found) == ["one.yaml", "two.yaml"], found
+    assert not (tmp_path / "out").exists()
+    space = "data-platform-analytics-eu-west-1"
+    long = [names.controller_name(None, space, f"analytics-event-stream-aggregator-{s}") for s in ("service", "worker")]
+    assert long[0] != long[1] and all(len(n) <= 63 and n.startswith(space) for n in long), long
+    assert names.controller_name("staging", "shop", "web") == "staging-shop-web"  # short names as they were

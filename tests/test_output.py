@@ -116,6 +116,24 @@ def test_a_partial_compile_leaves_every_other_rollout_byte_identical(tmp_path):
     assert build.verify([specs], out).diffs == []  # the fleet files are right for the whole folder
 
 
+def test_a_partial_compile_never_takes_or_nests_in_the_folder_of_a_rollout_it_leaves_alone(tmp_path):
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a", "b"])
+    compiled(specs, out)
+    before = tree(out)
+    (specs / "dup.yaml").write_text(spec_text("a", current="full"))  # a second spec of shop/a
+    (specs / "nest.yaml").write_text(spec_text("x", namespace="a") + "environments: {shop: {}}\n")  # shop/a/x
+    for name, says in (("dup", "rollout shop/a is also defined in specs/a.yaml"),
+                       ("nest", "lies inside the folder of rollout shop/a")):
+        report = build.build([specs / f"{name}.yaml"], out)
+        assert not report.ok and any(says in d.message for d in report.diagnostics), [
+            d.text() for d in report.diagnostics]
+        assert tree(out) == before and staged(out) == []
+    (specs / "dup.yaml").unlink()
+    (specs / "a.yaml").rename(specs / "renamed.yaml")  # a spec renamed: its folder follows it
+    compiled([specs / "renamed.yaml"], out)
+
+
 def test_a_rollout_is_removed_only_when_the_folder_of_its_spec_is_compiled_whole_or_with_prune(tmp_path):
     out = tmp_path / "generated"
     specs = fleet(tmp_path, ["a", "b"])
@@ -125,10 +143,11 @@ def test_a_rollout_is_removed_only_when_the_folder_of_its_spec_is_compiled_whole
     assert one.removed == [] and one.left_alone == 1 and (out / "shop/b/PLAN.md").exists()
     whole = compiled(specs, out)
     assert whole.removed_rollouts == ["shop/b"] and not (out / "shop/b").exists() and (out / "shop").is_dir()
-    compiled(fleet(tmp_path, ["b"]), out)
+    compiled(fleet(tmp_path, ["b", "c"]), out)
     (specs / "b.yaml").unlink()
     pruned = compiled([specs / "a.yaml"], out, prune=True)
     assert pruned.removed_rollouts == ["shop/b"] and not (out / "shop/b").exists()
+    assert pruned.left_alone == 1 and (out / "shop/c/PLAN.md").exists()  # its spec is there: never pruned
 
 
 def test_never_touches_files_it_did_not_generate(tmp_path):

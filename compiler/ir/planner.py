@@ -246,7 +246,7 @@ def _names(spec: model.RolloutSpec, environment: str | None) -> Names:
         dashboard_uid="rollout-" + names.short_hash(environment or "", spec.metadata.namespace, n, length=20),
         alert_prefix=camel, rule_group=f"rollout.{scope}",
         rollback_guard_alert=f"{camel}CanaryTrafficAfterRollback",
-        argo_application="-".join(p for p in (environment, spec.metadata.namespace, n) if p)[:63].rstrip("-"),
+        argo_application=names.controller_name(environment, spec.metadata.namespace, n),
     )
 
 

@@ -84,6 +84,24 @@ def _holder(lock: Path) -> str:
     return f"process {text.split()[0]}" if text else "another process"
 
 
+#: The lock descriptors this process holds. A forked child (a render worker) closes its copies at once: a lock
+#: (flock) lasts while any copy of its descriptor is open, so a worker outliving a killed compile would otherwise
+#: hold the folder locked for every later command.
+_HELD: set[int] = set()
+
+
+def _forget_inherited_locks() -> None:
+    for fd in _HELD:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _HELD.clear()
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
 def acquire(out: Path, timeout: float, shared: bool = False, stated: float | None = None) -> int | None:
     """The lock's file descriptor once the lock is held; ``OutputError`` after ``timeout`` seconds (of the
     ``stated`` ones the user gave, when part of them went on waiting already).
@@ -124,11 +142,13 @@ def acquire(out: Path, timeout: float, shared: bool = False, stated: float | Non
     if not shared:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    _HELD.add(fd)
     return fd
 
 
 def release(fd: int | None) -> None:
     if fd is not None:
+        _HELD.discard(fd)
         try:
             fcntl.flock(fd, fcntl.LOCK_UN)
         finally:

@@ -205,6 +205,17 @@ def check_stage_name(value: str) -> str:
     return value
 
 
+def controller_name(environment: str | None, namespace: str, name: str) -> str:
+    """The Argo CD Application and Flux Kustomization of a rollout: its folder's parts joined by '-', at most 63
+    characters (Argo CD puts it in a label); a longer join keeps 50 and adds a hash of the parts, so that two
+    long names that begin alike never meet."""
+    parts = [p for p in (environment, namespace, name) if p]
+    joined = "-".join(parts)
+    if len(joined) <= 63:
+        return joined
+    return joined[:50].rstrip("-") + "-" + short_hash(*parts, length=12)
+
+
 def short_hash(*parts: str, length: int = 12) -> str:
     digest = hashlib.sha256("\x00".join(parts).encode()).hexdigest()
     return digest[:length]
