@@ -355,23 +355,9 @@ def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     envs: dict[str, str] = {}
     for name, flag in table.items():
         loc = ("flags", name)
-        for i, required in enumerate(flag.requires):
-            if required not in table:
-                close = difflib.get_close_matches(required, list(table), n=1)
-                hint = f"; did you mean '{close[0]}'?" if close else ""
-                yield doc.error(
-                    loc + ("requires", i),
-                    f"flag '{name}' requires '{required}', which is not a flag of this spec{hint}",
-                    "flags",
-                    prefer_key=False,
-                )
-            elif table[required].kill_switch:
-                yield doc.error(
-                    loc + ("requires", i),
-                    f"flag '{name}' cannot require the kill switch '{required}'",
-                    "flags",
-                    prefer_key=False,
-                )
+        yield from _references(doc, table, loc + ("requires",), flag.requires,
+                               f"flag '{name}' requires '{{flag}}', which is not a flag of this spec",
+                               f"flag '{name}' cannot require the kill switch '{{flag}}'", hint=True)
         if flag.kill_switch:
             yield from _kill_switch(doc, name, flag, table, loc)
         else:
@@ -406,21 +392,22 @@ def _kill_switch(doc: Document, name: str, flag: model.Flag, table: dict[str, mo
     if flag.kills is not None and not flag.kills:
         yield doc.error(loc + ("kills",), f"kill switch '{name}' kills nothing (`kills: []`): name the flags "
                         "it forces off, or leave `kills` out to kill every other flag", "flags")
-    for i, target in enumerate(flag.kills or []):
+    yield from _references(doc, table, loc + ("kills",), flag.kills or [],
+                           f"kill switch '{name}' kills '{{flag}}', which is not a flag of this spec",
+                           f"kill switch '{name}' cannot kill another kill switch ('{{flag}}')")
+
+
+def _references(doc: Document, table: dict[str, model.Flag], loc: Loc, names: list[str], unknown: str, switch: str,
+                hint: bool = False) -> Iterator[Diagnostic]:
+    """Flags a flag names (its requirements, a kill switch's targets): each a flag of the spec, not a kill switch.
+    ``unknown`` and ``switch`` are the messages, ``{flag}`` standing for the flag named."""
+    for i, target in enumerate(names):
         if target not in table:
-            yield doc.error(
-                loc + ("kills", i),
-                f"kill switch '{name}' kills '{target}', which is not a flag of this spec",
-                "flags",
-                prefer_key=False,
-            )
+            close = difflib.get_close_matches(target, list(table), n=1) if hint else []
+            message = unknown.replace("{flag}", target) + (f"; did you mean '{close[0]}'?" if close else "")
+            yield doc.error(loc + (i,), message, "flags", prefer_key=False)
         elif table[target].kill_switch:
-            yield doc.error(
-                loc + ("kills", i),
-                f"kill switch '{name}' cannot kill another kill switch ('{target}')",
-                "flags",
-                prefer_key=False,
-            )
+            yield doc.error(loc + (i,), switch.replace("{flag}", target), "flags", prefer_key=False)
 
 
 def _cycles(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
