@@ -519,8 +519,7 @@ def _against_the_others(survey: _Survey, fresh: list[RolloutOutcome], left: list
     return [d for d in duplicates(standing + mine) if d not in before]
 
 
-def _controller_names(entries: list[FleetEntry], fresh: list[RolloutOutcome],
-                      kept: dict[str, Ledger]) -> list[Diagnostic]:
+def _controller_names(entries: list[FleetEntry], compiled: list[Claim]) -> list[Diagnostic]:
     """Two rollouts with GitOps controller objects may not share their name (`_fleet/gitops` would list one
     Application twice, and one would overwrite the other): an error at each such rollout compiled now."""
     by_name: dict[str, list[str]] = {}
@@ -528,8 +527,7 @@ def _controller_names(entries: list[FleetEntry], fresh: list[RolloutOutcome],
         if entry.controller_folder is not None:
             name = names.controller_name(entry.environment, entry.namespace, entry.name)
             by_name.setdefault(name, []).append(entry.out)
-    claims = {r.out: r.claim for r in fresh if r.claim is not None}
-    claims.update((out, Claim(out, ledger.spec or "")) for out, ledger in kept.items() if out not in claims)
+    claims = {claim.out: claim for claim in compiled}
     problems = []
     for name, outs in sorted(by_name.items()):
         if len(outs) < 2:
@@ -553,7 +551,7 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
         return
     gone, left, entries = _orphans(survey, fresh, found, paths, root, prune)
     report.diagnostics.extend(_against_the_others(survey, fresh, left, found, root))
-    report.diagnostics.extend(_controller_names(entries, fresh, survey.kept))
+    report.diagnostics.extend(_controller_names(entries, _claims(report.outcomes, survey.kept)))
     if not report.ok:
         return
     report.left_alone = len(left)
