@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from compiler.diagnostics import SpecError
 from compiler.ops import edit
 from compiler.spec.load import load_file, parse_text
 from compiler.ir.plan import ROLLBACK
@@ -169,3 +170,65 @@ def test_lines_added_to_a_crlf_spec_end_in_crlf():
     added = edit.set_current(text, ROLLBACK, "staging", "x.yaml")
     for changed in (approved.text, added.text):
         assert changed.count("\r\n") == changed.count("\n") == text.count("\n") + 1, changed
+
+
+MERGED = ("current: canary\nenvironments:\n  staging: &stg\n    metadata: {namespace: s}\n    current: ramp\n"
+          "  production: {<<: *stg, metadata: {namespace: p}}\n")
+
+
+def test_an_environment_that_merges_current_from_an_anchor_gets_its_own():
+    rolled = edit.set_current(MERGED, ROLLBACK, "production", "x.yaml")
+    assert rolled.text == MERGED.replace("{<<: *stg", "{current: rollback, <<: *stg")
+    approved = edit.record_approval(MERGED, "ramp", "bob", "2030-01-01T00:00:00Z", "production", "x.yaml")
+    assert approved.text.endswith('  production: {approved: {stage: ramp, by: "bob", at: "2030-01-01T00:00:00Z"}, '
+                                  "<<: *stg, metadata: {namespace: p}}\n")
+
+
+def test_tabs_that_separate_tokens_are_read_as_yaml_reads_them():
+    text = "kind: Rollout\nport:\t8080\ncurrent:\tcanary\t# in effect\n"
+    assert parse_text(text, "x.yaml")[0] == {"kind": "Rollout", "port": 8080, "current": "canary"}
+    changed = edit.set_current(text, "ramp", None, "x.yaml")
+    assert changed.text == text.replace("canary", "ramp")
+    with pytest.raises(SpecError, match="x.yaml:2:1: .*indentation must use spaces"):
+        parse_text("a:\n\t- 1\n", "x.yaml")
+
+
+def test_a_byte_order_mark_is_kept_and_not_counted_as_a_column():
+    text = "\ufeffcurrent: canary\nkind: Rollout\n"
+    assert edit.set_current(text, "ramp", None, "x.yaml").text == "\ufeffcurrent: ramp\nkind: Rollout\n"
+
+
+def test_an_approval_after_a_last_line_without_an_end_of_line_is_a_line_of_its_own():
+    text = "kind: Rollout\ncurrent: canary"
+    approved = edit.record_approval(text, "canary", "al", "2030-01-01T00:00:00Z", None, "x.yaml")
+    assert approved.text == ('kind: Rollout\ncurrent: canary\n'
+                             'approved: {stage: canary, by: "al", at: "2030-01-01T00:00:00Z"}\n')
+
+
+def test_an_approval_is_written_in_the_letters_it_was_given():
+    token = edit.approval_token("canary", "José 李雷 🚀", "2030-01-01T00:00:00Z")
+    assert token == '{stage: canary, by: "José 李雷 🚀", at: "2030-01-01T00:00:00Z"}'
+    text = "kind: Rollout\ncurrent: canary\n"
+    approved = edit.record_approval(text, "canary", "José 李雷 🚀", "2030-01-01T00:00:00Z", None, "x.yaml")
+    assert parse_text(approved.text, "x.yaml")[0]["approved"]["by"] == "José 李雷 🚀"
+
+
+def test_an_environment_inheriting_current_is_approved_in_its_own_mapping():
+    text = "current: canary\nenvironments:\n  production:\n    metadata: {namespace: p}\n"
+    approved = edit.record_approval(text, "canary", "al", "2030-01-01T00:00:00Z", "production", "x.yaml")
+    assert approved.text == text.replace(
+        "  production:\n", '  production:\n    approved: {stage: canary, by: "al", at: "2030-01-01T00:00:00Z"}\n')
+
+
+def test_the_same_rollback_again_keeps_its_reason_and_only_a_rollback_reason_is_cleared():
+    rolled = "current: rollback  # rolled back: first\n"
+    assert edit.set_current(rolled, ROLLBACK, None, "x.yaml").text == rolled
+    own = "environments:\n  staging: {current: ramp}  # rolled back: never\ncurrent: canary\n"
+    assert edit.set_current(own, "full", "staging", "x.yaml").text == own.replace("ramp", "full")
+
+
+def test_a_reason_that_has_no_place_is_left_out_and_said():
+    text = "current: canary\nenvironments:\n  dev: {metadata: {namespace: d}}  # owner: qa\n"
+    rolled = edit.set_current(text, ROLLBACK, "dev", "x.yaml", reason="errors")
+    assert rolled.text == text.replace("{metadata", "{current: rollback, metadata")
+    assert rolled.note and "not recorded" in rolled.note

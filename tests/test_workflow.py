@@ -218,3 +218,85 @@ def test_approving_a_stage_that_needs_no_approval_is_refused(tmp_path: Path):
     assert result.exit_code == 1 and "needs no approval" in result.output and "no stage has `approve: manual`" in (
         result.output)
     assert spec.read_bytes() == before
+
+
+def test_edits_of_one_spec_run_one_after_the_other_each_reading_the_last(repo):
+    """An edit waits for another edit of the spec, and then reads the spec that edit wrote (a new file at the
+    path: the lock it waited on was the old file's)."""
+    import subprocess
+    import sys
+    import time
+
+    from compiler.ops import edit, workflow
+
+    spec = repo / "specs" / "ai-orchestra.yaml"
+    promoted = edit.set_current(spec.read_text(), workflow.next_stage_name(spec, None), None, str(spec)).text
+    with workflow.spec_locked(spec):
+        waiting = subprocess.Popen([sys.executable, "-m", "compiler", "rollback", str(spec), "--reason", "fire"],
+                                   cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        time.sleep(1.5)
+        assert waiting.poll() is None, waiting.communicate()[0]
+        pending = spec.with_name(".pending")
+        pending.write_text(promoted)
+        pending.replace(spec)  # the edit that held the lock writes a new file
+    out, _ = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, out
+    assert changed_lines(promoted, spec.read_text()) == 1 and "current: rollback" in spec.read_text()
+    assert "canary-5 -> rollback" in out
+
+
+def test_a_linked_spec_is_edited_where_it_lives(repo):
+    real = repo / "specs" / "ai-orchestra.yaml"
+    link = repo / "link.yaml"
+    link.symlink_to(real)
+    assert run("promote", link).exit_code == 0
+    assert link.is_symlink() and plan_of(real, "production").current.name == "canary-5"
+    assert hidden_leftovers(repo / "specs") == [] and hidden_leftovers(repo) == []
+
+
+def test_a_spec_that_cannot_be_written_is_a_located_error_that_leaves_nothing(repo, monkeypatch):
+    import os
+
+    from compiler.ops import workflow
+
+    spec = repo / "specs" / "ai-orchestra.yaml"
+    before = spec.read_bytes()
+
+    def refused(*_args: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(workflow.os, "replace", refused)
+    result = run("promote", spec)
+    monkeypatch.setattr(workflow.os, "replace", os.replace)
+    assert result.exit_code == 1 and "ai-orchestra.yaml:1:1: error: cannot write the spec: Operation not permitted" in (
+        result.output)
+    assert spec.read_bytes() == before and hidden_leftovers(repo / "specs") == []
+
+
+def test_what_is_not_a_regular_file_is_refused_without_reading_it(tmp_path):
+    import os
+
+    fifo = tmp_path / "spec.yaml"
+    os.mkfifo(fifo)
+    result = run("promote", fifo)
+    assert result.exit_code == 1 and "not a regular file" in result.output
+
+
+def test_the_top_level_current_that_every_environment_overrides_is_not_moved(repo):
+    spec = repo / "specs" / "ai-orchestra.yaml"
+    assert run("set-stage", spec, "canary-5", "--env", "production").exit_code == 0
+    before = spec.read_bytes()
+    for args in (("rollback", spec), ("set-stage", spec, "canary-5")):
+        result = run(*args)
+        assert result.exit_code == 1 and "every environment sets its own `current`" in result.output, result.output
+        assert re.search(r"ai-orchestra.yaml:\d+:\d+: error", result.output)
+    assert spec.read_bytes() == before
+
+
+def test_a_rollback_reason_is_one_line_without_secrets(repo):
+    spec = repo / "specs" / "ai-orchestra.yaml"
+    result = run("rollback", spec, "--reason", "token ghp_" + "a" * 36)
+    assert result.exit_code == 1 and "--reason seems to hold" in result.output
+    assert run("rollback", spec, "--reason", "   ").exit_code == 0
+    line = next(x for x in spec.read_text().splitlines() if x.startswith("current:"))
+    assert "rolled back" not in line and line == line.rstrip()

@@ -11,12 +11,17 @@ For an environment that does not set ``current`` yet, the key is added: as the
 first entry of a flow mapping (``production: {}`` becomes ``production:
 {current: x}``, one changed line) or as a new line under the environment's key
 of a block mapping (one added line).
+
+ruamel.yaml reads the text with every tab as a space (same offsets, same structure: a tab is only
+separation or content where the spec's own loader accepts it, and ruamel.yaml refuses some of those),
+and without a byte-order mark, which it drops from the first line's columns.
 """
 
 from __future__ import annotations
 
 import copy
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +35,8 @@ from compiler.diagnostics import Diagnostic, SpecError
 from compiler.spec.load import parse_text
 
 KEY = "current"
+ROLLBACK = "rollback"
+BOM = "\ufeff"
 REASON_PREFIX = "rolled back:"
 _SIMPLE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RESOLVERS = (VersionedResolver(version=(1, 2)), VersionedResolver(version=(1, 1)))
@@ -42,6 +49,7 @@ class Edit:
     line: int  # 1-based line changed (or added)
     old: str | None  # the value before (None: the key was added)
     new: str
+    note: str | None = None  # what the edit could not do as asked (and did without)
 
 
 class EditError(Exception):
@@ -66,11 +74,17 @@ def scalar_token(value: str, style: str) -> str:
 def _load(text: str, path: str) -> Any:
     yaml = YAML(typ="rt")
     try:
-        return yaml.load(text)
+        return yaml.load(text.replace("\t", " "))
     except YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
         raise EditError(path, line, col, f"cannot read the spec: {getattr(exc, 'problem', None) or exc}") from None
+
+
+def _own(node: CommentedMap, key: str) -> bool:
+    """``key`` is written in ``node`` itself (not merged into it from an anchor with ``<<``)."""
+    positions = node.lc.data  # None for an empty mapping
+    return key in positions if positions is not None else key in node
 
 
 def _mapping_at(root: Any, environment: str | None, path: str) -> CommentedMap:
@@ -104,9 +118,10 @@ def _replace(lines: list[str], node: CommentedMap, value: str, reason: str | Non
     body = rest.rstrip("\r\n")
     newline = rest[len(body):]
     # The line's own comment stays; the reason of an earlier rollback (the line's last comment, after a block
-    # value or after the rest of a flow mapping) no longer applies. _verify proves the data did not change.
+    # value or after the rest of a flow mapping) no longer applies once the value leaves rollback, or when a
+    # new reason replaces it. _verify proves the data did not change.
     marker = f"# {REASON_PREFIX}"
-    at = body.find(marker)
+    at = body.find(marker) if old == ROLLBACK else -1
     while at > 0 and body[at - 1] not in " \t":
         at = body.find(marker, at + 1)
     tail = body[:at].rstrip() if at > 0 else body
@@ -116,11 +131,27 @@ def _replace(lines: list[str], node: CommentedMap, value: str, reason: str | Non
     return line_no + 1, old
 
 
-def _insert(lines: list[str], root: CommentedMap, node: CommentedMap, environment: str, value: str,
-            reason: str | None, path: str) -> int:
+def _insert(lines: list[str], root: CommentedMap, environment: str, value: str, reason: str | None,
+            path: str) -> tuple[int, str | None]:
+    """``current`` added to the environment's mapping; (line, what could not be done as asked)."""
     token = scalar_token(value, "plain")
     comment = f"  # {REASON_PREFIX} {one_line(reason)}" if reason is not None else ""
+    try:
+        return _add(lines, root, environment, f"{KEY}: {token}", comment, path), None
+    except _NoComment as exc:
+        return _add(lines, root, environment, f"{KEY}: {token}", "", path), str(exc)
+
+
+class _NoComment(Exception):
+    """The entry can be added, but not with a comment after it."""
+
+
+def _add(lines: list[str], root: CommentedMap, environment: str, entry: str, comment: str, path: str) -> int:
+    """``entry`` (``key: value``) added to the environment's mapping, with ``comment`` at the end of its line:
+    first in a flow mapping (``{entry, ...}``), or a new line under the environment's key of a block mapping.
+    Returns the 1-based line changed or added."""
     envs = root["environments"]
+    node = envs[environment]
     line_no, col = envs.lc.value(environment)
     line = lines[line_no]
     if line.startswith("{", col):
@@ -128,18 +159,29 @@ def _insert(lines: list[str], root: CommentedMap, node: CommentedMap, environmen
         sep = "" if rest.lstrip().startswith("}") else ", "
         body = rest.rstrip("\r\n")
         if comment and not body.rstrip().endswith("}"):
-            raise EditError(path, line_no + 1, col + 1, "a reason can only be recorded when this flow mapping ends on "
-                            "its line with no comment after it; leave out --reason")
+            raise _NoComment("a reason is recorded only where the flow mapping ends on its line with no comment "
+                             "after it: not recorded")
         end = rest[len(body):]
-        lines[line_no] = line[:col + 1] + f"{KEY}: {token}" + sep + (body.rstrip() + comment if comment else body) + end
+        lines[line_no] = line[:col + 1] + entry + sep + (body.rstrip() + comment if comment else body) + end
         return int(line_no) + 1
-    if not node:
-        raise EditError(path, line_no + 1, col + 1, f"cannot add `{KEY}` to environment '{environment}' in place")
+    own = [k for k in node if _own(node, k)]
+    if not own:
+        raise EditError(path, line_no + 1, col + 1, f"cannot add `{entry.split(':')[0]}` to environment "
+                        f"'{environment}' in place")
     key_line, _ = envs.lc.key(environment)
-    first = next(iter(node))
-    _, indent = node.lc.key(first)
-    lines.insert(key_line + 1, " " * indent + f"{KEY}: {token}{comment}" + _newline(lines[key_line]))
+    _, indent = node.lc.key(own[0])
+    _insert_line(lines, key_line + 1, " " * indent + entry + comment)
     return int(key_line) + 2
+
+
+def _insert_line(lines: list[str], at: int, text: str) -> None:
+    """``text`` inserted as line ``at`` (0-based), ended as the line before it is (which gets an end of line
+    when it was the last and had none)."""
+    before = lines[at - 1]
+    ending = _newline(before)
+    if not before.endswith(("\n", "\r")):
+        lines[at - 1] = before + ending
+    lines.insert(at, text + ending)
 
 
 def _newline(line: str) -> str:
@@ -151,23 +193,38 @@ def one_line(text: str) -> str:
     return " ".join("".join(ch if ch.isprintable() else " " for ch in text).split())[:200]
 
 
+def _without_bom(edit: Callable[[str], Edit], text: str) -> Edit:
+    """``edit`` of the text after a byte-order mark, which the new text keeps."""
+    if not text.startswith(BOM):
+        return edit(text)
+    done = edit(text[1:])
+    return Edit(BOM + done.text, done.line, done.old, done.new, done.note)
+
+
 def set_current(text: str, value: str, environment: str | None, path: str, reason: str | None = None) -> Edit:
     """The spec ``text`` with ``current`` (or ``environments.<environment>.current``) set to ``value``."""
+    return _without_bom(lambda body: _set_current(body, value, environment, path, reason), text)
+
+
+def _set_current(text: str, value: str, environment: str | None, path: str, reason: str | None) -> Edit:
     root = _load(text, path)
     node = _mapping_at(root, environment, path)
     if not _SIMPLE.match(value):
-        row, col = node.lc.value(KEY) if KEY in node else (0, 0)
+        row, col = node.lc.value(KEY) if _own(node, KEY) else (0, 0)
         raise EditError(path, row + 1, col + 1, f"'{value}' is not a stage name (nor 'rollback')")
     lines = text.splitlines(keepends=True)
-    if KEY in node:
+    note = None
+    if _own(node, KEY):
+        if str(node[KEY]) == value and reason is None:
+            return Edit(text, node.lc.value(KEY)[0] + 1, value, value)  # as it is, with its comment
         line, old = _replace(lines, node, value, reason, path)
     else:
         if environment is None:
             raise EditError(path, 1, 1, f"the spec has no `{KEY}`")
-        line, old = _insert(lines, root, node, environment, value, reason, path), None
+        (line, note), old = _insert(lines, root, environment, value, reason, path), None
     new_text = "".join(lines)
     _verify(text, new_text, environment, value, path, line)
-    return Edit(new_text, line, old, value)
+    return Edit(new_text, line, old, value, note)
 
 
 def _same_but(old_text: str, new_text: str, environment: str | None, key: str, value: object, path: str,
@@ -206,23 +263,30 @@ APPROVED = "approved"
 
 
 def approval_token(stage: str, by: str, at: str) -> str:
-    """``{stage: NAME, by: "WHO", at: "TIME"}``: one line, quoted where a person's words could be read as YAML."""
+    """``{stage: NAME, by: "WHO", at: "TIME"}``: one line, quoted where a person's words could be read as YAML
+    (a JSON string is a YAML double-quoted scalar; letters beyond ASCII are written as they are)."""
     import json
 
     if not _SIMPLE.match(stage):
         raise ValueError(f"'{stage}' is not a stage name")
-    return f"{{stage: {scalar_token(stage, 'plain')}, by: {json.dumps(one_line(by))}, at: {json.dumps(at)}}}"
+    who = json.dumps(one_line(by), ensure_ascii=False)
+    return f"{{stage: {scalar_token(stage, 'plain')}, by: {who}, at: {json.dumps(at)}}}"
 
 
 def record_approval(text: str, stage: str, by: str, at: str, environment: str | None, path: str) -> Edit:
     """The spec ``text`` with ``approved`` (at the top level or in the environment) set to the approval, on one
-    line: replacing the one there, or added after ``current`` (every other byte kept)."""
+    line: replacing the one there, added after ``current``, or added to the environment's mapping (every other
+    byte kept)."""
+    return _without_bom(lambda body: _record_approval(body, stage, by, at, environment, path), text)
+
+
+def _record_approval(text: str, stage: str, by: str, at: str, environment: str | None, path: str) -> Edit:
     root = _load(text, path)
     node = _mapping_at(root, environment, path)
     token = approval_token(stage, by, at)
     lines = text.splitlines(keepends=True)
     old = None
-    if APPROVED in node:
+    if _own(node, APPROVED):
         key_line, key_col = node.lc.key(APPROVED)
         value = node[APPROVED]
         end_line = value.lc.line if hasattr(value, "lc") else key_line
@@ -234,14 +298,16 @@ def record_approval(text: str, stage: str, by: str, at: str, environment: str | 
         lines[key_line] = line[:key_col] + f"{APPROVED}: {token}" + newline
         changed = key_line + 1
         old = str(dict(value)) if isinstance(value, dict) else None
-    elif KEY in node and not _flow(lines, node):
+    elif _own(node, KEY) and not _flow(lines, node):
         key_line, key_col = node.lc.key(KEY)
-        lines.insert(key_line + 1, " " * key_col + f"{APPROVED}: {token}" + _newline(lines[key_line]))
+        _insert_line(lines, key_line + 1, " " * key_col + f"{APPROVED}: {token}")
         changed = key_line + 2
+    elif environment is not None:
+        changed = _add(lines, root, environment, f"{APPROVED}: {token}", "", path)
     else:
         line, col = (node.lc.line + 1, node.lc.col + 1)
-        raise EditError(path, line, col, f"cannot add `{APPROVED}` here: write `current` of this mapping in block "
-                        "style (one key per line)")
+        raise EditError(path, line, col, f"cannot add `{APPROVED}` here: write `current` in block style (one key "
+                        "per line)")
     new_text = "".join(lines)
     _same_but(text, new_text, environment, APPROVED, {"stage": stage, "by": one_line(by), "at": at}, path, changed)
     return Edit(new_text, changed, old, token)

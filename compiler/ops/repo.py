@@ -27,7 +27,7 @@ from pathlib import Path
 
 from compiler import build
 from compiler.diagnostics import Diagnostic
-from compiler.ops.workflow import WorkflowError, apply_edit
+from compiler.ops.workflow import WorkflowError, apply_edit, spec_locked
 
 GIT_TIMEOUT = 60
 PUSH_ATTEMPTS = 5
@@ -144,27 +144,28 @@ def change_spec(spec: Path, value: str, environment: str | None, output: Path, m
         recover(toplevel(spec))
     if commit and push:  # the change is made on what the remote has now
         pull_rebase(toplevel(spec))
-    before = spec.read_bytes()
-    record = _record_change(spec, before, output) if commit else None
-    try:
-        apply_edit(spec, value, environment, reason)
-    except WorkflowError:
-        if reason is None:
+    with spec_locked(spec):  # a person's edit of the same spec waits, and then reads this change
+        before = spec.read_bytes()
+        record = _record_change(spec, before, output) if commit else None
+        try:
+            apply_edit(spec, value, environment, reason)
+        except WorkflowError:
+            if reason is None:
+                raise
+            apply_edit(spec, value, environment)  # a reason that cannot be recorded: it is in the message
+        try:
+            report = build.build([spec], output)
+            if not report.ok:
+                raise WorkflowError(d for d in report.diagnostics if d.severity == "error")
+            done = Change(sorted(set(report.written) | set(report.removed)))
+            if commit:
+                done.commit = commit_files(spec, output, done.written, message)
+        except BaseException:
+            _undo(spec, before, output)
             raise
-        apply_edit(spec, value, environment)  # no room for a comment on that line: the reason is in the message
-    try:
-        report = build.build([spec], output)
-        if not report.ok:
-            raise WorkflowError(d for d in report.diagnostics if d.severity == "error")
-        done = Change(sorted(set(report.written) | set(report.removed)))
-        if commit:
-            done.commit = commit_files(spec, output, done.written, message)
-    except BaseException:
-        _undo(spec, before, output)
-        raise
-    finally:
-        if record is not None:
-            record.unlink(missing_ok=True)
+        finally:
+            if record is not None:
+                record.unlink(missing_ok=True)
     if commit and push:  # the commit stands; a push that fails is tried again by the next request (`unpushed`)
         push_head(toplevel(spec))
         done.pushed = True
@@ -221,9 +222,10 @@ def recover(top: Path) -> str | None:
 
 def _undo(spec: Path, before: bytes, output: Path) -> None:
     """The spec as it was, and its files compiled from it again (deterministic: the files as they were)."""
-    tmp = spec.with_name(f".{spec.name}.restore")
+    real = Path(os.path.realpath(spec))  # a linked spec: its target, as the edit wrote it
+    tmp = real.with_name(f".{real.name}.restore")
     tmp.write_bytes(before)
-    os.replace(tmp, spec)
+    os.replace(tmp, real)
     build.build([spec], output)
     try:
         top = toplevel(spec)

@@ -18,11 +18,14 @@ each rollout's manifest).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import stat
 import tempfile
+import time
+from contextlib import contextmanager
 from pathlib import Path
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import click
@@ -39,6 +42,8 @@ from compiler.ir.plan import ROLLBACK
 SPEC = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
 ENV = click.option("--env", help="The environment to change, for specs with `environments`.")
 KUSTOMIZATION = "kustomization.yaml"
+#: Seconds an edit waits for another edit of the same spec (they take well under a second).
+SPEC_LOCK_TIMEOUT = 30.0
 FLEET_DIR = pipeline.FLEET_DIR
 
 
@@ -130,42 +135,130 @@ def next_stage_name(path: Path, env: str | None) -> str:
 # --------------------------------------------------------------------------- writing the spec
 
 
-def _analyse_candidate(path: Path, text: str) -> Path:
-    """Write ``text`` beside ``path`` in a hidden temporary file and analyse it; the file is returned on success."""
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp.yaml", dir=path.parent)
+@contextmanager
+def spec_locked(path: Path, timeout: float = SPEC_LOCK_TIMEOUT) -> Iterator[None]:
+    """The spec's file (a symbolic link followed) held against other edits of it until the block ends: an
+    advisory ``flock`` on the file itself, so nothing is left beside it. An edit replaces the file, so a waiter
+    that gets the lock of the file it opened and finds another file at the path opens that one and waits again:
+    edits run one after the other, each reading what the one before wrote."""
+    deadline = time.monotonic() + timeout
+    while True:
+        real = os.path.realpath(path)
+        try:
+            if not stat.S_ISREG(os.stat(real).st_mode):
+                raise _error(path, "cannot edit: not a regular file")
+            fd = os.open(real, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOFOLLOW)
+        except OSError as exc:
+            raise _error(path, f"cannot read the spec: {exc.strerror or exc}") from None
+        try:
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise _error(path, f"another edit of this spec has run for more than {timeout:g}s") from None
+                    time.sleep(0.02)
+            held, now = os.fstat(fd), _stat_or_none(real)
+            if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                yield
+                return
+        finally:
+            os.close(fd)
+
+
+def _stat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
+
+
+def _analyse_candidate(path: Path, real: Path, text: str) -> Path:
+    """Write ``text`` beside ``real`` (the file ``path`` names) in a hidden temporary file and analyse it; the
+    file is returned on success, and nothing is left on failure."""
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{real.name}.", suffix=".tmp.yaml", dir=real.parent)
+    except OSError as exc:
+        raise _error(path, f"cannot write the spec: {exc.strerror or exc}") from None
     tmp = Path(tmp_name)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(text.encode("utf-8"))
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(text.encode("utf-8"))
+            os.chmod(tmp, stat.S_IMODE(real.stat().st_mode))
+        except OSError as exc:
+            raise _error(path, f"cannot write the spec: {exc.strerror or exc}") from None
         units, found = pipeline.analyse_file(tmp)
         shown_tmp, shown = display_path(tmp), display_path(path)
         errors = [Diagnostic(shown if d.path == shown_tmp else d.path, d.line, d.col, d.severity, d.message, d.code)
                   for d in found if d.severity == "error"]
         if errors:
             raise WorkflowError(errors)
-        os.chmod(tmp, stat.S_IMODE(path.stat().st_mode))
         return tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
+def write_spec(path: Path, text: str) -> None:
+    """Replace the spec ``path`` names (its target, when it is a symbolic link) with ``text`` at once, once the
+    text analyses without errors; on any failure a located error, and the spec and its folder as they were."""
+    real = Path(os.path.realpath(path))
+    tmp = _analyse_candidate(path, real, text)
+    try:
+        os.replace(tmp, real)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _error(path, f"cannot write the spec: {exc.strerror or exc}") from None
+
+
+def _reason(path: Path, reason: str | None) -> str | None:
+    """The rollback's reason as recorded on one line: None when empty; refused when it holds a secret (the
+    spec is committed)."""
+    from compiler.spec import secrets
+
+    if reason is None or not edit.one_line(reason):
+        return None
+    found = secrets.in_text(reason)
+    if found is not None:
+        raise _error(path, f"--reason seems to hold {found}, which would be committed in the spec: leave it out")
+    return reason
+
+
+def _moves_nothing(path: Path, env: str | None) -> None:
+    """Refuse a change of the top-level ``current`` that every environment overrides."""
+    if env is not None:
+        return
+    try:
+        doc = load_file(path)
+    except SpecError as exc:
+        raise WorkflowError(exc.diagnostics) from None
+    environments = doc.data.get("environments")
+    if isinstance(environments, dict) and environments and all(
+            isinstance(o, dict) and "current" in o for o in environments.values()):
+        line, col = doc.locate(("current",), prefer_key=False)
+        raise _error(path, "every environment sets its own `current`, so this one moves none of them: choose one "
+                           f"with --env ({', '.join(map(str, environments))})", line, col)
+
+
 def apply_edit(path: Path, value: str, env: str | None, reason: str | None = None) -> edit.Edit | None:
-    """Set ``current`` and write the spec atomically; None when it already had that value."""
+    """Set ``current`` and write the spec atomically; None when it already had that value. Run it inside
+    :func:`spec_locked` when what it sets was read from the spec."""
     try:
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _error(path, f"cannot read the spec: {getattr(exc, 'strerror', None) or exc}") from None
     data = _doc_data(path)
     env = _where(path, data, env)
+    _moves_nothing(path, env)
     try:
-        change = edit.set_current(text, value, env, display_path(path), reason)
+        change = edit.set_current(text, value, env, display_path(path), _reason(path, reason))
     except edit.EditError as exc:
         raise WorkflowError([exc.diagnostic]) from None
     if change.text == text:
         return None
-    tmp = _analyse_candidate(path, change.text)
-    os.replace(tmp, path)
+    write_spec(path, change.text)
     return change
 
 
@@ -176,6 +269,8 @@ def _report(path: Path, change: edit.Edit | None, value: str, env: str | None) -
         return
     before = change.old if change.old is not None else "(inherited)"
     click.echo(f"{display_path(path)}:{change.line}: current{where}: {before} -> {value}", err=True)
+    if change.note:
+        click.echo(f"note: {change.note}", err=True)
     if env is None:
         environments = _doc_data(path).get("environments")
         if isinstance(environments, dict) and environments:
@@ -187,9 +282,11 @@ def _report(path: Path, change: edit.Edit | None, value: str, env: str | None) -
     click.echo("next: `rollout compile` and commit the spec with the generated files", err=True)
 
 
-def _run(action: Callable[[], object]) -> None:
+def _run(spec: Path, action: Callable[[], object]) -> None:
+    """``action`` with the spec held against other edits (it reads the spec, then changes it)."""
     try:
-        action()
+        with spec_locked(spec):
+            action()
     except WorkflowError as exc:
         _fail(exc.diagnostics)
 
@@ -207,7 +304,7 @@ def promote(spec: Path, env: str | None) -> None:
         target = next_stage_name(spec, env)
         _report(spec, apply_edit(spec, target, env), target, env)
 
-    _run(action)
+    _run(spec, action)
 
 
 @click.command()
@@ -220,7 +317,7 @@ def rollback(spec: Path, env: str | None, reason: str | None) -> None:
     def action() -> None:
         _report(spec, apply_edit(spec, ROLLBACK, env, reason), ROLLBACK, env)
 
-    _run(action)
+    _run(spec, action)
 
 
 @click.command(name="set-stage")
@@ -233,7 +330,7 @@ def set_stage(spec: Path, name: str, env: str | None) -> None:
     def action() -> None:
         _report(spec, apply_edit(spec, name, env), name, env)
 
-    _run(action)
+    _run(spec, action)
 
 
 @click.command()
@@ -270,14 +367,13 @@ def approve(spec: Path, env: str | None, by: str) -> None:
             change = edit.record_approval(text, stage, by, at, where, display_path(spec))
         except edit.EditError as exc:
             raise WorkflowError([exc.diagnostic]) from None
-        tmp = _analyse_candidate(spec, change.text)
-        os.replace(tmp, spec)
+        write_spec(spec, change.text)
         click.echo(f"{display_path(spec)}:{change.line}: approved{f' (environment {where})' if where else ''}: "
                    f"stage {stage} by {edit.one_line(by)} at {at}", err=True)
         click.echo("next: commit the spec (a pull request reviews the approval); `rollout gate` and `rollout "
                    "advance` then let the stage advance", err=True)
 
-    _run(action)
+    _run(spec, action)
 
 
 def one_line_ok(text: str) -> bool:

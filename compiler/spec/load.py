@@ -250,7 +250,7 @@ def parse_text(text: str, path: str) -> tuple[Any, dict[Loc, tuple[int, int]], d
     yaml.Composer = _BoundedComposer
     yaml.allow_duplicate_keys = False
     try:
-        node = yaml.load(text)
+        node = _load_separated_by_tabs(yaml, text)
     except MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
@@ -262,6 +262,42 @@ def parse_text(text: str, path: str) -> tuple[Any, dict[Loc, tuple[int, int]], d
     converter = _Converter(path)
     data = converter.convert(node, (), (1, 1), 0)
     return data, converter.keys, converter.values
+
+
+#: Tabs between tokens read as spaces, one at a time, before a spec is refused for its tabs.
+MAX_TAB_RETRIES = 100
+
+
+def _load_separated_by_tabs(yaml: YAML, text: str) -> Any:
+    """``yaml.load(text)``, reading a tab that separates tokens on a line (``port:<TAB>8080``, a tab before a
+    comment) as the space YAML 1.2 allows it to be, as libyaml does: ruamel.yaml's scanner refuses some. A tab
+    that indents a line stays an error; so does one in a value, which the scanner reads as part of it."""
+    for _ in range(MAX_TAB_RETRIES):
+        try:
+            return yaml.load(text)
+        except MarkedYAMLError as exc:
+            at = _separating_tab(text, exc)
+            if at is None:
+                raise
+            text = f"{text[:at]} {text[at + 1:]}"
+    return yaml.load(text)
+
+
+def _separating_tab(text: str, exc: MarkedYAMLError) -> int | None:
+    """The offset of the tab the scanner refused, when something other than indentation comes before it."""
+    mark = exc.problem_mark
+    if mark is None or "found character '\\t'" not in (exc.problem or ""):
+        return None
+    line, column = int(mark.line), int(mark.column)
+    start = 0
+    for _ in range(line):
+        start = text.find("\n", start) + 1
+        if start == 0:
+            return None
+    at = start + column + (1 if line == 0 and text.startswith("\ufeff") else 0)
+    if at >= len(text) or text[at] != "\t" or not text[start:at].strip(" \t\ufeff"):
+        return None
+    return at
 
 
 def read(text: str, path: str) -> tuple[Any, dict[Loc, tuple[int, int]], dict[Loc, tuple[int, int]]]:
