@@ -69,6 +69,7 @@ class RolloutOutcome:
     blocked: list[tuple[str, str]] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # files of the old manifest no longer written
     entry: FleetEntry | None = None
+    problems: list[Diagnostic] = field(default_factory=list)  # what is wrong with its files (their sizes)
     stage: str = ""  # the stage in effect, in words: ``canary 1%``
     before: str | None = None  # the stage in effect when the folder was compiled last, in words
     at: tuple[int, int] = (1, 1)  # line and column of `current` in the spec (where annotations point)
@@ -241,16 +242,17 @@ def render_spec(job: Job) -> SpecOutcome:
     siblings = tuple(sorted(u.plan.out for u in units))
     for unit in units:
         outcome.rollouts.append(_render_rollout(job, unit, source, siblings))
+        outcome.diagnostics.extend(outcome.rollouts[-1].problems)
     return outcome
 
 
 def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]) -> RolloutOutcome:
-    from compiler.pipeline import claim_of, fleet_entry, render_unit_files
+    from compiler.pipeline import claim_of, fleet_entry, render_unit_files, size_problems
 
     plan = unit.plan
     files, kinds = render_unit_files(plan)
     old = ledgers.read(job.output, plan.out)
-    entry = fleet_entry(plan, kinds)
+    entry = fleet_entry(plan, kinds, files)
     hashes = {path: sha256(text.encode()) for path, text in files.items()}
     record = Ledger(plan.out, hashes, source, plan.source.sha256, job.digest, siblings, entry,
                     compiler=compiler_digest())
@@ -260,7 +262,7 @@ def _render_rollout(job: Job, unit: Unit, source: str, siblings: tuple[str, ...]
     result = RolloutOutcome(plan.out, tuple(sorted(data)), data if job.staging is None else None, entry=entry,
                             stage=plan.label(plan.current), before=_before(plan, old),
                             at=unit.doc.locate(("current",), prefer_key=False),
-                            claim=claim_of(unit))
+                            claim=claim_of(unit), problems=size_problems(unit, data, kinds))
     if kept is not None and old is not None and old.inputs:
         result.same_as = (f"{job.output.resolve()}/{plan.out}", old.inputs, job.digest, fingerprint(old))
     owned = set(job.owned) | ({f"{plan.out}/{p}" for p in old.files} | {f"{plan.out}/{ledgers.NAME}"} if old else set())
@@ -542,6 +544,53 @@ def _controller_names(entries: list[FleetEntry], compiled: list[Claim]) -> list[
     return problems
 
 
+def shared_objects(entries: Sequence[FleetEntry], compiled: Sequence[Claim]) -> list[Diagnostic]:
+    """Two rollouts of one environment may not write the same Kubernetes object (one rollout's `x-canary`
+    Ingress and the Ingress of a rollout named `x-canary`; blue-green Services of the same backends), nor route
+    the same host and path through the same router (:func:`compiler.ir.fleet.routes`): a warning at each such
+    rollout compiled now (as Argo CD's SharedResourceWarning: each rollout's files are right on their own, and a
+    fleet of copies is still compiled). Rollouts of different environments are taken to run in different
+    clusters."""
+    owners: dict[tuple[str | None, str], set[str]] = {}
+    for entry in entries:
+        for identity in entry.objects:
+            owners.setdefault((entry.environment, identity), set()).add(entry.out)
+    shared: dict[str, tuple[set[str], list[str]]] = {}
+    for (_, identity), outs in owners.items():
+        if len(outs) > 1:
+            kind, namespace, name = identity.split("/", 2)
+            for out in outs:
+                others, objects = shared.setdefault(out, (set(), []))
+                others.update(outs - {out})
+                objects.append(f"{kind} {namespace}/{name}")
+    routed: dict[tuple[str | None, str], set[str]] = {}
+    for entry in entries:
+        for route in entry.routes:
+            routed.setdefault((entry.environment, route), set()).add(entry.out)
+    for (_, route), outs in routed.items():
+        if len(outs) > 1:
+            router, through, host, path = route.split(" ", 3)
+            where = f" of {through.rstrip('/')}" if router == "gateway-api" else ""
+            for out in outs:
+                others, objects = shared.setdefault(out, (set(), []))
+                others.update(outs - {out})
+                objects.append(f"the {router} route{where} for {host}{path}")
+    claims = {claim.out: claim for claim in compiled}
+    problems = []
+    for out, (others, objects) in sorted(shared.items()):
+        claim = claims.get(out)
+        if claim is None:
+            continue
+        listed = sorted(objects)
+        more = f" and {len(listed) - 5} more" if len(listed) > 5 else ""
+        problems.append(Diagnostic(claim.path, *claim.name_at, "warning", f"rollouts {out} and "
+                                   f"{', '.join(sorted(others))} would write the same objects or routes: "
+                                   f"{', '.join(listed[:5])}{more}; in one cluster one overwrites the other (and "
+                                   "_fleet's kustomization cannot be built): rename one, or give it other backends, "
+                                   "host or path", "fleet"))
+    return problems
+
+
 def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path], root: Path, output: Path, jobs: int,
              prune: bool, force: bool, report: Report, progress: Progress | None) -> None:
     survey = _survey(found, root, output, tx.staging, force, report)
@@ -552,6 +601,7 @@ def _compile(tx: Transaction, found: list[SpecPath], paths: Sequence[str | Path]
     gone, left, entries = _orphans(survey, fresh, found, paths, root, prune)
     report.diagnostics.extend(_against_the_others(survey, fresh, left, found, root))
     report.diagnostics.extend(_controller_names(entries, _claims(report.outcomes, survey.kept)))
+    report.diagnostics.extend(shared_objects(entries, _claims(report.outcomes, survey.kept)))
     if not report.ok:
         return
     report.left_alone = len(left)
@@ -772,6 +822,8 @@ def _verify(found: list[SpecPath], paths: Sequence[str | Path], output: Path, jo
         for relative in rollout.stale:
             report.diffs.append((relative, unified(_read(output / relative), None, relative)))
     gone, left, entries = _orphans(survey, fresh, found, paths, root, prune=False)
+    claims = _claims(report.outcomes, survey.kept)  # a merge can bring two rollouts that clash, each up to date
+    report.diagnostics.extend(_controller_names(entries, claims) + shared_objects(entries, claims))
     for ledger in gone:
         report.removed_rollouts.append(ledger.out)
         for relative in _removable(output, ledger):

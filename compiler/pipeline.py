@@ -10,6 +10,8 @@ what each rollout tells the fleet (:class:`compiler.ir.fleet.FleetEntry`).
 
 from __future__ import annotations
 
+import posixpath
+import re
 import sys
 
 from collections.abc import Hashable, Iterable, Mapping, Sequence
@@ -28,7 +30,7 @@ from compiler.ir.fleet import FleetEntry
 from compiler.sources import Claim, SpecPath, collect, duplicates, source_path
 from compiler.spec.load import Document, load_bytes, load_file
 from compiler.ir.plan import ROLLBACK, Plan, Source, StagePlan
-from compiler.targets.base import CONTROLLER, OTHER, Files, Rendered
+from compiler.targets.base import CONFIG, CONTROLLER, MANIFEST, OTHER, Files, Rendered
 from compiler.targets import fleets
 from compiler.targets.registry import REGISTRY, SUMMARIES
 
@@ -186,7 +188,7 @@ def _process(spec: SpecPath, render: bool, root: Path | None) -> _FileOutcome:
         for unit in units:
             rendered, kinds = render_unit_files(unit.plan)
             files.update((f"{unit.plan.out}/{path}", text) for path, text in rendered.items())
-            entries.append(fleet_entry(unit.plan, kinds))
+            entries.append(fleet_entry(unit.plan, kinds, rendered))
     return _FileOutcome(units, diagnostics, files, entries)
 
 
@@ -210,7 +212,28 @@ def _process_all(paths: Iterable[str | Path], render: bool, jobs: int,
         result.units.extend(outcome.units)
         result.diagnostics.extend(outcome.diagnostics)
     result.diagnostics.extend(duplicates([claim_of(u) for u in result.units]))
+    result.diagnostics.extend(controller_clashes(result.units))
     return result, outcomes
+
+
+def controller_clashes(units: Sequence[Unit]) -> list[Diagnostic]:
+    """Rollouts whose Argo CD Application / Flux Kustomization would share a name (what ``compile`` refuses)."""
+    from compiler.spec import names
+
+    by_name: dict[str, list[Unit]] = {}
+    for unit in units:
+        plan = unit.plan
+        if plan.gitops is not None:
+            by_name.setdefault(names.controller_name(plan.environment, plan.namespace, plan.name), []).append(unit)
+    problems = []
+    for name, clashing in sorted(by_name.items()):
+        if len(clashing) > 1:
+            outs = ", ".join(sorted(u.plan.out for u in clashing))
+            problems += [Diagnostic(u.doc.path, *u.doc.locate(("metadata", "name")), "error", f"rollouts {outs} "
+                                    f"would get the same Argo CD Application / Flux Kustomization name '{name}' "
+                                    "(environment, namespace and name joined by '-'): rename one", "fleet")
+                         for u in clashing]
+    return problems
 
 
 def analyse(paths: Iterable[str | Path], jobs: int = 1) -> Result:
@@ -268,10 +291,86 @@ def render_unit_files(plan: Plan) -> tuple[Files, dict[str, str]]:
     return files, kinds
 
 
-def fleet_entry(plan: Plan, kinds: Mapping[str, str]) -> FleetEntry:
+def fleet_entry(plan: Plan, kinds: Mapping[str, str], files: Mapping[str, str] | None = None) -> FleetEntry:
+    """What the fleet files and checks read of a rollout; with its ``files``, the objects it applies too."""
     folders = sorted({path.split("/")[0] for path, kind in kinds.items()
                       if kind == CONTROLLER and "/" in path and not path.startswith("rollback/")})
-    return FleetEntry.of(plan, folders[0] if folders else None)
+    objects = applied_objects(plan, files, kinds) if files is not None else ()
+    return FleetEntry.of(plan, folders[0] if folders else None, objects)
+
+
+#: The object a manifest holds, as the serializer writes every object of a rollout: ``kind``, then ``metadata``
+#: opening with ``name`` and ``namespace`` (a name that YAML would read as something else is quoted).
+_IDENTITY = re.compile(r"^kind: (\S+)\nmetadata:\n  name: (\S+)\n  namespace: (\S+)$", re.MULTILINE)
+
+
+def _unquoted(value: str) -> str:
+    return value[1:-1] if len(value) > 1 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
+def applied_objects(plan: Plan, files: Mapping[str, str], kinds: Mapping[str, str]) -> tuple[str, ...]:
+    """``Kind/namespace/name`` of every object the rollout's folder applies: its manifests (one object each) and
+    the ConfigMaps its kustomization generates. Its rollback folder applies the same ones."""
+    from compiler.targets import kustomize
+
+    out = set()
+    for path, kind in kinds.items():
+        if path.startswith("rollback/"):
+            continue
+        if kind == MANIFEST:
+            found = _IDENTITY.search(files[path])
+            if found is None:
+                raise RuntimeError(f"{path}: a manifest without kind, metadata.name and metadata.namespace")
+            out.add(f"{found.group(1)}/{_unquoted(found.group(3))}/{_unquoted(found.group(2))}")
+        elif kind == CONFIG:
+            out.add(f"ConfigMap/{plan.namespace}/{kustomize.generator_name(plan, posixpath.dirname(path))}")
+    return tuple(sorted(out))
+
+
+#: The most an object may hold: the API server refuses a larger ConfigMap (1 MiB of data), and kubectl's
+#: client-side apply (Argo CD's default) keeps the whole object in an annotation of at most 256 KiB.
+MAX_OBJECT = 1024 * 1024
+MAX_CLIENT_SIDE = 256 * 1024
+
+
+def object_sizes(plan: Plan, data: Mapping[str, bytes], kinds: Mapping[str, str]) -> list[tuple[int, str]]:
+    """(bytes, what) of every object a folder of the rollout applies, live and rolled back: a manifest's file
+    (its object and a header), a generated ConfigMap's files together."""
+    from compiler.targets import kustomize
+
+    out = []
+    generated: dict[str, int] = {}
+    for path, kind in kinds.items():
+        if kind == MANIFEST:
+            out.append((len(data[path]), f"{plan.out}/{path}"))
+        elif kind == CONFIG:
+            folder = posixpath.dirname(path)
+            generated[folder] = generated.get(folder, 0) + len(data[path])
+    for folder, size in generated.items():
+        inner = folder[len("rollback/"):] if folder.startswith("rollback/") else folder
+        where = f"{plan.out}/rollback" if folder.startswith("rollback/") else plan.out
+        out.append((size, f"ConfigMap {kustomize.generator_name(plan, inner)} (from {where}/{folder.split('/')[-1]}/)"))
+    return sorted(out, reverse=True)
+
+
+def size_problems(unit: Unit, data: Mapping[str, bytes], kinds: Mapping[str, str]) -> list[Diagnostic]:
+    """An error for an object the API server would refuse, a warning for one client-side apply cannot apply."""
+    problems = []
+    at = unit.doc.locate(("metadata", "name"))
+    for size, what in object_sizes(unit.plan, data, kinds):
+        kib = f"{size / 1024:.0f} KiB"
+        if size > MAX_OBJECT:
+            problems.append(Diagnostic(unit.doc.path, *at, "error", f"{what} would be {kib}: the Kubernetes API "
+                                       "server takes at most 1 MiB; make the spec's lists (allowlists, flags, "
+                                       "stages, gates) shorter", "output"))
+        elif size > MAX_CLIENT_SIDE:
+            problems.append(Diagnostic(unit.doc.path, *at, "warning", f"{what} would be {kib}: client-side "
+                                       "`kubectl apply` (and Argo CD's default sync) keeps a copy in an annotation "
+                                       "of at most 256 KiB; apply with --server-side (Argo CD: ServerSideApply=true)",
+                                       "output"))
+        else:
+            break
+    return problems
 
 
 def render_fleet(entries: Sequence[FleetEntry]) -> Files:

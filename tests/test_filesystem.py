@@ -28,7 +28,8 @@ def specs_in(folder: Path, names: list[str], current: str = "canary") -> Path:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     for name in names:
-        text = MINIMAL.replace("{name: web, namespace: shop,", f"{{name: {name}, namespace: shop,")
+        text = MINIMAL.replace("{name: web, namespace: shop,", f"{{name: {name}, namespace: shop,").replace(
+            "host: web.example.com", f"host: {name}.example.com")
         (folder / f"{name}.yaml").write_text(text.replace("current: canary", f"current: {current}"))
     return folder
 

@@ -19,6 +19,7 @@ MINIMAL = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text()
 
 def spec_text(name: str, namespace: str = "shop", current: str = "canary") -> str:
     return (MINIMAL.replace("{name: web, namespace: shop,", f"{{name: {name}, namespace: {namespace},")
+            .replace("host: web.example.com", f"host: {name}.{namespace}.example.com")
             .replace("current: canary", f"current: {current}"))
 
 

@@ -35,6 +35,8 @@ class FleetEntry:
     dashboard_uid: str
     alerting: AlertingPlan | None
     controller_folder: str | None  # the sub-folder holding its GitOps controller object, if any
+    objects: tuple[str, ...] = ()  # ``Kind/namespace/name`` of every object its folder applies
+    routes: tuple[str, ...] = ()  # the host and path it routes through each cluster router (see :func:`routes`)
 
     def for_fleet(self) -> FleetEntry:
         """What the fleet files may read: everything but the stage, so that a promote never changes them (and a
@@ -42,9 +44,9 @@ class FleetEntry:
         return replace(self, stage="", weight=Fraction(0))
 
     @classmethod
-    def of(cls, plan: Plan, controller_folder: str | None) -> FleetEntry:
+    def of(cls, plan: Plan, controller_folder: str | None, objects: tuple[str, ...] = ()) -> FleetEntry:
         return cls(plan.out, plan.name, plan.namespace, plan.environment, plan.current.name, plan.current.weight,
-                   plan.names.dashboard_uid, plan.alerting, controller_folder)
+                   plan.names.dashboard_uid, plan.alerting, controller_folder, objects, routes(plan))
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
@@ -73,9 +75,27 @@ class FleetEntry:
                 )
             return cls(str(data["out"]), str(data["name"]), str(data["namespace"]), data["environment"],
                        str(data["stage"]), Fraction(data["weight"]), str(data["dashboard_uid"]), alerting,
-                       data["controller_folder"])
+                       data["controller_folder"], tuple(str(o) for o in data.get("objects", ())),
+                       tuple(str(r) for r in data.get("routes", ())))
         except (KeyError, TypeError, ValueError, ZeroDivisionError) as exc:
             raise ValueError(f"not a fleet entry: {exc}") from None
+
+
+def routes(plan: Plan) -> tuple[str, ...]:
+    """What the rollout claims of each router in its cluster: ``ROUTER [CLASS-OR-GATEWAY] HOST PATH``. Two
+    rollouts with the same claim cannot both route: ingress-nginx's admission refuses the second Ingress of a host
+    and path, a Gateway gives the match to the oldest HTTPRoute, Istio merges VirtualServices of a host in no
+    order it promises."""
+    out = []
+    for target in plan.targets:
+        if target == "ingress-nginx":
+            out.append(f"ingress-nginx {plan.ingress_class} {plan.host} {plan.path}")
+        elif target == "gateway-api" and plan.gateway is not None:
+            gateway = f"{plan.gateway.namespace or plan.namespace}/{plan.gateway.name}"
+            out.append(f"gateway-api {gateway}/{plan.gateway.section or ''} {plan.host} {plan.path}")
+        elif target == "istio":
+            out.append(f"istio - {plan.host} {plan.path}")
+    return tuple(out)
 
 
 def _compact(data: dict[str, Any]) -> dict[str, Any]:

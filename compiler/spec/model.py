@@ -115,6 +115,7 @@ RolloutName = Annotated[
 ]
 LabelValue = Annotated[str, _checked(names.check_label_value), _string(pattern=names.LABEL_VALUE.pattern, maxLength=63)]
 LabelKey = Annotated[str, _checked(names.check_label_key), _string()]
+ExtraLabelKey = Annotated[str, _checked(names.check_extra_label), _string()]
 HeaderName = Annotated[str, _checked(names.check_header_name), _string(pattern=names.HEADER_TOKEN.pattern)]
 SafeValue = Annotated[str, _checked(names.check_safe_value), _string(pattern=names.SAFE_VALUE.pattern, maxLength=128)]
 Hostname = Annotated[str, _checked(names.check_service_host), _string(maxLength=253)]
@@ -348,8 +349,15 @@ class Monitor(Model):
 
     kind: Literal["ServiceMonitor", "PodMonitor"] = "ServiceMonitor"
     selector: dict[LabelKey, LabelValue] = Field(min_length=1, description="Labels of the Services (or Pods).")
-    port: DNSLabel = Field(description="The name of the port serving the metrics.")
+    port: DNSLabel = Field(description="The name of the port serving the metrics (a Service port's name for a "
+                           "ServiceMonitor, a container port's, at most 15 characters, for a PodMonitor).")
     path: UrlPath = "/metrics"
+
+    @model_validator(mode="after")
+    def _container_port(self) -> Monitor:
+        if self.kind == "PodMonitor":
+            names.check_port_name(self.port, "port")
+        return self
 
 
 class Metrics(Model):
@@ -607,7 +615,8 @@ SecretKey = Annotated[str, _checked(_check_secret_key), _string(pattern=r"^[-._a
 class SecretRef(Model):
     """A key of a Kubernetes Secret in the rollout's namespace (read by the Prometheus Operator)."""
 
-    name: DNSLabel
+    name: Annotated[str, _checked(names.check_dns1123_subdomain),
+                    _string(pattern=names.DNS1123_SUBDOMAIN.pattern, maxLength=253)]
     key: SecretKey
 
 
@@ -730,9 +739,11 @@ class Metadata(Model):
     namespace: DNSLabel
     owner: Text
     runbook: Url | None = None
-    labels: dict[LabelKey, LabelValue] = Field(
+    labels: dict[ExtraLabelKey, LabelValue] = Field(
         default_factory=dict,
-        description="Extra labels on every Kubernetes object (e.g. a PrometheusRule selector's `release`).",
+        description="Extra labels on every Kubernetes object (e.g. a PrometheusRule selector's `release`); not "
+                    "those rollout sets (app.kubernetes.io/name, managed-by and component, rollout-compiler.dev/*, "
+                    "grafana_dashboard).",
     )
 
 

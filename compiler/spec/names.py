@@ -44,6 +44,7 @@ SUFFIXES = (
     "-rollout",
 )
 MAX_LABEL = 63
+FLEET_PREFIX = "rollout-fleet"  # the fleet-wide objects' names begin with it
 MAX_ROLLOUT_NAME = MAX_LABEL - max(len(s) for s in SUFFIXES)
 
 
@@ -60,6 +61,41 @@ def check_dns1123_label(value: str, what: str = "") -> str:
             "starting and ending with a letter or digit"
         )
     return value
+
+
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+IANA_SVC_NAME = re.compile(r"^(?=.*[a-z])[a-z0-9](-?[a-z0-9])*$")
+#: Labels the compiler sets on every object it writes (or on some, with a meaning): not for `metadata.labels`.
+RESERVED_LABELS = ("app.kubernetes.io/name", "app.kubernetes.io/managed-by", "app.kubernetes.io/component",
+                   "grafana_dashboard")
+RESERVED_LABEL_PREFIX = "rollout-compiler.dev/"
+
+
+def check_dns1123_subdomain(value: str, what: str = "") -> str:
+    """A name most Kubernetes objects take (a Secret's, a ConfigMap's): dot-separated DNS labels, 253 at most."""
+    if len(value) > 253:
+        raise ValueError(f"{_subject(what, value)} is {len(value)} characters; a Kubernetes object name has at "
+                         "most 253")
+    if not DNS1123_SUBDOMAIN.match(value):
+        raise ValueError(f"{_subject(what, value)} is not a Kubernetes object name: lower-case letters, digits, "
+                         "'-' and '.', starting and ending with a letter or digit")
+    return value
+
+
+def check_port_name(value: str, what: str = "") -> str:
+    """A container port's name (IANA_SVC_NAME): at most 15 characters, a letter among them, no '--'."""
+    if len(value) > 15 or not IANA_SVC_NAME.match(value):
+        raise ValueError(f"{_subject(what, value)} is not a container port name: at most 15 lower-case letters, "
+                         "digits and '-' (not at either end, never two in a row), with at least one letter")
+    return value
+
+
+def check_extra_label(value: str) -> str:
+    """A label a spec adds to every object: not one the compiler sets itself."""
+    if value in RESERVED_LABELS or value.startswith(RESERVED_LABEL_PREFIX):
+        raise ValueError(f"'{value}' is a label rollout sets itself (it finds and sorts the objects it writes by "
+                         "it): choose another key")
+    return check_label_key(value)
 
 
 def check_dns1035_label(value: str, what: str = "") -> str:
@@ -83,6 +119,9 @@ def check_rollout_name(value: str) -> str:
             f"'{value}' is {len(value)} characters; at most {MAX_ROLLOUT_NAME} so that "
             f"derived names such as '{value}{longest}' stay within 63"
         )
+    if value == FLEET_PREFIX or value.startswith(f"{FLEET_PREFIX}-"):
+        raise ValueError(f"'{value}': names beginning with '{FLEET_PREFIX}' are the fleet-wide objects'; choose "
+                         "another name")
     return value
 
 

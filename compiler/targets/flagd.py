@@ -9,7 +9,10 @@
   targeting key), with the total constant for the flag across stages, so a key
   that is on at 5% is still on at 10%.  flagd has no prerequisite flags: a
   required flag's own condition (allowlist and split, bucketed exactly as the
-  required flag buckets on its own) is inlined into the targeting.  An engaged
+  required flag buckets on its own) is a shared evaluator (``$evaluators``,
+  named after the flag), which the targeting of every flag requiring it
+  references with ``{"$ref": name}``: an allowlist is written once, however
+  many flags require it.  An engaged
   kill switch is compiled into the flags it kills: they are off, without
   targeting.
 - ``flags/feature_flags.json`` and ``flags/flags.env``: the same states for
@@ -147,13 +150,23 @@ def constant(plan: Plan, flag: FlagPlan) -> bool | None:
     return None
 
 
+def evaluators(plan: Plan) -> dict[str, Condition]:
+    """The shared evaluators: the own condition of each required flag that differs between keys, by its name."""
+    by_name = {f.name: f for f in plan.flags}
+    needed = sorted({r.name for f in plan.flags if f.kind != "kill_switch" and constant(plan, f) is None
+                     for r in requirements(plan, f)})
+    conditions = {name: own_condition(by_name[name], plan.flag_state(name)) for name in needed}
+    return {name: c for name, c in conditions.items() if isinstance(c, dict)}
+
+
 def targeting(plan: Plan, flag: FlagPlan) -> dict[str, Any]:
-    """JSONLogic giving ``on`` or ``off`` for a flag that differs between keys."""
+    """JSONLogic giving ``on`` or ``off`` for a flag that differs between keys (a requirement that differs
+    between keys is a reference to its shared evaluator)."""
     state = plan.flag_state(flag.name)
     chain: list[Any] = [{"!": KEY}, OFF]
-    for required in _required(plan, flag):
+    for r, required in zip(requirements(plan, flag), _required(plan, flag)):
         if required is not True:
-            chain += [_not(required), OFF]
+            chain += [_not({"$ref": r.name} if isinstance(required, dict) else required), OFF]
     if state.allow:
         chain += [_allowed(state), ON]
     share = state.share
@@ -201,9 +214,11 @@ def flagd_flag(plan: Plan, flag: FlagPlan) -> dict[str, Any]:
 
 
 def flagd_document(plan: Plan) -> dict[str, Any]:
+    shared = evaluators(plan)
     return {
         "$schema": "https://flagd.dev/schema/v0/flags.json",
         "flags": {flag.name: flagd_flag(plan, flag) for flag in plan.flags},
+        **({"$evaluators": shared} if shared else {}),
         "metadata": {
             "flagSetId": plan.out,
             "generatedBy": " ".join(kube.header(plan).splitlines()),

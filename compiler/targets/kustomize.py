@@ -34,6 +34,7 @@ from typing import Any
 from compiler import serialize
 from compiler.ir.fleet import FleetEntry
 from compiler.ir.plan import Plan
+from compiler.spec import names
 from compiler.targets import kube
 from compiler.targets.base import CONFIG, CONTROLLER, MANIFEST, FleetTarget, Rendered, Summary
 
@@ -42,7 +43,7 @@ API_VERSION = "kustomize.config.k8s.io/v1beta1"
 ROLLBACK_DIR = "rollback"
 ENVIRONMENTS_DIR = "environments"
 GITOPS_DIR = "gitops"  # _fleet/gitops: the app of apps
-FLEET_NAME = "rollout-fleet"  # prefix of the fleet-wide objects' names
+FLEET_NAME = names.FLEET_PREFIX  # prefix of the fleet-wide objects' names
 
 
 # --------------------------------------------------------------------------- one folder
@@ -55,7 +56,7 @@ def _by_folder(paths: list[str]) -> dict[str, list[str]]:
     return out
 
 
-def _generator_name(plan: Plan, folder: str) -> str:
+def generator_name(plan: Plan, folder: str) -> str:
     return f"{plan.name}-{folder.replace('/', '-')}-files" if folder else f"{plan.name}-files"
 
 
@@ -74,7 +75,7 @@ def folder_kustomization(plan: Plan, kinds: Mapping[str, str]) -> tuple[dict[str
     if wrapped:
         body["configMapGenerator"] = [
             {
-                "name": _generator_name(plan, folder),
+                "name": generator_name(plan, folder),
                 "namespace": plan.namespace,
                 "files": folder_paths,
                 "options": {"disableNameSuffixHash": True, "labels": kube.labels(plan)},
