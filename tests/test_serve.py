@@ -24,6 +24,7 @@ import yaml
 from click.testing import CliRunner
 
 from compiler import pipeline
+from compiler.ops import repo as repo_ops
 from compiler.ops import serve
 from compiler.cli import main
 from conftest import GIT_IDENTITY, GOLDEN, ROOT, free_port, git, plans_of, tool
@@ -131,7 +132,7 @@ def test_a_firing_rollback_alert_becomes_one_rollback_commit(served):
     assert (status, body["rolled_back"], body["unchanged"], body["failed"]) == (
         200,
         ["shop/checkout"],
-        ["shop/checkout"],
+        [],  # the second alert found it rolled back: not a rollout left unchanged
         [],
     )
     changed = [(a, b) for a, b in zip(before.splitlines(), spec.read_text().splitlines()) if a != b]
@@ -634,3 +635,63 @@ def test_a_body_too_large_gets_its_413_not_a_reset(in_process):
                          headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
             assert conn.getresponse().status == (413 if token == TOKEN else 401)
             conn.close()
+
+
+def test_a_rollback_commits_its_files_alone_and_leaves_what_a_person_staged(tmp_path, monkeypatch):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    (repo / "NOTES.md").write_text("a person's notes\n")
+    git(repo, "add", "NOTES.md")
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+    real = repo_ops.git
+    moved: list[str] = []
+
+    def meanwhile(cwd: Path, *args: str, **kwargs: object) -> str:
+        if args[:1] == ("update-ref",) and not moved:  # a person commits between serve's commit and its ref
+            (repo / "OTHER.md").write_text("committed meanwhile\n")
+            real(repo, "add", "OTHER.md")
+            real(repo, "commit", "--quiet", "-m", "a person's commit", "--", "OTHER.md")
+            moved.append(real(repo, "rev-parse", "HEAD"))
+        return real(cwd, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repo_ops, "git", meanwhile)
+    (outcome,) = rollbacks.handle(json.loads(payload(alert("checkout", "CheckoutErrorRateBreached"))))
+    monkeypatch.setattr(repo_ops, "git", real)
+    assert outcome.result == "rolled back", outcome.detail
+    assert git(repo, "rev-parse", "HEAD^").strip() == moved[0]  # built on the person's commit, not over it
+    committed = git(repo, "show", "--name-only", "--format=", "HEAD").split()
+    assert "NOTES.md" not in committed and "specs/checkout.yaml" in committed
+    assert git(repo, "diff", "--cached", "--name-only").split() == ["NOTES.md"]  # still staged
+    assert git(repo, "status", "--porcelain").splitlines() == ["A  NOTES.md"]  # nothing else differs from HEAD
+
+
+def test_a_spec_with_uncommitted_changes_is_not_rolled_back_from_under_its_author(tmp_path, monkeypatch):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    spec = repo / "specs" / "checkout.yaml"
+    spec.write_text(spec.read_text().replace("owner: payments", "owner: payments-team"))
+    count = commits(repo)
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+    (outcome,) = rollbacks.handle(json.loads(payload(alert("checkout", "CheckoutErrorRateBreached"))))
+    assert outcome.result == "failed" and "uncommitted changes" in outcome.detail  # a 500: Alertmanager retries
+    assert commits(repo) == count and "current: canary" in spec.read_text()
+
+
+def test_one_request_repeating_a_rollout_reads_its_history_once(tmp_path, monkeypatch):
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+    calls: list[str] = []
+    real = repo_ops.stage_since
+
+    def counted(*args: object, **kwargs: object) -> float | None:
+        calls.append("stage_since")
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(repo_ops, "stage_since", counted)
+    old = [alert("checkout", f"Breach{i}", starts="2024-05-01T10:00:00Z") for i in range(300)]
+    outcomes = rollbacks.handle(json.loads(payload(*old)))
+    assert {o.result for o in outcomes} == {"replay"} and len(calls) == 1

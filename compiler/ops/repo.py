@@ -38,8 +38,11 @@ class GitError(Exception):
     pass
 
 
-def git(cwd: Path, *args: str, timeout: float = GIT_TIMEOUT) -> str:
+def git(cwd: Path, *args: str, timeout: float = GIT_TIMEOUT, index: Path | None = None) -> str:
+    """``git ARGS`` in ``cwd``; with ``index``, on that index file instead of the repository's."""
     env = {**os.environ, "GIT_TERMINAL_PROMPT": "0"}
+    if index is not None:
+        env["GIT_INDEX_FILE"] = str(index)
     try:
         done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
                               stdin=subprocess.DEVNULL, env=env)
@@ -201,7 +204,10 @@ def recover(top: Path) -> str | None:
     """Undo a change a killed command left half made (call it under the repository's lock); what was done."""
     import orjson
 
-    record = Path(git(top, "rev-parse", "--absolute-git-dir")) / CHANGE_RECORD
+    folder = Path(git(top, "rev-parse", "--absolute-git-dir"))
+    for leftover in (PRIVATE_INDEX, f"{PRIVATE_INDEX}.lock"):  # a killed commit's; no one else uses them
+        (folder / leftover).unlink(missing_ok=True)
+    record = folder / CHANGE_RECORD
     try:
         data = orjson.loads(record.read_bytes())
         spec, output, head = Path(data["spec"]), Path(data["output"]), str(data["head"])
@@ -211,7 +217,7 @@ def recover(top: Path) -> str | None:
     except (OSError, ValueError, KeyError, TypeError):  # not a record this code wrote: nothing to undo from it
         record.unlink(missing_ok=True)
         return None
-    if git(top, "rev-parse", "HEAD") != head:
+    if git(top, "rev-parse", "HEAD") != head and not _differs_from_head(top, spec):
         said = f"the change of {spec} that was interrupted had been committed"
     else:
         _undo(spec, before, output)
@@ -220,18 +226,22 @@ def recover(top: Path) -> str | None:
     return said
 
 
+def _differs_from_head(top: Path, spec: Path) -> bool:
+    """The spec in the working tree is not HEAD's (HEAD moved by someone else's commit, not by the change)."""
+    try:
+        relative = Path(os.path.realpath(spec)).relative_to(top).as_posix()
+        return bool(git(top, "status", "--porcelain", "--untracked-files=no", "--", relative))
+    except (ValueError, GitError):
+        return True
+
+
 def _undo(spec: Path, before: bytes, output: Path) -> None:
     """The spec as it was, and its files compiled from it again (deterministic: the files as they were)."""
     real = Path(os.path.realpath(spec))  # a linked spec: its target, as the edit wrote it
     tmp = real.with_name(f".{real.name}.restore")
     tmp.write_bytes(before)
     os.replace(tmp, real)
-    build.build([spec], output)
-    try:
-        top = toplevel(spec)
-        git(top, "reset", "--quiet")  # nothing half-staged
-    except GitError:
-        pass
+    build.build([spec], output)  # a change is committed from a private index: nothing was staged in the other
 
 
 def commit_files(spec: Path, output: Path, written: list[str], message: str) -> str:
@@ -244,11 +254,62 @@ def commit_files(spec: Path, output: Path, written: list[str], message: str) -> 
             paths.append((base / relative).relative_to(top).as_posix())
         except ValueError:
             raise GitError(f"{output} is outside the repository {top}") from None
-    git(top, "add", "--all", "--", *paths)
-    if not git(top, "diff", "--cached", "--name-only", "--", *paths):
-        return git(top, "rev-parse", "HEAD")
-    git(top, "commit", "--quiet", "--message", message, "--", *paths)
-    return git(top, "rev-parse", "HEAD")
+    return _commit_alone(top, paths, message)
+
+
+#: The index a change is committed from (in the Git folder, never the one people stage in).
+PRIVATE_INDEX = "rollout-index"
+COMMIT_ATTEMPTS = 5
+INDEX_SYNC_SECONDS = 10.0
+
+
+def _commit_alone(top: Path, paths: list[str], message: str) -> str:
+    """Commit the working tree's ``paths`` on top of HEAD, and nothing else: from a private index (what a person
+    has staged is neither taken nor dropped), with HEAD moved only from the commit it was made on (a commit made
+    meanwhile is built on, never overwritten). Then the repository's index takes the committed ``paths``, so
+    that a person's next commit does not undo this one. Hooks do not run: the change was compiled and checked."""
+    index = Path(git(top, "rev-parse", "--absolute-git-dir")) / PRIVATE_INDEX
+    for _ in range(COMMIT_ATTEMPTS):
+        head = git(top, "rev-parse", "HEAD")
+        index.unlink(missing_ok=True)
+        try:
+            git(top, "read-tree", head, index=index)
+            git(top, "add", "--all", "--", *paths, index=index)
+            tree = git(top, "write-tree", index=index)
+        finally:
+            index.unlink(missing_ok=True)
+        if tree == git(top, "rev-parse", f"{head}^{{tree}}"):
+            return head  # nothing of these paths differs from HEAD
+        commit = git(top, "commit-tree", tree, "-p", head, "-m", message)
+        try:
+            git(top, "update-ref", "-m", f"rollout: {message.splitlines()[0]}", "HEAD", commit, head)
+        except GitError:
+            if git(top, "rev-parse", "HEAD") != head:
+                continue  # someone committed meanwhile: built again on their commit
+            raise
+        _index_takes(top, paths)
+        return commit
+    raise GitError(f"HEAD moved {COMMIT_ATTEMPTS} times while a change was committed; nothing was committed")
+
+
+def _index_takes(top: Path, paths: list[str]) -> None:
+    """The repository's index holds HEAD's version of ``paths`` (waiting a while for a person's git command that
+    holds the index); a failure is reported, the commit stands."""
+    deadline = time.monotonic() + INDEX_SYNC_SECONDS
+    while True:
+        try:
+            git(top, "reset", "--quiet", "HEAD", "--", *paths)
+            return
+        except GitError as exc:
+            if time.monotonic() >= deadline:
+                raise GitError(f"committed, but the repository's index still holds the files as they were before "
+                               f"(run `git reset -- {' '.join(paths[:3])} ...` before committing): {exc}") from None
+            time.sleep(0.1)
+
+
+def uncommitted(spec: Path) -> bool:
+    """The spec in the working tree differs from HEAD's (a person's edit in the repository serve changes)."""
+    return _differs_from_head(toplevel(spec), spec)
 
 
 def push_head(top: Path, attempts: int = PUSH_ATTEMPTS) -> None:

@@ -46,7 +46,7 @@ from typing import Any
 import click
 
 from compiler import pipeline
-from compiler.ir.plan import ROLLBACK
+from compiler.ir.plan import ROLLBACK, Plan
 from compiler.ops import repo
 from compiler.ops.edit import one_line
 from compiler.ops.workflow import WorkflowError
@@ -199,6 +199,10 @@ class Rollbacks:
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
         self._analysis: pipeline.Result | None = None
+        # What one request learns once, however many of its alerts name the same rollout:
+        self._since: dict[tuple[str, str | None, str], float | None] = {}  # when each stage began (git history)
+        self._dirty: dict[str, bool] = {}  # which specs differ from HEAD
+        self._located: dict[tuple[str | None, ...], tuple[pipeline.Unit | None, list[str]]] = {}
 
     def handle(self, payload: object, client: str = "-") -> list[Outcome]:
         alerts = alerts_of(payload)
@@ -206,6 +210,9 @@ class Rollbacks:
         with self.lock:
             self._recover()
             self._analysis = None  # every spec, read at most once per request
+            self._since.clear()
+            self._dirty.clear()
+            self._located.clear()
             for alert in alerts:
                 try:
                     outcome = self._one(alert)
@@ -219,6 +226,13 @@ class Rollbacks:
         return outcomes
 
     def _locate(self, labels: dict[str, str]) -> tuple[pipeline.Unit | None, list[str]]:
+        """The rollout the labels name, once per request until a change is made."""
+        key = tuple(labels.get(k) for k in ("rollout", "namespace", "environment"))
+        if key not in self._located:
+            self._located[key] = self._find(labels)
+        return self._located[key]
+
+    def _find(self, labels: dict[str, str]) -> tuple[pipeline.Unit | None, list[str]]:
         """The rollout the labels name: through its folder's manifest (its spec alone is read), else by reading
         every spec (a broken one is reported, and never stops the others)."""
         name, namespace, environment = labels.get("rollout"), labels.get("namespace"), labels.get("environment")
@@ -262,20 +276,16 @@ class Rollbacks:
                            f"{self.specs}{warning}")
         plan = unit.plan
         spec = Path(unit.doc.path)
+        if self.commit and self._uncommitted(spec):
+            return Outcome(name, plan.out, "failed", f"{unit.doc.path} has uncommitted changes in this repository: "
+                           "the stage deployed is HEAD's, and a rollback commit would take them along; commit or "
+                           f"discard them (serve works in a clone of its own){warning}")
         if plan.is_rollback:
             self._push_pending(spec)
             return Outcome(name, plan.out, "already rolled back", f"{unit.doc.path} has current: rollback{warning}")
-        stage = labels.get("stage")
-        if stage is None:
-            return Outcome(name, plan.out, "ignored", f"the alert has no `stage` label: every rollback alert rollout "
-                           f"writes names the stage it judges{warning}")
-        if stage != plan.current.name:
-            return Outcome(name, plan.out, "stale", f"the alert is about stage {stage}; {plan.out} is at "
-                           f"{plan.current.name}{warning}")
-        changed = repo.stage_since(spec, plan.environment, plan.current.name)
-        if changed is not None and started < changed - REPLAY_TOLERANCE:
-            return Outcome(name, plan.out, "replay", f"the alert started at {alert.get('startsAt')}, before the stage "
-                           f"last changed ({datetime.fromtimestamp(changed, UTC).isoformat()}){warning}")
+        late = self._not_now(name, labels, plan, spec, started, str(alert.get("startsAt")), warning)
+        if late is not None:
+            return late
         gate = labels.get("gate", "-")
         summary = _labels(alert, "annotations").get("summary", "")
         reason = one_line(f"{name} ({gate})" + (f": {summary}" if summary else ""))
@@ -288,11 +298,42 @@ class Rollbacks:
                 change = repo.change_spec(spec, ROLLBACK, plan.environment, self.output, f"{subject}\n\n{reason}\n",
                                           reason=reason, commit=self.commit, push=self.push)
         except (OSError, WorkflowError, repo.GitError) as exc:
+            self._located.clear()
+            self._dirty.clear()
             return Outcome(name, plan.out, "failed", one_line(str(exc)) + warning)
+        self._located.clear()  # the spec changed: its plan is read again
+        self._dirty.clear()
         done = f"{spec}: current: rollback ({reason}); {len(change.written)} files written into {self.output}"
         if change.commit:
             done += f"; commit {change.commit[:12]}" + ("; pushed" if change.pushed else "")
         return Outcome(name, plan.out, "rolled back", done + warning, change.commit)
+
+    def _not_now(self, name: str, labels: dict[str, str], plan: Plan, spec: Path, started: float, starts_at: str,
+                 warning: str) -> Outcome | None:
+        """Why an alert for a rollout that is not rolled back is not acted on: no stage, another stage, a replay."""
+        stage = labels.get("stage")
+        if stage is None:
+            return Outcome(name, plan.out, "ignored", f"the alert has no `stage` label: every rollback alert rollout "
+                           f"writes names the stage it judges{warning}")
+        if stage != plan.current.name:
+            return Outcome(name, plan.out, "stale", f"the alert is about stage {stage}; {plan.out} is at "
+                           f"{plan.current.name}{warning}")
+        key = (str(spec), plan.environment, plan.current.name)
+        if key not in self._since:  # once per request: a payload may repeat one rollout's alerts by the thousand
+            self._since[key] = repo.stage_since(spec, plan.environment, plan.current.name)
+        changed = self._since[key]
+        if changed is not None and started < changed - REPLAY_TOLERANCE:
+            return Outcome(name, plan.out, "replay", f"the alert started at {starts_at}, before the stage "
+                           f"last changed ({datetime.fromtimestamp(changed, UTC).isoformat()}){warning}")
+        return None
+
+    def _uncommitted(self, spec: Path) -> bool:
+        if str(spec) not in self._dirty:
+            try:
+                self._dirty[str(spec)] = repo.uncommitted(spec)
+            except repo.GitError:
+                self._dirty[str(spec)] = False  # outside a repository: the commit says what is wrong
+        return self._dirty[str(spec)]
 
     @staticmethod
     def _rolled_back_meanwhile(spec: Path, labels: dict[str, str]) -> bool:
@@ -459,9 +500,10 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     def rollouts(result: str) -> list[str]:
         return sorted({o.rollout for o in outcomes if o.result == result and o.rollout})
 
+    rolled = rollouts("rolled back")
     return {
-        "rolled_back": rollouts("rolled back"),
-        "unchanged": rollouts("already rolled back"),
+        "rolled_back": rolled,
+        "unchanged": [r for r in rollouts("already rolled back") if r not in rolled],  # not a second alert of one
         "failed": rollouts("failed"),
         "ignored": sum(o.result in ("ignored", "stale", "replay") for o in outcomes),
         "alerts": [asdict(o) for o in outcomes],
