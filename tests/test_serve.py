@@ -572,10 +572,13 @@ def _closed_within(sock, seconds: float) -> bool:
 
 
 def test_a_client_that_sends_a_byte_at_a_time_is_cut_off_at_the_request_deadline(in_process, monkeypatch):
+    """Headers are bounded more tightly than the request (a client without a token cannot hold a slot long), and
+    a client cut off is counted as a timeout, not as a request without a token."""
     import socket
     import threading
 
-    monkeypatch.setattr(serve, "REQUEST_DEADLINE", 1.0)
+    monkeypatch.setattr(serve, "HEADER_DEADLINE", 1.0)
+    monkeypatch.setattr(serve, "REQUEST_DEADLINE", 30.0)
     with in_process() as port:
         sock = socket.create_connection(("127.0.0.1", port))
         stop = threading.Event()
@@ -595,6 +598,12 @@ def test_a_client_that_sends_a_byte_at_a_time_is_cut_off_at_the_request_deadline
             assert _closed_within(sock, 10)
             assert time.monotonic() - started < 5  # READ_TIMEOUT (30s per read) would never end it
             assert call(port, "GET", "/healthz")[0] == 200
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+            conn.request("GET", "/metrics")
+            metrics = conn.getresponse().read().decode()
+            conn.close()
+            assert 'rollout_serve_refused_total{reason="timeout"} 1' in metrics, metrics
+            assert 'code="401"' not in metrics and 'reason="token"' not in metrics
         finally:
             stop.set()
             sock.close()

@@ -55,6 +55,7 @@ from compiler.spec import names
 MAX_BODY = 4 << 20  # bytes of one webhook request
 READ_TIMEOUT = 30  # seconds one read from a client may take
 REQUEST_DEADLINE = 60  # seconds a client may take to send one whole request (headers and body)
+HEADER_DEADLINE = 10  # of which for its headers, before its token is known (slow clients cannot hold slots long)
 MAX_CONNECTIONS = 64  # connections served at once; more get a 503 (Alertmanager retries) instead of a thread each
 DISCARD = (16 << 20, 2.0)  # a refused request's body is read and dropped (bytes, seconds) so its sender sees the answer
 BACKLOG = 256  # connections waiting to be accepted: a burst of Alertmanager retries is not reset
@@ -376,8 +377,11 @@ class Handler(BaseHTTPRequestHandler):
 
     def handle_one_request(self) -> None:
         """One request, whose reading is bounded as a whole: a client sending a byte at a time is cut off at
-        REQUEST_DEADLINE, whatever READ_TIMEOUT allows each read."""
-        self._deadline = threading.Timer(REQUEST_DEADLINE, self._expire)
+        HEADER_DEADLINE until its headers (and token) are in, at REQUEST_DEADLINE for the whole request, whatever
+        READ_TIMEOUT allows each read."""
+        self._expired = False
+        self._started = time.monotonic()
+        self._deadline = threading.Timer(HEADER_DEADLINE, self._expire)
         self._deadline.daemon = True
         self._deadline.start()
         try:
@@ -385,9 +389,20 @@ class Handler(BaseHTTPRequestHandler):
         finally:
             self._deadline.cancel()
 
+    def _extend(self) -> None:
+        """The headers are in and the token is right: the rest of REQUEST_DEADLINE for the body."""
+        self._deadline.cancel()
+        left = max(0.0, REQUEST_DEADLINE - (time.monotonic() - self._started))
+        self._deadline = threading.Timer(left, self._expire)
+        self._deadline.daemon = True
+        self._deadline.start()
+
     def _expire(self) -> None:
+        self._expired = True
+        self.server.rollbacks.metrics.add("rollout_serve_refused_total", "timeout")
         audit({"client": self.client_address[0], "event": "request", "result": "refused",
-               "detail": f"not sent whole within {REQUEST_DEADLINE}s"})
+               "detail": "not sent whole in time (headers within "
+                         f"{HEADER_DEADLINE}s, the request within {REQUEST_DEADLINE}s)"})
         try:
             self.connection.shutdown(socket.SHUT_RDWR)
         except OSError:
@@ -419,10 +434,14 @@ class Handler(BaseHTTPRequestHandler):
             length = int(self.headers.get("Content-Length", ""))
         except ValueError:
             length = -1
+        if self._expired:  # cut off while its headers came: already counted and logged as a timeout
+            self.close_connection = True
+            return
         if not self._authorized():
             self._refuse("token", 401, {"error": "a valid bearer token is required"}, client)
             self._discard(length)
             return
+        self._extend()
         if length < 0:
             self._refuse("length", 411, {"error": "a Content-Length is required"}, client)
             self.close_connection = True
