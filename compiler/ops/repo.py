@@ -19,6 +19,7 @@ import fcntl
 import os
 import re
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from pathlib import Path
 
 from compiler import build
 from compiler.diagnostics import Diagnostic
+from compiler.ops.edit import one_line
 from compiler.ops.workflow import WorkflowError, apply_edit, spec_locked
 
 GIT_TIMEOUT = 60
@@ -294,7 +296,7 @@ def _commit_alone(top: Path, paths: list[str], message: str) -> str:
 
 def _index_takes(top: Path, paths: list[str]) -> None:
     """The repository's index holds HEAD's version of ``paths`` (waiting a while for a person's git command that
-    holds the index); a failure is reported, the commit stands."""
+    holds the index); a failure is said on stderr, and the commit stands (nothing may undo it now)."""
     deadline = time.monotonic() + INDEX_SYNC_SECONDS
     while True:
         try:
@@ -302,8 +304,10 @@ def _index_takes(top: Path, paths: list[str]) -> None:
             return
         except GitError as exc:
             if time.monotonic() >= deadline:
-                raise GitError(f"committed, but the repository's index still holds the files as they were before "
-                               f"(run `git reset -- {' '.join(paths[:3])} ...` before committing): {exc}") from None
+                sys.stderr.write(f"rollout: warning: committed, but the index of {top} still holds "
+                                 f"{' '.join(paths[:3])} as they were: run `git reset -- {paths[0]}` before the next "
+                                 f"commit there ({one_line(str(exc))})\n")
+                return
             time.sleep(0.1)
 
 
