@@ -15,7 +15,6 @@ restores the spec and compiles it, else only drops the record.
 from __future__ import annotations
 
 import base64
-import fcntl
 import os
 import re
 import subprocess
@@ -29,7 +28,7 @@ from pathlib import Path
 from compiler import build
 from compiler.diagnostics import Diagnostic
 from compiler.ops.edit import one_line
-from compiler.ops.workflow import WorkflowError, apply_edit, spec_locked
+from compiler.ops.workflow import WorkflowError, apply_edit, flock_by, spec_locked
 
 GIT_TIMEOUT = 60
 PUSH_ATTEMPTS = 5
@@ -65,17 +64,9 @@ def locked(top: Path, timeout: float) -> Iterator[None]:
     """The repository's lock (in its Git folder: never committed), held while a change is made."""
     folder = Path(git(top, "rev-parse", "--absolute-git-dir"))
     fd = os.open(folder / "rollout.lock", os.O_RDWR | os.O_CREAT, 0o644)
-    deadline = time.monotonic() + timeout
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() >= deadline:
-                    raise GitError(f"another rollout command has held {folder / 'rollout.lock'} for more than "
-                                   f"{timeout:g}s") from None
-                time.sleep(0.05)
+        if not flock_by(fd, time.monotonic() + timeout):
+            raise GitError(f"another rollout command has held {folder / 'rollout.lock'} for more than {timeout:g}s")
         yield
     finally:
         os.close(fd)

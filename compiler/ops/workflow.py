@@ -151,20 +151,26 @@ def spec_locked(path: Path, timeout: float = SPEC_LOCK_TIMEOUT) -> Iterator[None
         except OSError as exc:
             raise _error(path, f"cannot read the spec: {exc.strerror or exc}") from None
         try:
-            while True:
-                try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() >= deadline:
-                        raise _error(path, f"another edit of this spec has run for more than {timeout:g}s") from None
-                    time.sleep(0.02)
+            if not flock_by(fd, deadline):
+                raise _error(path, f"another edit of this spec has run for more than {timeout:g}s")
             held, now = os.fstat(fd), _stat_or_none(real)
             if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
                 yield
                 return
         finally:
             os.close(fd)
+
+
+def flock_by(fd: int, deadline: float) -> bool:
+    """An exclusive ``flock`` on ``fd``, waited for until ``deadline`` (``time.monotonic``); False past it."""
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
 
 
 def _stat_or_none(path: str) -> os.stat_result | None:
