@@ -41,7 +41,7 @@ from compiler.output.cache import Cache, stat_of
 from compiler.output.digest import compiler_digest, inputs_digest, open_regular, read_regular, sha256
 from compiler.output.ledger import FLEET_DIR, Ledger
 from compiler.output.transaction import OutputError, Transaction, acquire, describe, interrupted, release, write_staged
-from compiler.sources import Claim, SpecPath, collect, duplicates, source_path
+from compiler.sources import Claim, SpecPath, collect, controller_clashes, duplicates, source_path
 from compiler.spec import names
 
 if TYPE_CHECKING:
@@ -524,24 +524,9 @@ def _against_the_others(survey: _Survey, fresh: list[RolloutOutcome], left: list
 def _controller_names(entries: list[FleetEntry], compiled: list[Claim]) -> list[Diagnostic]:
     """Two rollouts with GitOps controller objects may not share their name (`_fleet/gitops` would list one
     Application twice, and one would overwrite the other): an error at each such rollout compiled now."""
-    by_name: dict[str, list[str]] = {}
-    for entry in entries:
-        if entry.controller_folder is not None:
-            name = names.controller_name(entry.environment, entry.namespace, entry.name)
-            by_name.setdefault(name, []).append(entry.out)
     claims = {claim.out: claim for claim in compiled}
-    problems = []
-    for name, outs in sorted(by_name.items()):
-        if len(outs) < 2:
-            continue
-        for out in sorted(outs):
-            claim = claims.get(out)
-            if claim is not None:
-                problems.append(Diagnostic(claim.path, *claim.name_at, "error", f"rollouts {', '.join(sorted(outs))} "
-                                           f"would get the same Argo CD Application / Flux Kustomization name "
-                                           f"'{name}' (environment, namespace and name joined by '-'): rename one",
-                                           "fleet"))
-    return problems
+    return controller_clashes([(names.controller_name(e.environment, e.namespace, e.name), e.out, claims.get(e.out))
+                               for e in entries if e.controller_folder is not None])
 
 
 def shared_objects(entries: Sequence[FleetEntry], compiled: Sequence[Claim]) -> list[Diagnostic]:

@@ -27,7 +27,7 @@ from compiler.spec import rules, secrets
 from compiler.spec import environments as specs
 from compiler.diagnostics import Diagnostic, SpecError, by_environment, has_errors
 from compiler.ir.fleet import FleetEntry
-from compiler.sources import Claim, SpecPath, collect, duplicates, source_path
+from compiler.sources import Claim, SpecPath, collect, controller_clashes, duplicates, source_path
 from compiler.spec.load import Document, load_bytes, load_file
 from compiler.ir.plan import ROLLBACK, Plan, Source, StagePlan
 from compiler.targets.base import CONFIG, CONTROLLER, MANIFEST, OTHER, Files, Rendered
@@ -212,28 +212,16 @@ def _process_all(paths: Iterable[str | Path], render: bool, jobs: int,
         result.units.extend(outcome.units)
         result.diagnostics.extend(outcome.diagnostics)
     result.diagnostics.extend(duplicates([claim_of(u) for u in result.units]))
-    result.diagnostics.extend(controller_clashes(result.units))
+    result.diagnostics.extend(_controller_clashes_of(result.units))
     return result, outcomes
 
 
-def controller_clashes(units: Sequence[Unit]) -> list[Diagnostic]:
-    """Rollouts whose Argo CD Application / Flux Kustomization would share a name (what ``compile`` refuses)."""
+def _controller_clashes_of(units: Sequence[Unit]) -> list[Diagnostic]:
+    """:func:`controller_clashes` of the rollouts analysed (what ``compile`` refuses, found by ``lint``)."""
     from compiler.spec import names
 
-    by_name: dict[str, list[Unit]] = {}
-    for unit in units:
-        plan = unit.plan
-        if plan.gitops is not None:
-            by_name.setdefault(names.controller_name(plan.environment, plan.namespace, plan.name), []).append(unit)
-    problems = []
-    for name, clashing in sorted(by_name.items()):
-        if len(clashing) > 1:
-            outs = ", ".join(sorted(u.plan.out for u in clashing))
-            problems += [Diagnostic(u.doc.path, *u.doc.locate(("metadata", "name")), "error", f"rollouts {outs} "
-                                    f"would get the same Argo CD Application / Flux Kustomization name '{name}' "
-                                    "(environment, namespace and name joined by '-'): rename one", "fleet")
-                         for u in clashing]
-    return problems
+    return controller_clashes([(names.controller_name(u.plan.environment, u.plan.namespace, u.plan.name),
+                                u.plan.out, claim_of(u)) for u in units if u.plan.gitops is not None])
 
 
 def analyse(paths: Iterable[str | Path], jobs: int = 1) -> Result:

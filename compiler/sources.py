@@ -165,3 +165,21 @@ def duplicates(claims: Sequence[Claim]) -> list[Diagnostic]:
                                   f"the folder of rollout {key} lies inside the folder of rollout {outer.out} "
                                   f"({outer.path}): give the environment or namespace another name", "fleet"))
     return out
+
+
+def controller_clashes(owners: Iterable[tuple[str, str, Claim | None]]) -> list[Diagnostic]:
+    """An error at each rollout whose Argo CD Application / Flux Kustomization name another rollout's shares:
+    ``owners`` are (that name, the rollout's folder, where its spec names it, None for a rollout not read now)."""
+    by_name: dict[str, list[tuple[str, Claim | None]]] = {}
+    for name, out, claim in owners:
+        by_name.setdefault(name, []).append((out, claim))
+    problems = []
+    for name, clashing in sorted(by_name.items()):
+        if len(clashing) < 2:
+            continue
+        outs = ", ".join(sorted(out for out, _ in clashing))
+        problems += [Diagnostic(claim.path, *claim.name_at, "error", f"rollouts {outs} would get the same Argo CD "
+                                f"Application / Flux Kustomization name '{name}' (environment, namespace and name "
+                                "joined by '-'): rename one", "fleet")
+                     for _, claim in sorted(clashing, key=lambda c: c[0]) if claim is not None]
+    return problems

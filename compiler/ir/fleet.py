@@ -82,20 +82,21 @@ class FleetEntry:
 
 
 def routes(plan: Plan) -> tuple[str, ...]:
-    """What the rollout claims of each router in its cluster: ``ROUTER [CLASS-OR-GATEWAY] HOST PATH``. Two
-    rollouts with the same claim cannot both route: ingress-nginx's admission refuses the second Ingress of a host
-    and path, a Gateway gives the match to the oldest HTTPRoute, Istio merges VirtualServices of a host in no
-    order it promises."""
-    out = []
-    for target in plan.targets:
-        if target == "ingress-nginx":
-            out.append(f"ingress-nginx {plan.ingress_class} {plan.host} {plan.path}")
-        elif target == "gateway-api" and plan.gateway is not None:
-            gateway = f"{plan.gateway.namespace or plan.namespace}/{plan.gateway.name}"
-            out.append(f"gateway-api {gateway}/{plan.gateway.section or ''} {plan.host} {plan.path}")
-        elif target == "istio":
-            out.append(f"istio - {plan.host} {plan.path}")
-    return tuple(out)
+    """What the rollout claims of each router it shares with other rollouts (``shared_by`` in the routers'
+    table): ``ROUTER SCOPE HOST PATH``. Two rollouts with the same claim cannot both route: ingress-nginx's
+    admission refuses the second Ingress of a host and path, a Gateway gives the match to the oldest HTTPRoute,
+    Istio merges VirtualServices of a host in no order it promises."""
+    from compiler.spec.routers import ROUTERS
+
+    gateway = plan.gateway
+    scopes: dict[str | None, str | None] = {
+        "ingress class": plan.ingress_class,
+        "gateway": f"{gateway.namespace or plan.namespace}/{gateway.name}/{gateway.section or ''}" if gateway else None,
+        "mesh": "-",
+        None: None,
+    }
+    return tuple(f"{target} {scope} {plan.host} {plan.path}" for target in plan.targets
+                 if (scope := scopes[ROUTERS[target].shared_by]) is not None)
 
 
 def _compact(data: dict[str, Any]) -> dict[str, Any]:

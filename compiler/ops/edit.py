@@ -134,22 +134,15 @@ def _replace(lines: list[str], node: CommentedMap, value: str, reason: str | Non
 def _insert(lines: list[str], root: CommentedMap, environment: str, value: str, reason: str | None,
             path: str) -> tuple[int, str | None]:
     """``current`` added to the environment's mapping; (line, what could not be done as asked)."""
-    token = scalar_token(value, "plain")
     comment = f"  # {REASON_PREFIX} {one_line(reason)}" if reason is not None else ""
-    try:
-        return _add(lines, root, environment, f"{KEY}: {token}", comment, path), None
-    except _NoComment as exc:
-        return _add(lines, root, environment, f"{KEY}: {token}", "", path), str(exc)
+    return _add(lines, root, environment, f"{KEY}: {scalar_token(value, 'plain')}", comment, path)
 
 
-class _NoComment(Exception):
-    """The entry can be added, but not with a comment after it."""
-
-
-def _add(lines: list[str], root: CommentedMap, environment: str, entry: str, comment: str, path: str) -> int:
+def _add(lines: list[str], root: CommentedMap, environment: str, entry: str, comment: str,
+         path: str) -> tuple[int, str | None]:
     """``entry`` (``key: value``) added to the environment's mapping, with ``comment`` at the end of its line:
     first in a flow mapping (``{entry, ...}``), or a new line under the environment's key of a block mapping.
-    Returns the 1-based line changed or added."""
+    Returns the 1-based line changed or added, and a note when the comment had no place (and was left out)."""
     envs = root["environments"]
     node = envs[environment]
     line_no, col = envs.lc.value(environment)
@@ -158,12 +151,13 @@ def _add(lines: list[str], root: CommentedMap, environment: str, entry: str, com
         rest = line[col + 1:]
         sep = "" if rest.lstrip().startswith("}") else ", "
         body = rest.rstrip("\r\n")
+        note = None
         if comment and not body.rstrip().endswith("}"):
-            raise _NoComment("a reason is recorded only where the flow mapping ends on its line with no comment "
-                             "after it: not recorded")
+            comment, note = "", ("a reason is recorded only where the flow mapping ends on its line with no comment "
+                                 "after it: not recorded")
         end = rest[len(body):]
         lines[line_no] = line[:col + 1] + entry + sep + (body.rstrip() + comment if comment else body) + end
-        return int(line_no) + 1
+        return int(line_no) + 1, note
     own = [k for k in node if _own(node, k)]
     if not own:
         raise EditError(path, line_no + 1, col + 1, f"cannot add `{entry.split(':')[0]}` to environment "
@@ -171,7 +165,7 @@ def _add(lines: list[str], root: CommentedMap, environment: str, entry: str, com
     key_line, _ = envs.lc.key(environment)
     _, indent = node.lc.key(own[0])
     _insert_line(lines, key_line + 1, " " * indent + entry + comment)
-    return int(key_line) + 2
+    return int(key_line) + 2, None
 
 
 def _insert_line(lines: list[str], at: int, text: str) -> None:
@@ -303,7 +297,7 @@ def _record_approval(text: str, stage: str, by: str, at: str, environment: str |
         _insert_line(lines, key_line + 1, " " * key_col + f"{APPROVED}: {token}")
         changed = key_line + 2
     elif environment is not None:
-        changed = _add(lines, root, environment, f"{APPROVED}: {token}", "", path)
+        changed, _ = _add(lines, root, environment, f"{APPROVED}: {token}", "", path)
     else:
         line, col = (node.lc.line + 1, node.lc.col + 1)
         raise EditError(path, line, col, f"cannot add `{APPROVED}` here: write `current` in block style (one key "

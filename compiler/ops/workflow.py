@@ -36,7 +36,7 @@ from compiler import build
 from compiler import pipeline
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.sources import display_path
-from compiler.spec.load import load_file
+from compiler.spec.load import Document, load_file
 from compiler.ir.plan import ROLLBACK
 
 SPEC = click.argument("spec", type=click.Path(path_type=Path, dir_okay=False))
@@ -69,12 +69,16 @@ def _analyse(path: Path) -> list[pipeline.Unit]:
     return units
 
 
-def _doc_data(path: Path) -> dict[str, Any]:
+def _doc(path: Path) -> Document:
     try:
-        data: dict[str, Any] = load_file(path).data
-        return data
+        return load_file(path)
     except SpecError as exc:
         raise WorkflowError(exc.diagnostics) from None
+
+
+def _doc_data(path: Path) -> dict[str, Any]:
+    data: dict[str, Any] = _doc(path).data
+    return data
 
 
 def _error(path: Path, message: str, line: int = 1, col: int = 1) -> WorkflowError:
@@ -232,14 +236,10 @@ def _reason(path: Path, reason: str | None) -> str | None:
     return reason
 
 
-def _moves_nothing(path: Path, env: str | None) -> None:
+def _moves_nothing(doc: Document, path: Path, env: str | None) -> None:
     """Refuse a change of the top-level ``current`` that every environment overrides."""
     if env is not None:
         return
-    try:
-        doc = load_file(path)
-    except SpecError as exc:
-        raise WorkflowError(exc.diagnostics) from None
     environments = doc.data.get("environments")
     if isinstance(environments, dict) and environments and all(
             isinstance(o, dict) and "current" in o for o in environments.values()):
@@ -255,9 +255,9 @@ def apply_edit(path: Path, value: str, env: str | None, reason: str | None = Non
         text = path.read_bytes().decode("utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise _error(path, f"cannot read the spec: {getattr(exc, 'strerror', None) or exc}") from None
-    data = _doc_data(path)
-    env = _where(path, data, env)
-    _moves_nothing(path, env)
+    doc = _doc(path)
+    env = _where(path, doc.data, env)
+    _moves_nothing(doc, path, env)
     try:
         change = edit.set_current(text, value, env, display_path(path), _reason(path, reason))
     except edit.EditError as exc:

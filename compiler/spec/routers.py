@@ -13,6 +13,9 @@ from dataclasses import dataclass
 from typing import Literal
 
 MirrorKind = Literal["any share", "every request", "none"]
+#: What a host and path are routed within, shared by every rollout that routes through it (None: the router's
+#: configuration is the rollout's own, not one shared with other rollouts).
+SharedBy = Literal["ingress class", "gateway", "mesh"]
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,7 @@ class Capabilities:
     path: str  # how service.path scopes the split
     blue_green: str  # what the router does for a blue-green rollout
     kubernetes: bool  # writes Kubernetes objects (else a configuration file, also wrapped in a ConfigMap)
+    shared_by: SharedBy | None  # where two rollouts routing one host and path would take it from each other
 
     @property
     def mirrors(self) -> bool:
@@ -47,6 +51,7 @@ ROUTERS: dict[str, Capabilities] = {
         path="PathPrefix: whole path segments",
         blue_green="routes the weighted steps and testers to the preview Service",
         kubernetes=True,
+        shared_by="gateway",
     ),
     "istio": Capabilities(
         "istio",
@@ -61,6 +66,7 @@ ROUTERS: dict[str, Capabilities] = {
         path="exact path or path + '/' prefix: whole path segments",
         blue_green="routes to the Services, which select pods by colour",
         kubernetes=True,
+        shared_by="mesh",
     ),
     "ingress-nginx": Capabilities(
         "ingress-nginx",
@@ -75,6 +81,7 @@ ROUTERS: dict[str, Capabilities] = {
         path="Prefix: whole path segments",
         blue_green="routes the weighted steps and testers to the preview Service",
         kubernetes=True,
+        shared_by="ingress class",
     ),
     "haproxy": Capabilities(
         "haproxy",
@@ -89,6 +96,7 @@ ROUTERS: dict[str, Capabilities] = {
         path="path equal to service.path or below it",
         blue_green="sends the steps and testers to the new colour's servers",
         kubernetes=False,
+        shared_by=None,
     ),
     "nginx": Capabilities(
         "nginx",
@@ -102,6 +110,7 @@ ROUTERS: dict[str, Capabilities] = {
         path="location of service.path and below it",
         blue_green="sends the steps and testers to the new colour's servers",
         kubernetes=False,
+        shared_by=None,
     ),
 }
 

@@ -361,13 +361,9 @@ def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
         if flag.kill_switch:
             yield from _kill_switch(doc, name, flag, table, loc)
         else:
-            for field in ("kills", "engaged", "engage_on_rollback"):
-                if getattr(flag, field):
-                    yield doc.error(
-                        loc + (field,),
-                        f"`{field}` is for kill switches; set `kill_switch: true` on '{name}' or remove it",
-                        "flags",
-                    )
+            yield from _set_but_not_for(doc, flag, loc, ("kills", "engaged", "engage_on_rollback"),
+                                        f"`{{field}}` is for kill switches; set `kill_switch: true` on '{name}' or "
+                                        "remove it")
         if flag.env:
             if flag.env in envs:
                 yield doc.error(
@@ -380,15 +376,19 @@ def flags(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     yield from _cycles(spec, doc)
 
 
+def _set_but_not_for(doc: Document, flag: model.Flag, loc: Loc, fields: tuple[str, ...],
+                     why: str) -> Iterator[Diagnostic]:
+    """An error at each of ``fields`` the flag sets though its kind has no use for it (``{field}`` in ``why``
+    names it)."""
+    for field in fields:
+        if getattr(flag, field):
+            yield doc.error(loc + (field,), why.replace("{field}", field), "flags")
+
+
 def _kill_switch(doc: Document, name: str, flag: model.Flag, table: dict[str, model.Flag],
                  loc: Loc) -> Iterator[Diagnostic]:
-    for field in ("rollout", "allow", "requires"):
-        if getattr(flag, field):
-            yield doc.error(
-                loc + (field,),
-                f"kill switch '{name}' cannot have `{field}`: it is either engaged or not",
-                "flags",
-            )
+    yield from _set_but_not_for(doc, flag, loc, ("rollout", "allow", "requires"),
+                                f"kill switch '{name}' cannot have `{{field}}`: it is either engaged or not")
     if flag.kills is not None and not flag.kills:
         yield doc.error(loc + ("kills",), f"kill switch '{name}' kills nothing (`kills: []`): name the flags "
                         "it forces off, or leave `kills` out to kill every other flag", "flags")

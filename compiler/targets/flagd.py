@@ -164,7 +164,8 @@ def targeting(plan: Plan, flag: FlagPlan) -> dict[str, Any]:
     between keys is a reference to its shared evaluator)."""
     state = plan.flag_state(flag.name)
     chain: list[Any] = [{"!": KEY}, OFF]
-    for r, required in zip(requirements(plan, flag), _required(plan, flag)):
+    for r in requirements(plan, flag):
+        required = own_condition(r, plan.flag_state(r.name))
         if required is not True:
             chain += [_not({"$ref": r.name} if isinstance(required, dict) else required), OFF]
     if state.allow:
