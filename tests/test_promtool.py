@@ -8,6 +8,7 @@ compile`` writes, and what each promotion will write), plus the committed
 from __future__ import annotations
 
 import hashlib
+import json
 import re
 import subprocess
 from functools import lru_cache
@@ -236,3 +237,58 @@ def test_a_custom_gate_whose_query_needs_no_input_warns_and_its_tests_still_pass
     proc = subprocess.run([tool("promtool"), "test", "rules", str(out / "shop/web/prometheus/rules.test.yaml")],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+#: A natural custom gate per metrics source: a query over the source's own series (the counter and the
+#: histogram its recording rules read), which the tests of the built-in gates feed.
+OWN_SERIES = {
+    "generic": ("gateway-api", "http_requests_total", "http_request_duration_seconds_bucket"),
+    "ingress-nginx": ("ingress-nginx", "nginx_ingress_controller_requests",
+                      "nginx_ingress_controller_request_duration_seconds_bucket"),
+    "istio": ("istio", "istio_requests_total", "istio_request_duration_milliseconds_bucket"),
+    "haproxy": ("gateway-api", "haproxy_backend_http_requests_total", None),
+}
+
+
+def custom_gates_spec(tmp_path: Path, source: str, gates: dict[str, dict]) -> Path:
+    target, _, _ = OWN_SERIES[source]
+    stage = {"name": "canary", "weight": "5%", "hold": "1h", "gates": {"error_rate": "< 1%", "custom": gates}}
+    gateway = ", gateway: {name: public}" if target == "gateway-api" else ""
+    return spec(tmp_path, ("traffic: {targets: [gateway-api], gateway: {name: public}}",
+                           f"traffic: {{targets: [{target}]{gateway}}}\nmetrics: {{source: {source}}}"),
+                ('- {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}',
+                 "- " + json.dumps(stage)))
+
+
+@pytest.mark.parametrize("source", sorted(OWN_SERIES))
+def test_a_custom_gate_over_the_sources_own_series_is_tested(tmp_path, source):
+    """A success rate or a p90 over the series the source's rules read: the tests feed what those rules record
+    (promtool would otherwise compute the gate's value beside the one fed), and prove the gate's breach."""
+    _, counter, histogram = OWN_SERIES[source]
+    gates = {"volume": {"query": f'sum(rate({counter}{{namespace="$namespace"}}[$window]))', "min": 0.5}}
+    if histogram:
+        gates["p90"] = {"query": f"histogram_quantile(0.9, sum by (le) (rate({histogram}[$window])))", "max": 0.3}
+    path = custom_gates_spec(tmp_path, source, gates)
+    assert [d.text() for d in pipeline.analyse([path]).diagnostics if d.severity == "error"] == []
+    plan = plan_of(path)
+    folder = write(tmp_path / "out", prometheus.render(plan))
+    test = yaml.safe_load((folder / "rules.test.yaml").read_text())
+    fed = {s["series"].split("{")[0] for t in test["tests"] for s in t["input_series"]}
+    assert counter not in fed and histogram not in fed
+    breached = {t["name"].split(":")[0] for t in test["tests"]}
+    assert {f"Web{alerts.camel(g)}Breached" for g in gates} <= breached, breached
+    result = promtool("test", "rules", str(folder / "rules.test.yaml"))
+    assert result.returncode == 0, failures(result.stdout + result.stderr)
+
+
+@pytest.mark.parametrize("query", ['sum(rollout_variant:requests:rate5m{variant="canary"})',
+                                   'count(ALERTS{rollout="web"})', 'sum(rate({__name__=~"http_.+"}[$window]))'])
+def test_a_custom_gate_over_computed_series_warns_and_its_tests_still_pass(tmp_path, query):
+    """A query over recorded series or alerts gets its value from the rules under test: it cannot be fed."""
+    path = custom_gates_spec(tmp_path, "generic", {"derived": {"query": query, "max": 5}})
+    warnings = [d.message for d in pipeline.analyse([path]).diagnostics]
+    assert any("custom gate derived reads series a rule file computes" in w for w in warnings), warnings
+    folder = write(tmp_path / "out", prometheus.render(plan_of(path)))
+    assert "WebDerivedBreached" not in (folder / "rules.test.yaml").read_text()
+    result = promtool("test", "rules", str(folder / "rules.test.yaml"))
+    assert result.returncode == 0, failures(result.stdout + result.stderr)

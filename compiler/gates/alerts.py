@@ -29,6 +29,7 @@ from compiler.gates.algebra import (
     Number,
     Paren,
     Selector,
+    Text,
     both,
     call,
     text,
@@ -37,11 +38,12 @@ from compiler.gates.algebra import (
     lift,
     paren,
     render,
+    selectors,
     substitute,
     walk,
     window,
 )
-from compiler.gates.presets import VariantLabels, substitute as fill, yields_a_number
+from compiler.gates.presets import VariantLabels, selected_metrics, substitute as fill, yields_a_number
 from compiler.gates.statistics import quantile_level, wilson_lower, wilson_upper
 from compiler.ir.plan import GatePlan, Plan, StagePlan
 
@@ -144,6 +146,43 @@ def sourceless(gate: GatePlan) -> bool:
     if any(f"{name}(" in query for name in ("vector", "absent", "absent_over_time", "time")):
         return True
     return yields_a_number(gate.query)
+
+
+def reads_computed(gate: GatePlan) -> bool:
+    """A custom gate whose query reads series a rule file computes (recorded series, ``ALERTS``, or any name).
+
+    A test that feeds the other rules' inputs makes its value too, beside the one fed: the generated tests
+    leave it out.
+    """
+    if gate.kind != "custom" or gate.query is None:
+        return False
+    return any(c.computed(name) for name in selected_metrics(gate.query))
+
+
+def untested(gate: GatePlan) -> bool:
+    """A custom gate the generated promtool tests cannot feed (:func:`sourceless`, :func:`reads_computed`)."""
+    return sourceless(gate) or reads_computed(gate)
+
+
+def reads_inputs(plan: Plan, gate: GatePlan) -> bool:
+    """A custom gate whose query reads the metrics source's own series (the counters or histogram the
+    recording rules read): the tests then feed the recorded series instead, which its query does not read."""
+    if gate.kind != "custom" or gate.query is None or untested(gate):
+        return False
+    return not selected_metrics(gate.query).isdisjoint(source_metrics(plan))
+
+
+def source_metrics(plan: Plan) -> frozenset[str]:
+    """The names of the series the recording rules read that no rule records."""
+    found = plan.memo.get("source metrics")
+    if found is None:
+        recorded = {r.name for r in records(plan)}
+        found = plan.memo["source metrics"] = frozenset(
+            s.metric for r in records(plan) if not isinstance(r.expr, Text) for s in selectors(r.expr)
+            if s.metric not in recorded
+        )
+    assert isinstance(found, frozenset)
+    return found
 
 
 # --------------------------------------------------------------------------- conditions

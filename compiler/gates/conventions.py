@@ -47,6 +47,14 @@ QUANTILES = (Fraction(95, 100), Fraction(99, 100))
 #: The label that routes a rollout's alerts to its receivers (the digest of its receivers and routes).
 ROUTE_LABEL = "rollout_route"
 ROLES = ("stable", "canary")
+#: What rule files compute: the recorded series (``level:metric:operations`` of these levels) and the alerts.
+COMPUTED_PREFIXES = (f"{LEVEL}:", "rollout:", "rollout_gate:")
+COMPUTED_SERIES = ("ALERTS", "ALERTS_FOR_STATE")
+
+
+def computed(metric: str) -> bool:
+    """A series a rule file computes rather than one scraped ("": a selector without a plain name may be)."""
+    return not metric or metric.startswith(COMPUTED_PREFIXES) or metric in COMPUTED_SERIES
 
 
 @dataclass(frozen=True)

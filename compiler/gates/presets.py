@@ -263,3 +263,19 @@ def yields_a_number(query: str) -> bool:
     except Exception:  # an unparsable query is a lint error of its own
         return False
 
+
+def selected_metrics(query: str) -> frozenset[str]:
+    """The metric names a query's selectors read once its placeholders are filled ("" for a selector without
+    a plain name, such as ``{__name__=~"..."}``); none for a query that does not parse (a lint error of its own)."""
+    try:
+        tree = promql_parser.parse(substitute(query, SAMPLE, "5m", "0.99"))
+    except Exception:  # the parser raises ValueError, and others for some inputs
+        return frozenset()
+    names: set[str] = set()
+
+    def visit(node: object) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name or "")
+
+    promql_parser.walk(tree, visit)
+    return frozenset(names)

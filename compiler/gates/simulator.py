@@ -10,7 +10,9 @@ by the detection benchmark:
   from the preset's data (:mod:`compiler.gates.presets`: which counter, which
   label value marks a failed request, which histogram in which unit).  A
   ``custom`` source's queries are the user's own: the series its rules record
-  are fed instead, computed by the same rules over stand-in counters.
+  are fed instead, computed by the same rules over stand-in counters; so are a
+  preset's, when a custom gate's query reads the preset's own series
+  (:func:`feeds_records`).
 - :func:`simulate`: the rules' expression trees evaluated the way Prometheus 2.x
   evaluates them (selection with a 5-minute look-back, ``rate`` extrapolation,
   vector matching, ``sum``, ``histogram_quantile``, ``absent``, rule order in a
@@ -380,6 +382,30 @@ def uses_templates(plan: Plan) -> bool:
     return plan.metrics.canary.templates is not None
 
 
+def feeds_records(plan: Plan) -> bool:
+    """The tests feed the series the source's queries record, not the series they read: the queries are the
+    user's own, or a custom gate's query reads the source's series (fed, they would make its value in promtool
+    beside the value the test feeds)."""
+    found = plan.memo.get("feeds records")
+    if found is None:
+        found = plan.memo["feeds records"] = uses_templates(plan) or any(
+            alerts.reads_inputs(plan, gate) for gate in plan.current.gates
+        )
+    assert isinstance(found, bool)
+    return found
+
+
+def fed(plan: Plan, record: alerts.Record) -> bool:
+    """A recording rule whose series the tests feed rather than let promtool compute: the user's PromQL, or,
+    where :func:`feeds_records`, a rule reading the source's own series."""
+    if isinstance(record.expr, Text):
+        return True
+    if not feeds_records(plan):
+        return False
+    source = alerts.source_metrics(plan)
+    return any(s.metric in source for s in selectors(record.expr))
+
+
 def measured_plan(plan: Plan) -> Plan:
     """The plan with stand-in counters where the queries are the user's own."""
     if not uses_templates(plan):
@@ -440,8 +466,8 @@ class Needs:
         return found
 
 
-def needs(rules: Sequence[alerts.AlertRule], records: Sequence[alerts.Record]) -> Needs:
-    """Every series ``rules`` read, directly or through the recording rules they select."""
+def needs(plan: Plan, rules: Sequence[alerts.AlertRule], records: Sequence[alerts.Record]) -> Needs:
+    """Every series ``rules`` of ``plan`` read, directly or through the recording rules they select."""
     by_name: dict[str, list[tuple[alerts.Record, Labels]]] = {}
     for record in records:
         by_name.setdefault(record.name, []).append((record, _rule_labels(record.labels)))
@@ -459,15 +485,15 @@ def needs(rules: Sequence[alerts.AlertRule], records: Sequence[alerts.Record]) -
                 key = (record.name, labels)
                 if key not in read:
                     read.add(key)
-                    if not isinstance(record.expr, Text):
+                    if not fed(plan, record):
                         todo.append(record.expr)
     return Needs(tuple(raw[k] for k in sorted(raw)), frozenset(read))
 
 
 def fed_records(plan: Plan, inputs: Inputs, only: Needs | None = None,
                 records: Sequence[alerts.Record] | None = None) -> list[InputSeries]:
-    """The series recorded by rules whose expression is the user's PromQL, as the same rules compute them
-    over stand-in counters (those ``only`` needs, or all)."""
+    """The series of the rules the tests feed (:func:`fed`), as the same rules compute them over the source's
+    counters, or stand-ins for the user's PromQL (those ``only`` needs, or all)."""
     measured = measured_plan(plan)
     scrapes = [i * STEP for i in range(inputs.steps)]
     world = World(measured, exporter_series(measured, inputs), scrapes)
@@ -475,7 +501,7 @@ def fed_records(plan: Plan, inputs: Inputs, only: Needs | None = None,
     for record in records if records is not None else alerts.records(plan):
         labels = dict(record.labels)
         if (
-            not isinstance(record.expr, Text)
+            not fed(plan, record)
             or record.name == c.CUSTOM_RECORD
             or inputs.flows.get(labels["variant"]) is None
         ):
@@ -497,7 +523,7 @@ def series_of(plan: Plan, inputs: Inputs, only: Needs | None = None,
     found = inputs._series.get(key)
     if found is None:
         custom = [s for s in custom_series(plan, inputs) if only is None or only.reads(s.name, s.labels)]
-        if uses_templates(plan):  # the user's queries: only the records needed are computed
+        if feeds_records(plan):  # only the records needed are computed
             found = fed_records(plan, inputs, only, records) + custom
         elif only is None:
             found = exporter_series(plan, inputs) + custom
@@ -758,8 +784,10 @@ class World:
     """Input series and the rules of a plan, evaluated at a list of times (seconds from the first scrape)."""
 
     def __init__(self, plan: Plan, raw: list[InputSeries], times: Sequence[int],
-                 records: list[alerts.Record] | None = None):
+                 records: list[alerts.Record] | None = None, inputs: frozenset[int] = frozenset()):
+        """``inputs``: the indices of the recording rules whose series are among ``raw`` (fed, not computed)."""
         self.plan = plan
+        self.inputs = inputs
         self.times = list(times)
         self.every = self.times[1] - self.times[0] if len(self.times) > 1 else STEP
         if self.times != list(range(0, self.every * len(self.times), self.every)):
@@ -807,7 +835,7 @@ class World:
                 out[tuple(sorted(labels + (("__name__", series.name),)))] = self._instant(series)
         for index, rule_labels in self.rules_by_name.get(node.metric, ()):
             rule = self.rules[index]
-            if isinstance(rule.expr, Text) or not _selects(node, rule.name, rule_labels):
+            if isinstance(rule.expr, Text) or index in self.inputs or not _selects(node, rule.name, rule_labels):
                 continue  # the user's query reads series nobody feeds; its value, if any, is an input series
             for labels, values in self._rule(index).items():
                 if _selects(node, rule.name, _without_name(labels)):
@@ -1128,8 +1156,9 @@ def simulate(plan: Plan, rules: Sequence[alerts.AlertRule], inputs: Inputs, ever
         raise ValueError(f"evaluations every {every}s do not line up with scrapes every {STEP}s")
     evaluations = ((inputs.steps - 1) * STEP) // every + 1
     records = list(records) if records is not None else alerts.records(plan)
-    fed = series_of(plan, inputs, read if read is not None else needs(rules, records), records)
-    world = World(plan, fed, [k * every for k in range(evaluations)], records)
+    fed_series = series_of(plan, inputs, read if read is not None else needs(plan, rules, records), records)
+    given = frozenset(i for i, record in enumerate(records) if fed(plan, record))
+    world = World(plan, fed_series, [k * every for k in range(evaluations)], records, given)
     out = []
     for rule in rules:
         result = world.vector(rule.expr)

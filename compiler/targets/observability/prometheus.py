@@ -262,6 +262,11 @@ def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
                                "(vector(), absent(), time() or a number): with no traffic it still judges, and the "
                                "generated promtool tests cannot feed it, so they leave it out", severity="warning",
                                code="gates"))
+        elif alerts.reads_computed(gate):
+            out.append(Finding(gate.loc + ("query",), f"custom gate {gate.name} reads series a rule file computes "
+                               "(rollout:..., rollout_variant:..., ALERTS, or a selector without a metric name): "
+                               "the generated promtool tests cannot feed its value, so they leave it out; read the "
+                               "scraped series instead", severity="warning", code="gates"))
         if (
             gate.kind == "latency"
             and plan.metrics.canary.has_latency

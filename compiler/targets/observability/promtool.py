@@ -38,7 +38,7 @@ TEST_EVERY = 60
 
 def test_file(plan: Plan, rule_file: str, annotate: Annotate) -> dict[str, Any]:
     """The promtool tests of a plan's rules in ``rule_file`` (beside the tests)."""
-    rules = [r for r in alerts.alert_rules(plan) if not (r.gate and alerts.sourceless(r.gate))]
+    rules = [r for r in alerts.alert_rules(plan) if not (r.gate and alerts.untested(r.gate))]
     scenario = Scenario(plan, annotate)
     tests = [scenario.healthy(), *scenario.zero(rules)]
     for rule in _distinct(rules):
@@ -111,7 +111,7 @@ class Scenario:
         """Recorded values of the custom gates per scrape: healthy, or past the threshold in ``breach`` (seconds)."""
         out = {}
         for gate in self.plan.current.gates:
-            if gate.kind != "custom" or alerts.sourceless(gate):
+            if gate.kind != "custom" or alerts.untested(gate):
                 continue
             good, bad = _custom_levels(float(gate.threshold), gate.bound)
             values = [good] * steps
@@ -145,7 +145,7 @@ class Scenario:
         quiet = _up(max([r.for_ for r in starved] + [self.warmup]) + 120)
         resume = 0 if self.plan.is_rollback else _up(max([r.window or 0 for r in starved] + [0]) + 120)
         inputs = self._inputs([Phase(quiet, 0), Phase(resume, self.canary_rps, self.healthy_errors)])
-        read = simulator.needs(starved, self.records)
+        read = simulator.needs(self.plan, starved, self.records)
         timelines = simulator.simulate(self.plan, starved, inputs, TEST_EVERY, self.records, read)
         hold = ", the hold alert fires and clears" if starved else ""
         then = f", then {self.canary_rps} requests/s" if resume else ""
@@ -168,7 +168,7 @@ class Scenario:
     def breach(self, rules: list[alerts.AlertRule], rule: alerts.AlertRule) -> dict[str, Any]:
         """The rule's breach: long enough for every rule of its name to fire, then a recovery until they clear."""
         own = [r for r in rules if r.name == rule.name]
-        read = simulator.needs(own, self.records)
+        read = simulator.needs(self.plan, own, self.records)
         plan_for = self._breach_plan(rule)
         if rule.kind == "burn":
             # The long windows hold only the test's short history, so the short windows decide; the pages'
@@ -305,8 +305,8 @@ class Scenario:
         """No alert of this rollout (with ``extra`` labels) fired at any evaluation up to ``seconds``."""
         matchers = [("alertstate", "=", "firing")] + c.identity_matchers(self.plan)
         matchers += [(k, "=", v) for k, v in extra.items()]
-        untested = sorted(g.name for g in self.plan.current.gates if alerts.sourceless(g))
-        if untested:  # their values cannot be fed: see alerts.sourceless
+        untested = sorted(g.name for g in self.plan.current.gates if alerts.untested(g))
+        if untested:  # their values cannot be fed: see alerts.untested
             matchers.append(("gate", "!~", "|".join(re.escape(name) for name in untested)))
         return {
             "expr": f"count_over_time(ALERTS{matchers_text(matchers)}[{_t(seconds)}])",
