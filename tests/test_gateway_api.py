@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from compiler import pipeline
 from compiler.ir.plan import ROLLBACK, Plan
 from compiler.targets.routers import gateway_api
-from conftest import ALL_SPECS, GOLDEN, SPECS, plan_of, plans_of
+from conftest import ALL_SPECS, GOLDEN, ROOT, SPECS, plan_of, plans_of
 from kubecheck import Request, route_http_route
 
 TINY = GOLDEN / "in-tiny-canary.yaml"
@@ -164,3 +164,17 @@ def test_the_comment_says_the_share_and_its_error():
     text = gateway_api.render(plan_of(TINY).at("canary"))["gateway-api/httproute.yaml"]
     assert "# Router share to ledger-v2: canary share 0.1%: 1/1000 = 0.1% (exact)" in text
     assert text.index("# Router share") < text.index("apiVersion:")
+
+
+@pytest.mark.parametrize("weight, severity", [("0.00001%", "error"), ("0.00005%", "error"),
+                                              ("33.3333333%", "warning"), ("0.0001%", None)])
+def test_a_share_finer_than_the_split_is_refused_when_far_off_and_a_warning_when_close(tmp_path, weight, severity):
+    """The README promises exact shares: a share the weights realise ten times over is an error, not a warning."""
+    text = (ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text()
+    text = text.replace("weight: 5%", f"weight: {weight}")
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(text)
+    found = [d for d in pipeline.analyse([spec]).diagnostics if d.code == "gateway-api"]
+    assert [d.severity for d in found] == ([severity] if severity else [])
+    if severity == "error":
+        assert "more than 10% away from the share the stage asks for" in found[0].message

@@ -402,10 +402,20 @@ def test_splits_come_from_the_shared_exact_split():
 
 def test_a_share_that_needs_more_than_a_million_buckets_is_a_located_warning():
     plan = ramp_plan()
-    fine = Fraction(1, 3 * 10**7)  # 0.00000333...%: no bucket count up to 10^6 realises it
+    fine = Fraction(333_333_333, 10**9)  # 33.3333333%: no bucket count up to 10^6 realises it, the nearest is close
     stages = (dataclasses.replace(plan.stages[0], route_weight=fine, weight=fine),) + plan.stages[1:]
     plan = dataclasses.replace(plan, stages=stages)
     (finding,) = [f for f in haproxy.lint(plan) if "only approximately" in f.message]
     assert finding.severity == "warning" and finding.loc == stages[0].loc
     assert haproxy.bucket_count(plan) == haproxy.MAX_BUCKETS
+
+
+def test_a_share_finer_than_a_millionth_is_an_error():
+    """1/30,000,000 lands in one bucket of a million: thirty times the share the stage asks for."""
+    plan = ramp_plan()
+    fine = Fraction(1, 3 * 10**7)
+    stages = (dataclasses.replace(plan.stages[0], route_weight=fine, weight=fine),) + plan.stages[1:]
+    plan = dataclasses.replace(plan, stages=stages)
+    (finding,) = [f for f in haproxy.lint(plan) if "only approximately" in f.message]
+    assert finding.severity == "error" and "more than 10% away from the share the stage asks for" in finding.message
     assert haproxy.bucketing(plan, stages[0]).threshold == 1

@@ -80,6 +80,25 @@ def test_a_strategy_level_mistake_is_reported_once_per_gate_with_the_stages_in_o
                      "5m `window`, longer than the 10s hold: it cannot judge the stage before it ends"]
 
 
+@pytest.mark.parametrize("gate, where, told", [
+    ('"< 0.01"', "11:62", "this gate allows 0.01% errors; write '< 0.01%' to keep it, or '< 1%' if 0.01 was a ratio"),
+    ("{max: 0.05, window: 5m}", "11:68",
+     "this gate allows 0.05% errors; write max: '0.05%' to keep it, or max: '5%' if 0.05 was a ratio"),
+])
+def test_an_error_rate_written_as_a_ratio_is_a_warning(tmp_path, gate, where, told):
+    """Argo's and Flagger's users write ratios: a bare 0.01 is 0.01 %, a hundred times stricter than meant."""
+    text = HEAD + GATEWAY + f"""stages:
+  - {{name: canary, weight: 5%, hold: 1h, gates: {{error_rate: {gate}}}}}
+  - {{name: full, weight: 100%}}
+current: canary
+"""
+    value = "0.01" if "0.01" in gate else "0.05"
+    assert problems(tmp_path, text) == [f"{where}: warning: error_rate {value} has no unit, and a bare number is "
+                                        f"percent: {told}"]
+    for fine in ('"< 1%"', '"< 2"', '"< 0.5%"'):
+        assert problems(tmp_path, text.replace(gate, fine)) == []
+
+
 def test_a_custom_gate_without_window_is_not_blamed_for_the_default_window(tmp_path):
     text = HEAD + GATEWAY + """stages:
   - name: canary
@@ -253,3 +272,19 @@ def test_a_huge_value_is_quoted_in_a_message_of_bounded_length(tmp_path):
     text = (ROOT / "specs" / "genesis.yaml").read_text().replace("current: canary-5", "current: " + "a" * 200_000)
     (found,) = problems(tmp_path, text)
     assert "is not a stage of this rollout" not in found and len(found) < 2100 and found.endswith("more characters)")
+
+
+def test_the_readme_diff_line_is_what_diff_prints_for_its_example(tmp_path):
+    """`rollout diff` after promoting the README's spec prints the line the README shows."""
+    readme = (ROOT / "README.md").read_text()
+    example = re.search(r"## A spec\n\n```yaml\n(.*?)```", readme, re.S)
+    shown = re.search(r"\(`(shop/checkout: canary 1% -> ramp 10%, \d+ files changed)`\)", readme)
+    assert example is not None and shown is not None
+    specs, out = tmp_path / "specs", tmp_path / "generated"
+    specs.mkdir()
+    (specs / "checkout.yaml").write_text(example.group(1))
+    cli = [sys.executable, "-m", "compiler"]
+    subprocess.run([*cli, "compile", str(specs), "-o", str(out)], check=True, capture_output=True, timeout=120)
+    subprocess.run([*cli, "promote", str(specs / "checkout.yaml")], check=True, capture_output=True, timeout=120)
+    diff = subprocess.run([*cli, "diff", str(specs), "-o", str(out)], capture_output=True, text=True, timeout=120)
+    assert shown.group(1) in diff.stdout.splitlines()[0], diff.stdout[:500]

@@ -114,6 +114,12 @@ def _message(error: ErrorDetails, doc: Document) -> tuple[Loc, str, bool]:
         size = len(error["input"]) if hasattr(error.get("input"), "__len__") else ctx.get("actual_length")
         field = _dotted(loc, doc.data) or "the spec"
         return loc, f"{field}: {size} entries, {'at most' if kind == 'too_long' else 'at least'} {bound}", False
+    if kind in ("model_type", "model_attributes_type", "dict_type"):
+        cls = _model_at(loc)
+        fields = f" of {', '.join(_allowed_fields(cls))}" if cls is not None else ""
+        field = _dotted(loc, doc.data)
+        where = f"{field}: " if field else ""
+        return loc, f"{where}expected a mapping{fields} (got {_describe(error.get('input'))})", False
     message = error["msg"]
     for prefix in ("Value error, ", "Assertion failed, "):
         if message.startswith(prefix):

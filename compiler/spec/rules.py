@@ -480,6 +480,42 @@ def alerting(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
         )
 
 
+@rule("stages", "strategy")
+def unitless_error_rates(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    """An error rate written as a ratio (``< 0.01``) is read as percent: a hundred times stricter than meant."""
+    for _, loc in _gates_with_locs(spec):
+        at = loc + ("error_rate",)
+        raw = _raw_at(doc.data, at)
+        shorthand = isinstance(raw, str)
+        if isinstance(raw, dict):
+            raw, at = raw.get("max"), at + ("max",)
+        if isinstance(raw, bool) or not isinstance(raw, (str, int, float)):
+            continue
+        text = str(raw).strip().lstrip("<=").strip()
+        try:
+            ratio = Fraction(text)
+        except (ValueError, ZeroDivisionError):
+            continue  # with a unit (or none the schema accepts)
+        if not 0 < ratio < 1:
+            continue
+        write = "'< {}'" if shorthand else "max: '{}'"
+        yield doc.warning(at, f"error_rate {text} has no unit, and a bare number is percent: "
+                          f"this gate allows {format_percent(ratio / 100)} errors; write "
+                          f"{write.format(text + '%')} to keep it, or {write.format(format_percent(ratio))} if {text} "
+                          "was a ratio", "gates", prefer_key=False)
+
+
+def _raw_at(data: object, loc: Loc) -> object:
+    for part in loc:
+        if isinstance(data, dict) and isinstance(part, str):
+            data = data.get(part)
+        elif isinstance(data, list) and isinstance(part, int) and 0 <= part < len(data):
+            data = data[part]
+        else:
+            return None
+    return data
+
+
 def _gates_with_locs(spec: model.RolloutSpec) -> Iterator[tuple[model.Gates, Loc]]:
     if spec.stages:
         for i, stage in enumerate(spec.stages):

@@ -27,6 +27,17 @@ def _exact(text: str, what: str) -> Fraction:
         raise ValueError(f"{what}: '{text}' is not a number") from None
 
 
+def shown(value: object) -> str:
+    """A value as the spec wrote it: YAML spellings for booleans and null, a kind for lists and mappings."""
+    if value is None or isinstance(value, bool):
+        return {True: "true", False: "false", None: "null"}[value]
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return repr(value)
+
+
 def _number_text(value: object, what: str) -> str:
     if isinstance(value, bool):
         raise ValueError(f"{what}: expected a value, got a boolean")
@@ -36,14 +47,14 @@ def _number_text(value: object, what: str) -> str:
         return repr(value)
     if isinstance(value, str):
         return value.strip()
-    raise ValueError(f"{what}: expected a string or a number, got {type(value).__name__}")
+    raise ValueError(f"{what}: expected a string or a number, got {shown(value)}")
 
 
 def parse_duration(value: object) -> int:
     """``30s``, ``5m``, ``2h``, ``7d``, ``1w``, ``1h30m`` -> whole seconds (> 0)."""
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(
-            f"a duration is a string such as '30s', '5m', '2h' or '7d', got {value!r}"
+            f"a duration is a string such as '30s', '5m', '2h' or '7d', got {shown(value)}"
         )
     text = value.strip()
     if not _DURATION.match(text):
@@ -74,7 +85,7 @@ def parse_percent(value: object) -> Fraction:
 def parse_latency(value: object) -> Fraction:
     """``200ms``, ``1.5s`` -> seconds as an exact fraction (> 0)."""
     if isinstance(value, bool) or not isinstance(value, str):
-        raise ValueError(f"a latency is a string such as '200ms' or '1.5s', got {value!r}")
+        raise ValueError(f"a latency is a string such as '200ms' or '1.5s', got {shown(value)}")
     match = re.match(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)\s*$", value)
     if not match:
         raise ValueError(f"'{value}' is not a latency: use milliseconds or seconds, e.g. '200ms' or '1.5s'")

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
+from compiler.diagnostics import Severity
 from compiler.ir import shares
 from compiler.ir.plan import Plan, StagePlan
 from compiler.ir.shares import Split
@@ -43,6 +44,15 @@ def capabilities(name: str) -> Capabilities:
 def relative_split(stage: StagePlan) -> Split:
     """The router share as relative weights (Gateway API backendRefs, Istio destinations)."""
     return shares.relative(stage.route_weight, MAX_RELATIVE_WEIGHT)
+
+
+def percent_split(stage: StagePlan) -> Split:
+    """Weights out of 100 where the share is a whole percent (what every Istio release accepts), else the
+    smallest exact relative weights (which releases whose validation demands a sum of 100 refuse)."""
+    percent = stage.route_weight * 100
+    if percent.denominator == 1:
+        return shares.Split(int(percent), 100, stage.route_weight)
+    return relative_split(stage)
 
 
 def testers_reach_canary(plan: Plan, stage: StagePlan) -> bool:
@@ -123,6 +133,18 @@ def mirror_loc(stage: StagePlan) -> Loc:
     return stage.loc + ("mirror",) if stage.loc[:1] == ("stages",) else stage.loc
 
 
+#: A split off by more than this share of what a stage asks for (for the canary or for stable) is refused.
+FAR_OFF = Fraction(1, 10)
+
+
+def far_off(split: Split) -> bool:
+    """The canary's (or stable's) realised share is more than FAR_OFF away from the spec's, relatively."""
+    for asked, got in ((split.share, split.realised), (1 - split.share, 1 - split.realised)):
+        if asked > 0 and abs(got - asked) > asked * FAR_OFF:
+            return True
+    return False
+
+
 def capability_findings(plan: Plan, name: str, split_of: Callable[[StagePlan], Split],
                         inexact: Callable[[StagePlan, Split], str] | None = None,
                         mirror_of: Callable[[Fraction], Fraction] | None = None,
@@ -139,7 +161,12 @@ def capability_findings(plan: Plan, name: str, split_of: Callable[[StagePlan], S
         split = split_of(stage)
         if not split.exact:
             message = inexact(stage, split) if inexact else f"{name}: {split.describe()}"
-            out.append(Finding(weight_loc(stage) if inexact is None else stage.loc, message, "warning", name))
+            severity: Severity = "warning"
+            if far_off(split):
+                severity = "error"
+                message += (f": more than {format_percent(FAR_OFF)} away from the share the stage asks for, finer "
+                            f"than {name} can split; use a share it can realise")
+            out.append(Finding(weight_loc(stage) if inexact is None else stage.loc, message, severity, name))
     for stage in plan.stages:
         if not stage.is_shadow:
             continue

@@ -15,8 +15,9 @@ version subsets: its Services select pods by colour, and the active
 Service's selector changes at the switch, so its rules route to the Services.
 
 Routes, in order: testers (one match per tester value, header name in lower
-case, ``exact`` value), the split (relative weights: Istio divides by their
-sum, so 0.1% is exactly 1 : 999; a share of 0 or 100% is one destination),
+case, ``exact`` value), the split (weights out of 100 for a whole percent,
+which every Istio release accepts; else relative weights, which Istio divides
+by their sum, so 0.1% is exactly 1 : 999; a share of 0 or 100% is one destination),
 with ``mirror`` and ``mirrorPercentage`` in a shadow stage, and, when
 ``service.path`` is not ``/``, a last route that keeps every other path on
 stable.  A path matches whole segments (``exact: /api`` or ``prefix: /api/``).
@@ -34,7 +35,7 @@ from compiler.spec.units import format_percent
 from compiler.targets import kube
 from compiler.targets.base import MANIFEST, Finding, Target
 from compiler.targets.routers import base as routing
-from compiler.targets.routers.base import relative_split as route_split, testers_reach_canary
+from compiler.targets.routers.base import percent_split as route_split, testers_reach_canary
 
 NAME = "istio"
 API_VERSION = "networking.istio.io/v1"
