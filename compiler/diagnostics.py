@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict, dataclass
 from typing import Literal
 from collections.abc import Iterable
 
 Severity = Literal["error", "warning"]
 MAX_MESSAGE = 2000  # characters of one message
+
+
+#: Characters a located message never holds raw: controls (line breaks among them) and bidirectional controls.
+_UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    return _UNPRINTABLE.sub(_escaped, text) if _UNPRINTABLE.search(text) else text
+
+
+def _escaped(found: re.Match[str]) -> str:
+    char = found.group()
+    return {"\n": "\\n", "\r": "\\r", "\t": "\\t"}.get(char) or f"\\u{ord(char):04x}"
 
 
 @dataclass(frozen=True, order=True)
@@ -26,7 +40,8 @@ class Diagnostic:
             object.__setattr__(self, "message", f"{cut}... ({len(self.message) - MAX_MESSAGE} more characters)")
 
     def text(self) -> str:
-        return f"{self.path}:{self.line}:{self.col}: {self.severity}: {self.message}"
+        """One line, shown as read: the line breaks and controls of a value the message quotes are escaped."""
+        return _printable(f"{self.path}:{self.line}:{self.col}: {self.severity}: {self.message}")
 
     def github(self) -> str:
         # Workflow commands: properties escape % \r \n : , ; the message escapes % \r \n.

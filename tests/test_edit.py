@@ -193,6 +193,14 @@ def test_tabs_that_separate_tokens_are_read_as_yaml_reads_them():
         parse_text("a:\n\t- 1\n", "x.yaml")
 
 
+def test_a_tab_inside_a_flow_plain_scalar_does_not_block_an_edit():
+    """YAML 1.2 (and libyaml, the spec's loader) keeps `sum(up)<TAB>or vector(0)` one plain scalar in a flow
+    mapping; ruamel.yaml ends it at the tab. The spec lints and compiles, so a rollback of it must go through."""
+    text = "kind: Rollout\ngates: {q: {query: sum(up)\tor vector(0), max: 900}}\ncurrent: canary\n"
+    changed = edit.set_current(text, "rollback", None, "x.yaml")
+    assert changed.text == text.replace("current: canary", "current: rollback")
+
+
 def test_a_byte_order_mark_is_kept_and_not_counted_as_a_column():
     text = "\ufeffcurrent: canary\nkind: Rollout\n"
     assert edit.set_current(text, "ramp", None, "x.yaml").text == "\ufeffcurrent: ramp\nkind: Rollout\n"

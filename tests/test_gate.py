@@ -343,6 +343,12 @@ def test_advance_leaves_alone_what_must_not_move(prometheus, tmp_path):
     (paused / ".rollout-pause").write_text("change freeze until Monday\n")
     out = advance(paused, url, at["healthy"]).stdout
     assert out.startswith("paused:") and "current: canary" in (paused / "specs/checkout.yaml").read_text()
+    edited = _repository(tmp_path / "edited", at["healthy"] - 7200)  # a person's edit, not committed
+    spec = edited / "specs/checkout.yaml"
+    spec.write_text(spec.read_text().replace("current: canary", "current: canary  # reviewed by nobody yet"))
+    out = advance(edited, url, at["healthy"]).stdout
+    assert "failed" in out and "has uncommitted changes" in out, out
+    assert "reviewed by nobody yet" in spec.read_text() and "current: canary" in spec.read_text()
 
 
 # --------------------------------------------------------------------------- answers no Prometheus should give

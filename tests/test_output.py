@@ -151,6 +151,18 @@ def test_a_rollout_is_removed_only_when_the_folder_of_its_spec_is_compiled_whole
     assert pruned.left_alone == 1 and (out / "shop/c/PLAN.md").exists()  # its spec is there: never pruned
 
 
+def test_an_output_folder_inside_the_output_folder_is_another_s_and_left_alone(tmp_path):
+    """`-o out` after `-o out/generated`: the inner folder's rollouts are not this folder's to judge or remove."""
+    specs = fleet(tmp_path, ["a", "b"])
+    inner, outer = tmp_path / "out" / "generated", tmp_path / "out"
+    compiled(specs, inner)
+    before = tree(inner)
+    report = compiled(specs, outer, prune=True)
+    assert report.removed == [] and report.removed_rollouts == []
+    assert tree(inner) == before
+    assert build.verify([specs], inner).ok
+
+
 def test_never_touches_files_it_did_not_generate(tmp_path):
     out = tmp_path / "generated"
     out.mkdir()

@@ -12,8 +12,10 @@ import http.client
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -476,6 +478,54 @@ def test_a_rollback_killed_before_its_commit_is_undone_and_done_by_the_next_requ
     assert check.returncode == 0, check.stdout + check.stderr
 
 
+KILLED_AFTER_COMMIT = """
+import json, os, signal, sys
+sys.path.insert(0, sys.argv[2])
+import test_serve as ts
+from compiler.ops import repo, serve
+from pathlib import Path
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)  # HEAD moved, the index not yet brought to it
+repo._index_takes = die
+top = Path(sys.argv[1])
+serve.Rollbacks(top / 'specs', top / 'generated', commit=True).handle(
+    json.loads(ts.payload(ts.alert('cart', 'CartErrorRateBreached'))))
+"""
+
+
+def test_a_rollback_killed_after_its_commit_stays_committed_and_the_index_takes_it(tmp_path, monkeypatch):
+    """Between HEAD moving and the index taking the commit, the index still holds the old files: the recovery
+    must not read them as an uncommitted change and undo the rollback (a person's next commit would revert it)."""
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    before = commits(repo)
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT, str(repo), str(Path(__file__).parent)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
+    assert commits(repo) == before + 1 and git(repo, "diff", "--cached", "--name-only") != ""  # the stale index
+    rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
+    (outcome,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
+    assert outcome.result == "already rolled back", outcome.detail
+    assert commits(repo) == before + 1 and git(repo, "status", "--porcelain") == ""
+    assert "current: rollback" in (repo / "specs" / "cart.yaml").read_text()
+    assert not list((repo / "specs").glob(".*"))
+
+
+def test_a_killed_edit_s_temporary_files_are_removed_by_the_next_edit_of_that_spec(tmp_path):
+    specs = tmp_path / "specs"
+    specs.mkdir()
+    shutil.copy(GOLDEN / "in-ramp.yaml", specs / "cart.yaml")
+    shutil.copy(GOLDEN / "in-ramp.yaml", specs / "cart.yaml.b.yaml")
+    leftovers = [specs / ".cart.yaml.ab3_x9zq.tmp.yaml", specs / ".cart.yaml.restore"]
+    someone_else = [specs / ".cart.yaml.b.yaml.ab3_x9zq.tmp.yaml", specs / ".cart.yaml.notes"]
+    for path in leftovers + someone_else:
+        path.write_text("x")
+    result = CliRunner().invoke(main, ["promote", str(specs / "cart.yaml")])
+    assert result.exit_code == 0, result.output
+    assert [p.exists() for p in leftovers] == [False, False] and all(p.exists() for p in someone_else)
+
+
 def _rollbacks(tmp_path: Path, monkeypatch) -> tuple[Path, serve.Rollbacks]:
     for key, value in GIT_IDENTITY.items():
         monkeypatch.setenv(key, value)
@@ -636,6 +686,32 @@ def test_connections_beyond_the_cap_get_503_and_no_thread(in_process, monkeypatc
         wait_until(lambda: _healthz(port) == 200, "a free slot")  # the held connections' threads end
 
 
+def test_a_client_refused_as_busy_while_it_sends_a_body_reads_its_503_not_a_reset(in_process, monkeypatch):
+    """The refusal reads what the client still sends before closing: closing on unread data resets the
+    connection, and a client sending a large body may then never read the answer."""
+    monkeypatch.setattr(serve, "MAX_CONNECTIONS", 1)
+    with in_process() as port:
+        import socket
+
+        held = socket.create_connection(("127.0.0.1", port))
+        time.sleep(0.3)
+        try:
+            statuses = []
+            for _ in range(5):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+                try:
+                    conn.request("POST", "/alerts", body=b"x" * (256 << 10),
+                                 headers={"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"})
+                    statuses.append(conn.getresponse().status)
+                except (ConnectionResetError, BrokenPipeError) as exc:
+                    statuses.append(type(exc).__name__)
+                finally:
+                    conn.close()
+            assert statuses == [503] * 5
+        finally:
+            held.close()
+
+
 def test_a_body_too_large_gets_its_413_not_a_reset(in_process):
     with in_process() as port:
         for token in (TOKEN, "wrong"):
@@ -704,3 +780,67 @@ def test_one_request_repeating_a_rollout_reads_its_history_once(tmp_path, monkey
     old = [alert("checkout", f"Breach{i}", starts="2024-05-01T10:00:00Z") for i in range(300)]
     outcomes = rollbacks.handle(json.loads(payload(*old)))
     assert {o.result for o in outcomes} == {"replay"} and len(calls) == 1
+
+
+def test_a_request_of_more_alerts_than_a_webhook_should_send_is_refused_whole():
+    with pytest.raises(serve.PayloadError, match="set `max_alerts: 1000` on the webhook receiver"):
+        serve.alerts_of({"alerts": [{}] * (serve.MAX_ALERTS + 1)})
+    assert len(serve.alerts_of({"alerts": [{}] * serve.MAX_ALERTS})) == serve.MAX_ALERTS
+
+
+@pytest.mark.parametrize("name, summary, kept", [
+    ("CartErrorRateBreached", "error rate 5% at ramp", "CartErrorRateBreached (error_rate): error rate 5% at ramp"),
+    ("CartErrorRateBreached", "password=hunter2hunter2 token ghp_" + "a" * 36,
+     "CartErrorRateBreached (error_rate): (its summary is left out: it seems to hold a secret)"),
+    ("token=AKIA" + "B" * 16, "", "a rollback alert (its name is left out: it seems to hold a secret)"),
+])
+def test_the_words_of_a_rollback_commit_never_carry_an_alert_s_secret(name, summary, kept):
+    reason, subject = serve._committed_words("shop/cart", name, "error_rate", summary)
+    assert reason == kept and subject.startswith("rollback shop/cart: ")
+    assert "AKIA" not in reason + subject and "ghp_" not in reason + subject
+
+
+def test_a_stopping_server_begins_no_request(tmp_path, monkeypatch):
+    """After SIGTERM, a request still waiting for the lock changes nothing (its sender gets a 503 and retries)."""
+    repo, rollbacks = _rollbacks(tmp_path, monkeypatch)
+    rollbacks.stopping.set()
+    with pytest.raises(serve.Stopping):
+        rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
+    assert commits(repo) == 1 and "current: ramp" in (repo / "specs/cart.yaml").read_text()
+
+
+def test_sigterm_answers_the_request_under_way_then_stops(tmp_path, monkeypatch):
+    """A rollback under way when SIGTERM comes is committed and answered; the server stops after it."""
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    port, token = free_port(), tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    log = tmp_path / "serve.log"
+    slow = ("import sys, time; sys.argv[0] = 'rollout'\n"
+            "from compiler.ops import repo\n"
+            "real = repo.commit_files\n"
+            "def slow(*a, **k):\n    time.sleep(1.5)\n    return real(*a, **k)\n"
+            "repo.commit_files = slow\n"
+            "from compiler.cli import run\nsys.exit(run())\n")
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [sys.executable, "-c", slow, "serve", "--specs", "specs", "--output", "generated",
+             "--listen", f"127.0.0.1:{port}", "--commit", "--token-file", str(token)],
+            cwd=repo, stdout=out, stderr=out, env={**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(ROOT)})
+        try:
+            wait_until(lambda: call(port, "GET", "/healthz")[0] == 200, "rollout serve")
+            answer: list = []
+            sender = threading.Thread(target=lambda: answer.append(
+                call(port, "POST", "/alerts", payload(alert("cart", "CartErrorRateBreached")))))
+            sender.start()
+            time.sleep(0.7)  # the rollback is under way (its commit waits 1.5 s)
+            process.send_signal(signal.SIGTERM)
+            sender.join(timeout=30)
+            assert process.wait(timeout=30) == 0
+        finally:
+            process.kill()
+    status, body = answer[0]
+    assert status == 200 and body["rolled_back"] == ["shop/cart"], body
+    assert commits(repo) == 2 and git(repo, "status", "--porcelain") == ""
+    assert '"every request answered"' in log.read_text()

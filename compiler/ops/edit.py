@@ -64,7 +64,7 @@ def _plain_is_string(value: str) -> bool:
 
 def scalar_token(value: str, style: str) -> str:
     """``value`` as a YAML scalar in ``style`` ("plain", "'" or '"'); plain only where it stays a string."""
-    if not _SIMPLE.match(value):
+    if not _SIMPLE.fullmatch(value):
         raise ValueError(f"'{value}' is not a stage name")
     if style == "plain" and not _plain_is_string(value):
         style = '"'
@@ -112,7 +112,7 @@ def _replace(lines: list[str], node: CommentedMap, value: str, reason: str | Non
     old = str(node[KEY])
     quote = line[col] if line[col] in "'\"" else ""
     token = f"{quote}{old}{quote}"
-    if not line.startswith(token, col) or not _SIMPLE.match(old):
+    if not line.startswith(token, col) or not _SIMPLE.fullmatch(old):
         raise EditError(path, line_no + 1, col + 1, f"cannot edit `{KEY}` in place: write it as a plain stage name")
     rest = line[col + len(token):]
     body = rest.rstrip("\r\n")
@@ -203,7 +203,7 @@ def set_current(text: str, value: str, environment: str | None, path: str, reaso
 def _set_current(text: str, value: str, environment: str | None, path: str, reason: str | None) -> Edit:
     root = _load(text, path)
     node = _mapping_at(root, environment, path)
-    if not _SIMPLE.match(value):
+    if not _SIMPLE.fullmatch(value):
         row, col = node.lc.value(KEY) if _own(node, KEY) else (0, 0)
         raise EditError(path, row + 1, col + 1, f"'{value}' is not a stage name (nor 'rollback')")
     lines = text.splitlines(keepends=True)
@@ -224,9 +224,9 @@ def _set_current(text: str, value: str, environment: str | None, path: str, reas
 def _same_but(old_text: str, new_text: str, environment: str | None, key: str, value: object, path: str,
               line: int) -> None:
     """The new text reads as the old data with ``key`` (at the top level or in the environment) set to ``value``."""
-    try:
-        before, _, _ = parse_text(old_text, path)
-        after, _, _ = parse_text(new_text, path)
+    try:  # tabs read as spaces, as _load reads them (the candidate is analysed by the spec's own loader too)
+        before, _, _ = parse_text(old_text.replace("\t", " "), path)
+        after, _, _ = parse_text(new_text.replace("\t", " "), path)
     except SpecError as exc:
         d = exc.diagnostics[0]
         raise EditError(path, d.line, d.col, f"the edit would not leave a valid YAML file: {d.message}") from None
@@ -261,7 +261,7 @@ def approval_token(stage: str, by: str, at: str) -> str:
     (a JSON string is a YAML double-quoted scalar; letters beyond ASCII are written as they are)."""
     import json
 
-    if not _SIMPLE.match(stage):
+    if not _SIMPLE.fullmatch(stage):
         raise ValueError(f"'{stage}' is not a stage name")
     who = json.dumps(one_line(by), ensure_ascii=False)
     return f"{{stage: {scalar_token(stage, 'plain')}, by: {who}, at: {json.dumps(at)}}}"

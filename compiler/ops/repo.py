@@ -141,6 +141,9 @@ def change_spec(spec: Path, value: str, environment: str | None, output: Path, m
     if commit and push:  # the change is made on what the remote has now
         pull_rebase(toplevel(spec))
     with spec_locked(spec):  # a person's edit of the same spec waits, and then reads this change
+        if commit and uncommitted(spec):
+            raise GitError(f"{spec} has uncommitted changes in this repository: a commit would take them along; "
+                           "commit or discard them")
         before = spec.read_bytes()
         record = _record_change(spec, before, output) if commit else None
         try:
@@ -198,8 +201,8 @@ def recover(top: Path) -> str | None:
     import orjson
 
     folder = Path(git(top, "rev-parse", "--absolute-git-dir"))
-    for leftover in (PRIVATE_INDEX, f"{PRIVATE_INDEX}.lock"):  # a killed commit's; no one else uses them
-        (folder / leftover).unlink(missing_ok=True)
+    for leftover in (PRIVATE_INDEX, f"{PRIVATE_INDEX}.lock", f"{CHANGE_RECORD}.new"):  # a killed change's; no one
+        (folder / leftover).unlink(missing_ok=True)  # else uses them
     record = folder / CHANGE_RECORD
     try:
         data = orjson.loads(record.read_bytes())
@@ -211,21 +214,51 @@ def recover(top: Path) -> str | None:
         record.unlink(missing_ok=True)
         return None
     if git(top, "rev-parse", "HEAD") != head and not _differs_from_head(top, spec):
+        # Killed after HEAD moved and before the index took the commit: the index is brought to it.
+        _index_resync(top, [p for p in (_relative(top, spec), _relative(top, output)) if p is not None])
         said = f"the change of {spec} that was interrupted had been committed"
     else:
-        _undo(spec, before, output)
+        if spec.is_file():
+            with spec_locked(spec):
+                _undo(spec, before, output)
+        else:
+            _undo(spec, before, output)
         said = f"undid an interrupted change of {spec}"
     record.unlink(missing_ok=True)
     return said
 
 
-def _differs_from_head(top: Path, spec: Path) -> bool:
-    """The spec in the working tree is not HEAD's (HEAD moved by someone else's commit, not by the change)."""
+def _relative(top: Path, path: Path) -> str | None:
     try:
-        relative = Path(os.path.realpath(spec)).relative_to(top).as_posix()
-        return bool(git(top, "status", "--porcelain", "--untracked-files=no", "--", relative))
-    except (ValueError, GitError):
+        return Path(os.path.realpath(path)).relative_to(top).as_posix()
+    except ValueError:
+        return None
+
+
+def _differs_from_head(top: Path, spec: Path) -> bool:
+    """The spec in the working tree is not HEAD's (HEAD moved by someone else's commit, not by the change); what
+    the index holds does not count (a commit is made from the working tree)."""
+    relative = _relative(top, spec)
+    if relative is None:
         return True
+    try:
+        if not git(top, "ls-tree", "--name-only", "HEAD", "--", relative):
+            return True  # not in HEAD at all
+        return bool(git(top, "diff", "--name-only", "HEAD", "--", relative))
+    except GitError:
+        return True
+
+
+def _index_resync(top: Path, where: list[str]) -> None:
+    """The index takes HEAD's version of the paths under ``where`` whose working-tree file is HEAD's but whose
+    staged version is not (what a commit left behind in the index, never what a person staged and kept)."""
+    if not where:
+        return
+    staged = set(git(top, "diff", "--cached", "--name-only", "--no-renames", "HEAD", "--", *where).splitlines())
+    changed = set(git(top, "diff", "--name-only", "--no-renames", "HEAD", "--", *where).splitlines())
+    stale = sorted(staged - changed)
+    if stale:
+        _index_takes(top, stale)
 
 
 def _undo(spec: Path, before: bytes, output: Path) -> None:
@@ -343,7 +376,7 @@ def one_spec_of(output: Path, out: str) -> Path | None:
     from compiler.output import ledger
 
     record = ledger.read(output, out)
-    if record is None or record.spec is None or not re.match(r"^[^\0]+$", record.spec):
+    if record is None or record.spec is None or not re.fullmatch(r"^[^\0]+$", record.spec):
         return None
     spec = (output.resolve().parent / record.spec).resolve()
     return spec if spec.is_file() else None

@@ -27,9 +27,12 @@ and nothing a request sends can stop the server: malformed JSON is a 400, a miss
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import json
+import queue
+import selectors
 import signal
 import socket
 import ssl
@@ -53,6 +56,8 @@ from compiler.ops.workflow import WorkflowError
 from compiler.spec import names
 
 MAX_BODY = 4 << 20  # bytes of one webhook request
+BIG_BODY = 256 << 10  # bytes from which a body is parsed only BIG_PARSES at a time
+BIG_PARSES = 2
 READ_TIMEOUT = 30  # seconds one read from a client may take
 REQUEST_DEADLINE = 60  # seconds a client may take to send one whole request (headers and body)
 HEADER_DEADLINE = 10  # of which for its headers, before its token is known (slow clients cannot hold slots long)
@@ -61,6 +66,8 @@ DISCARD = (16 << 20, 2.0)  # a refused request's body is read and dropped (bytes
 BACKLOG = 256  # connections waiting to be accepted: a burst of Alertmanager retries is not reset
 REPLAY_TOLERANCE = 10.0  # seconds: an alert that started this long before the stage changed is a replay
 LOCK_TIMEOUT = 120.0
+MAX_ALERTS = 1000  # alerts in one request (Alertmanager's webhook `max_alerts` truncates a larger group)
+STOP_SECONDS = 20.0  # on SIGTERM, how long the requests under way may take to finish and be answered
 
 
 def _now() -> str:
@@ -97,7 +104,14 @@ def alerts_of(payload: object) -> list[object]:
     if not isinstance(payload, dict) or not isinstance(payload.get("alerts"), list):
         raise PayloadError("expected an Alertmanager webhook payload: an object with a list `alerts`")
     alerts: list[object] = payload["alerts"]
+    if len(alerts) > MAX_ALERTS:
+        raise PayloadError(f"{len(alerts)} alerts in one request, more than {MAX_ALERTS}: set `max_alerts: "
+                           f"{MAX_ALERTS}` on the webhook receiver (Alertmanager then sends the rest later)")
     return alerts
+
+
+class Stopping(Exception):
+    """The server is stopping: a request that has not begun is not begun (its sender retries elsewhere or later)."""
 
 
 def _labels(alert: dict[str, Any], key: str) -> dict[str, str]:
@@ -139,7 +153,8 @@ def parse_rfc3339(text: str) -> float | None:
     """Alertmanager's times (nanoseconds, ``Z``) as Unix seconds; None when it is not one."""
     import re
 
-    match = re.match(r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2})(\.\d+)?(Z|[+-]\d{2}:\d{2})$", text)
+    match = re.fullmatch(r"([0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2})(\.[0-9]+)?"
+                         r"(Z|[+-][0-9]{2}:[0-9]{2})", text)
     if match is None:
         return None
     fraction = (match.group(2) or "")[:7]  # Python reads at most microseconds
@@ -199,6 +214,7 @@ class Rollbacks:
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
+        self.stopping = threading.Event()
         self._analysis: pipeline.Result | None = None
         # What one request learns once, however many of its alerts name the same rollout:
         self._since: dict[tuple[str, str | None, str], float | None] = {}  # when each stage began (git history)
@@ -209,6 +225,8 @@ class Rollbacks:
         alerts = alerts_of(payload)
         outcomes = []
         with self.lock:
+            if self.stopping.is_set():
+                raise Stopping()
             self._recover()
             self._analysis = None  # every spec, read at most once per request
             self._since.clear()
@@ -289,8 +307,7 @@ class Rollbacks:
             return late
         gate = labels.get("gate", "-")
         summary = _labels(alert, "annotations").get("summary", "")
-        reason = one_line(f"{name} ({gate})" + (f": {summary}" if summary else ""))
-        subject = one_line(f"rollback {plan.out}: {name} ({gate})")
+        reason, subject = _committed_words(plan.out, name, gate, summary)
         try:
             with repo.lock_for(spec, self.commit, LOCK_TIMEOUT):
                 if self._rolled_back_meanwhile(spec, labels):  # by another server on this repository
@@ -462,8 +479,13 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         try:
-            payload = json.loads(body)
+            with self.server.parsing if length > BIG_BODY else contextlib.nullcontext():
+                payload = json.loads(body)
+            del body
             outcomes = self.server.rollbacks.handle(payload, client)
+        except Stopping:
+            self._reply(503, {"error": "stopping: send it again"}, {"Retry-After": "1"})
+            return
         except (ValueError, RecursionError) as exc:  # PayloadError and JSON errors are ValueErrors
             self._refuse("payload", 400, {"error": one_line(str(exc))[:200]}, client)
             return
@@ -515,6 +537,20 @@ class Handler(BaseHTTPRequestHandler):
         pass  # one line per decision is logged by the handling itself
 
 
+def _committed_words(out: str, name: str, gate: str, summary: str) -> tuple[str, str]:
+    """(reason, subject) of a rollback commit, from the alert's words where they hold no secret (both are
+    committed: the reason in the spec, the subject in the history)."""
+    from compiler.spec import secrets
+
+    if summary and secrets.in_text(summary) is not None:
+        summary = "(its summary is left out: it seems to hold a secret)"
+    said = f"{name} ({gate})"
+    if secrets.in_text(said) is not None:
+        said = "a rollback alert (its name is left out: it seems to hold a secret)"
+    reason = one_line(said + (f": {summary}" if summary else ""))
+    return reason, one_line(f"rollback {out}: {said}")
+
+
 def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     def rollouts(result: str) -> list[str]:
         return sorted({o.rollout for o in outcomes if o.result == result and o.rollout})
@@ -529,6 +565,62 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
+class Closer:
+    """Closes refused connections gently, all in one thread: what a client still sends after the answer is read
+    and dropped (for LINGER seconds at most) before the socket closes, since closing a socket with unread data
+    resets the connection, and the client may then never read the answer. Past MAX_LINGERING, closed at once."""
+
+    LINGER = 2.0
+    MAX_LINGERING = 256
+
+    def __init__(self) -> None:
+        self.waiting: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
+        self.count = 0
+        self.guard = threading.Lock()
+        threading.Thread(target=self._run, name="rollout-closer", daemon=True).start()
+
+    def add(self, sock: socket.socket) -> None:
+        with self.guard:
+            if self.count >= self.MAX_LINGERING:
+                sock.close()
+                return
+            self.count += 1
+        self.waiting.put(sock)
+
+    def _run(self) -> None:
+        chooser = selectors.DefaultSelector()
+        ends: dict[socket.socket, float] = {}
+        while True:
+            while True:
+                try:
+                    sock = self.waiting.get(block=not ends, timeout=None)
+                except queue.Empty:
+                    break
+                ends[sock] = time.monotonic() + self.LINGER
+                chooser.register(sock, selectors.EVENT_READ)
+                if self.waiting.empty():
+                    break
+            for key, _ in chooser.select(timeout=0.1):
+                conn = key.fileobj
+                if not isinstance(conn, socket.socket):
+                    continue
+                try:
+                    more = conn.recv(1 << 16)
+                except (BlockingIOError, InterruptedError):
+                    continue
+                except OSError:
+                    more = b""
+                if not more:
+                    ends[conn] = 0.0
+            now = time.monotonic()
+            for sock in [s for s, end in ends.items() if end <= now]:
+                chooser.unregister(sock)
+                sock.close()
+                del ends[sock]
+                with self.guard:
+                    self.count -= 1
+
+
 class Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = BACKLOG
@@ -540,32 +632,53 @@ class Server(ThreadingHTTPServer):
         self.token = token
         self.tls = tls is not None
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
+        self.parsing = threading.BoundedSemaphore(BIG_PARSES)  # a large body becomes many objects: a few at once
+        self.closer = Closer()
+        self.active = 0  # requests being served (their threads)
+        self.idle = threading.Condition()
         if tls is not None:  # the handshake happens in the request's thread, not in the accepting loop
             self.socket = tls.wrap_socket(self.socket, server_side=True, do_handshake_on_connect=False)
 
     def process_request(self, request, client_address) -> None:  # type: ignore[no-untyped-def]  # socketserver's
         if not self.slots.acquire(blocking=False):  # busy: an answer now, never a thread more
             self.rollbacks.metrics.add("rollout_serve_refused_total", "busy")
-            if not self.tls:
-                try:
-                    request.setblocking(False)
-                    request.send(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
-                                 b"Connection: close\r\n\r\n")
-                except OSError:
-                    pass
-            self.shutdown_request(request)
+            if self.tls:
+                self.shutdown_request(request)
+                return
+            try:
+                request.setblocking(False)
+                request.send(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
+                             b"Connection: close\r\n\r\n")
+                request.shutdown(socket.SHUT_WR)
+            except OSError:
+                self.shutdown_request(request)
+                return
+            self.closer.add(request)  # what the client still sends is read: it gets the answer, not a reset
             return
+        with self.idle:
+            self.active += 1
         try:
             super().process_request(request, client_address)
         except BaseException:
-            self.slots.release()
+            self._done()
             raise
 
     def process_request_thread(self, request, client_address) -> None:  # type: ignore[no-untyped-def]
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self.slots.release()
+            self._done()
+
+    def _done(self) -> None:
+        self.slots.release()
+        with self.idle:
+            self.active -= 1
+            self.idle.notify_all()
+
+    def wait_idle(self, seconds: float) -> bool:
+        """Wait until no request is being served (at most ``seconds``); whether none is."""
+        with self.idle:
+            return self.idle.wait_for(lambda: self.active == 0, timeout=seconds)
 
     def handle_error(self, request, client_address) -> None:  # type: ignore[no-untyped-def]  # socketserver's signature
         error = sys.exc_info()[1]
@@ -678,9 +791,12 @@ def serve(specs: Path, output: Path, listen: tuple[str, int], token_file: Path |
     try:
         server.serve_forever()
     except KeyboardInterrupt:
-        # A rollback under way is finished (its change committed or undone, its answer sent) before the end.
-        if rollbacks.lock.acquire(timeout=LOCK_TIMEOUT):
-            rollbacks.lock.release()
-        audit({"event": "stop"})
+        # No new connection is taken and no waiting request begins (a 503 its sender retries); the rollback under
+        # way is finished (its change committed or undone) and every answer sent, within STOP_SECONDS.
+        rollbacks.stopping.set()
+        finished = server.wait_idle(STOP_SECONDS)
+        audit({"event": "stop", "detail": "every request answered" if finished else
+               f"requests still under way after {STOP_SECONDS:g}s were cut off (a change they made is undone by "
+               "the next start)"})
     finally:
         server.server_close()

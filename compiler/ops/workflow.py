@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import re
 import stat
 import tempfile
 import time
@@ -159,10 +160,26 @@ def spec_locked(path: Path, timeout: float = SPEC_LOCK_TIMEOUT) -> Iterator[None
                 raise _error(path, f"another edit of this spec has run for more than {timeout:g}s")
             held, now = os.fstat(fd), _stat_or_none(real)
             if now is not None and (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+                _remove_leftovers(Path(real))
                 yield
                 return
         finally:
             os.close(fd)
+
+
+def _remove_leftovers(real: Path) -> None:
+    """The temporary files of an edit of this spec that was killed (only an edit holding its lock makes them)."""
+    own = re.compile(rf"\.{re.escape(real.name)}\.([a-z0-9_]{{8}}\.tmp\.yaml|restore)")
+    try:
+        names = [e.name for e in os.scandir(real.parent) if e.name.startswith(f".{real.name}.")]
+    except OSError:
+        return
+    for name in names:
+        if own.fullmatch(name):
+            try:
+                os.unlink(real.parent / name)
+            except OSError:
+                pass
 
 
 def flock_by(fd: int, deadline: float) -> bool:

@@ -104,7 +104,8 @@ def _bytes(path: str) -> bytes | None:
 
 def scan(root: Path) -> dict[str, Ledger]:
     """Every manifest under ``root``: ``_fleet/`` and rollout folders at most three levels down, without
-    descending into a folder that holds one."""
+    descending into a folder that holds one, or into another output folder inside this one (its own compiles'
+    bookkeeping, which is not this folder's to judge or remove)."""
     found: dict[str, Ledger] = {}
     todo: list[tuple[str, int]] = [("", 0)]
     while todo:
@@ -118,6 +119,8 @@ def scan(root: Path) -> dict[str, Ledger]:
                 if ledger is not None:
                     found[prefix] = ledger
                 continue
+            if another_output(where):
+                continue
         if depth >= MAX_DEPTH:
             continue
         try:
@@ -127,3 +130,12 @@ def scan(root: Path) -> dict[str, Ledger]:
             continue
         todo.extend((f"{prefix}/{name}" if prefix else name, depth + 1) for name in folders)
     return dict(sorted(found.items()))
+
+
+#: What every compile leaves at the top of its output folder: its lock, staging and journal folder.
+STATE_DIR = ".rollout"
+
+
+def another_output(folder: str) -> bool:
+    """``folder`` is the top of an output folder (one a compile wrote into, with its state or its fleet files)."""
+    return os.path.isdir(f"{folder}/{STATE_DIR}") or os.path.lexists(f"{folder}/{FLEET_DIR}/{NAME}")

@@ -65,8 +65,10 @@ def _plain(value: str) -> Any:
     raise Decline(f"a plain scalar of type {tag}")
 
 
-#: What a spec may not hold: control characters but tab and line breaks, C1 controls, lone surrogates.
-NON_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")  # escapes read by re
+#: What a spec may not hold: control characters but tab and line breaks, C1 controls, lone surrogates, and the
+#: bidirectional embeddings, overrides and isolates, which show text in another order than it is read
+#: (the escapes are read by re).
+NON_TEXT = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\u202a-\u202e\u2066-\u2069]")
 
 
 def _is_text(value: str) -> bool:

@@ -110,10 +110,18 @@ def decode(raw: bytes, path: str) -> str:
         text = text[1:]
     index = _first_non_text(text)  # decoded UTF-8 holds no surrogate: this is a control character
     if index is not None:
-        raise _at(
-            path, *_offset_position(text, index), f"control character U+{ord(text[index]):04X} is not allowed in a spec"
-        )
+        raise _at(path, *_offset_position(text, index), f"{_kind_of(text[index])} is not allowed in a spec")
     return text
+
+
+def _kind_of(char: str) -> str:
+    """What a character :func:`_first_non_text` found is, with its code point."""
+    code = ord(char)
+    if _is_control(char):
+        return f"control character U+{code:04X}"
+    if 0xD800 <= code <= 0xDFFF:
+        return f"lone surrogate U+{code:04X}"
+    return f"bidirectional control character U+{code:04X} (it shows text in another order than it is read)"
 
 
 def _is_control(char: str) -> bool:
@@ -132,10 +140,10 @@ def _text_problem(text: str) -> str | None:
     index = _first_non_text(text)
     if index is None:
         return None
-    code = ord(text[index])
-    if _is_control(text[index]):
-        return f"a string holds the control character U+{code:04X}, which is not allowed in a spec"
-    return f"a string holds the lone surrogate U+{code:04X}, which is not text"
+    kind = _kind_of(text[index])
+    if kind.startswith("lone surrogate"):
+        return f"a string holds the {kind}, which is not text"
+    return f"a string holds the {kind}, which is not allowed in a spec"
 
 
 def _yaml_message(exc: MarkedYAMLError) -> str:

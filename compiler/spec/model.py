@@ -87,7 +87,8 @@ Duration = Annotated[
     int,
     PlainValidator(units.parse_duration),
     WithJsonSchema(
-        {"type": "string", "pattern": r"^(\d+(ms|s|m|h|d|w))+$", "description": "A duration: '30s', '5m', '2h', '7d'."}
+        {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h|d|w))+$",
+         "description": "A duration: '30s', '5m', '2h', '7d'."}
     ),
 ]
 
@@ -100,7 +101,7 @@ def _window(value: Any) -> int:
 
 MAX_WINDOW = 86400
 WindowDuration = Annotated[int, PlainValidator(_window), _string(
-    pattern=r"^(\d+(ms|s|m|h|d|w))+$", description=f"A duration of at most {units.format_duration(MAX_WINDOW)}.")]
+    pattern=r"^([0-9]+(ms|s|m|h|d|w))+$", description=f"A duration of at most {units.format_duration(MAX_WINDOW)}.")]
 
 DNSLabel = Annotated[
     str, _checked(names.check_dns1123_label), _string(pattern=names.DNS1123_LABEL.pattern, maxLength=63)
@@ -131,7 +132,7 @@ ReceiverName = Annotated[
 def _check_url(value: str) -> str:
     import re
 
-    if not re.match(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/\-]*)?$", value):
+    if not re.fullmatch(r"^https?://[A-Za-z0-9.\-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%!$&'()*+,;=:@/\-]*)?$", value):
         raise ValueError(f"'{secrets.redacted(value)}' is not an http(s) URL without user info, query or fragment")
     return value
 
@@ -163,7 +164,7 @@ WebhookUrl = Annotated[str, _checked(_check_webhook_url), _string(format="uri", 
 def _check_abs_path(value: str) -> str:
     import re
 
-    if not re.match(r"^/[A-Za-z0-9._\-/]+$", value) or "/../" in value + "/":
+    if not re.fullmatch(r"^/[A-Za-z0-9._\-/]+$", value) or "/../" in value + "/":
         raise ValueError(f"'{value}' must be an absolute file path of letters, digits and . _ - /")
     return value
 
@@ -183,7 +184,7 @@ Text = Annotated[str, _checked(_check_text), _string(maxLength=200)]
 def _check_email(value: str) -> str:
     import re
 
-    if not re.match(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}$", value):
+    if not re.fullmatch(r"^[A-Za-z0-9._%+\-]+@[A-Za-z0-9.\-]+\.[A-Za-z]{2,}$", value):
         raise ValueError(f"'{value}' is not an email address")
     return value
 
@@ -196,13 +197,13 @@ def _check_host_port(value: str) -> str:
     return value
 
 
-HostPort = Annotated[str, _checked(_check_host_port), _string(pattern=r"^[^:]+:\d+$")]
+HostPort = Annotated[str, _checked(_check_host_port), _string(pattern=r"^[^:]+:[0-9]+$")]
 
 
 def _check_slack_channel(value: str) -> str:
     import re
 
-    if not re.match(r"^[#@][a-z0-9._\-]{1,80}$", value):
+    if not re.fullmatch(r"^[#@][a-z0-9._\-]{1,80}$", value):
         raise ValueError(f"Slack channel '{value}' must be '#channel' or '@user' in lower case")
     return value
 
@@ -225,7 +226,7 @@ PromQL = Annotated[str, PlainValidator(_check_promql), WithJsonSchema({"type": "
 
 
 class Server(Model):
-    address: Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^[^:]+:\d+$"})]
+    address: Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^[^:]+:[0-9]+$"})]
     backup: bool = Field(False, description="Only receives traffic when every non-backup server is down.")
 
     @model_validator(mode="after")
@@ -243,7 +244,7 @@ ServerEntry = Annotated[
     BeforeValidator(
         _server,
         json_schema_input_type=Union[
-            Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^[^:]+:\d+$"})], Server
+            Annotated[str, WithJsonSchema({"type": "string", "pattern": r"^[^:]+:[0-9]+$"})], Server
         ],
     ),
 ]
@@ -362,9 +363,9 @@ class Monitor(Model):
 
 class Metrics(Model):
     source: Literal["generic", "ingress-nginx", "istio", "haproxy", "custom"] = "generic"
-    scrape_interval: Annotated[int, PlainValidator(_window), _string(pattern=r"^(\d+(ms|s|m|h|d|w))+$")] = Field(
+    scrape_interval: Annotated[int, PlainValidator(_window), _string(pattern=r"^([0-9]+(ms|s|m|h|d|w))+$")] = Field(
         15, description="How often Prometheus scrapes the series the gates read (windows need four scrapes).")
-    evaluation_interval: Annotated[int, PlainValidator(_window), _string(pattern=r"^(\d+(ms|s|m|h|d|w))+$")] = Field(
+    evaluation_interval: Annotated[int, PlainValidator(_window), _string(pattern=r"^([0-9]+(ms|s|m|h|d|w))+$")] = Field(
         15, description="How often the rule group is evaluated (its `interval`).")
     monitor: Monitor | None = Field(None, description="Generate a ServiceMonitor or PodMonitor for the application.")
     min_requests: int = Field(
@@ -604,7 +605,7 @@ def _no_inline_secrets(**secrets: str) -> Any:
 def _check_secret_key(value: str) -> str:
     import re
 
-    if not re.match(r"^[-._a-zA-Z0-9]{1,253}$", value):
+    if not re.fullmatch(r"^[-._a-zA-Z0-9]{1,253}$", value):
         raise ValueError(f"'{value}' is not a Secret key: letters, digits, '-', '_' and '.'")
     return value
 
@@ -698,7 +699,8 @@ class Alerting(Model):
 
 
 class Rollback(Model):
-    within: Duration = Field(300, description="Time budget from the decision to all traffic on stable.")
+    within: WindowDuration = Field(
+        300, description="Time budget from the decision to all traffic on stable (at most 1d).")
     preserve: list[Text] = Field(default_factory=list, description="What to keep for the investigation.")
 
 

@@ -17,7 +17,7 @@ DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 LABEL_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 HEADER_TOKEN = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-IPV4 = re.compile(r"^\d+(\.\d+){3}$")
+IPV4 = re.compile(r"^[0-9]+(\.[0-9]+){3}$")
 HOST_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 URL_PATH = re.compile(r"^/[A-Za-z0-9/._~\-]*$")
 ENV_VAR = re.compile(r"^[A-Z_][A-Z0-9_]*$")
@@ -55,7 +55,7 @@ def _subject(what: str, value: str) -> str:
 def check_dns1123_label(value: str, what: str = "") -> str:
     if len(value) > MAX_LABEL:
         raise ValueError(f"{_subject(what, value)} is {len(value)} characters; a DNS-1123 label has at most 63")
-    if not DNS1123_LABEL.match(value):
+    if not DNS1123_LABEL.fullmatch(value):
         raise ValueError(
             f"{_subject(what, value)} is not a DNS-1123 label: lower-case letters, digits and '-', "
             "starting and ending with a letter or digit"
@@ -76,7 +76,7 @@ def check_dns1123_subdomain(value: str, what: str = "") -> str:
     if len(value) > 253:
         raise ValueError(f"{_subject(what, value)} is {len(value)} characters; a Kubernetes object name has at "
                          "most 253")
-    if not DNS1123_SUBDOMAIN.match(value):
+    if not DNS1123_SUBDOMAIN.fullmatch(value):
         raise ValueError(f"{_subject(what, value)} is not a Kubernetes object name: lower-case letters, digits, "
                          "'-' and '.', starting and ending with a letter or digit")
     return value
@@ -84,7 +84,7 @@ def check_dns1123_subdomain(value: str, what: str = "") -> str:
 
 def check_port_name(value: str, what: str = "") -> str:
     """A container port's name (IANA_SVC_NAME): at most 15 characters, a letter among them, no '--'."""
-    if len(value) > 15 or not IANA_SVC_NAME.match(value):
+    if len(value) > 15 or not IANA_SVC_NAME.fullmatch(value):
         raise ValueError(f"{_subject(what, value)} is not a container port name: at most 15 lower-case letters, "
                          "digits and '-' (not at either end, never two in a row), with at least one letter")
     return value
@@ -103,7 +103,7 @@ def check_dns1035_label(value: str, what: str = "") -> str:
         raise ValueError(
             f"{_subject(what, value)} is {len(value)} characters; a Kubernetes Service name has at most 63"
         )
-    if not DNS1035_LABEL.match(value):
+    if not DNS1035_LABEL.fullmatch(value):
         raise ValueError(
             f"{_subject(what, value)} is not a DNS-1035 label (a Kubernetes Service name): lower-case letters, "
             "digits and '-', starting with a letter and ending with a letter or digit"
@@ -126,7 +126,7 @@ def check_rollout_name(value: str) -> str:
 
 
 def check_label_value(value: str, what: str = "") -> str:
-    if len(value) > MAX_LABEL or not LABEL_VALUE.match(value):
+    if len(value) > MAX_LABEL or not LABEL_VALUE.fullmatch(value):
         raise ValueError(
             f"{_subject(what, value)} is not a valid Kubernetes label value: at most 63 characters of letters, "
             "digits, '-', '_' and '.', starting and ending with a letter or digit"
@@ -138,22 +138,22 @@ def check_label_key(value: str) -> str:
     prefix, _, name = value.rpartition("/")
     if prefix:
         check_hostname(prefix, "label prefix")
-    if len(name) > MAX_LABEL or not LABEL_NAME.match(name):
+    if len(name) > MAX_LABEL or not LABEL_NAME.fullmatch(name):
         raise ValueError(f"label key '{value}' is not a valid Kubernetes label key")
-    if not PROM_LABEL_NAME.match(name.replace("-", "_").replace(".", "_")):
+    if not PROM_LABEL_NAME.fullmatch(name.replace("-", "_").replace(".", "_")):
         raise ValueError(f"label key '{value}' cannot be used as a Prometheus label")
     return value
 
 
 def check_prom_label(value: str) -> str:
     """A Prometheus label name of an exporter's series (not one of Prometheus' own ``__`` labels)."""
-    if not PROM_LABEL_NAME.match(value) or value.startswith("__") or len(value) > 128:
+    if not PROM_LABEL_NAME.fullmatch(value) or value.startswith("__") or len(value) > 128:
         raise ValueError(f"'{value}' is not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*, not starting with __)")
     return value
 
 
 def check_header_name(value: str) -> str:
-    if not HEADER_TOKEN.match(value) or len(value) > 128:
+    if not HEADER_TOKEN.fullmatch(value) or len(value) > 128:
         raise ValueError(
             f"header name '{value}' is not an HTTP header name (RFC 9110 token: letters, digits and !#$%&'*+-.^_`|~)"
         )
@@ -161,7 +161,7 @@ def check_header_name(value: str) -> str:
 
 
 def check_safe_value(value: str, what: str = "") -> str:
-    if len(value) > 128 or not SAFE_VALUE.match(value):
+    if len(value) > 128 or not SAFE_VALUE.fullmatch(value):
         raise ValueError(
             f"{_subject(what, value)} may contain only letters, digits and . _ ~ : / @ + = -, "
             "start with a letter or digit, and be at most 128 characters"
@@ -174,7 +174,7 @@ def check_hostname(value: str, what: str = "") -> str:
     if len(value) > 253 or not text:
         raise ValueError(f"{_subject(what, value)} is not a DNS name (at most 253 characters)")
     for label in text.split("."):
-        if len(label) > MAX_LABEL or not HOST_LABEL.match(label):
+        if len(label) > MAX_LABEL or not HOST_LABEL.fullmatch(label):
             raise ValueError(
                 f"{_subject(what, value)} is not a lower-case DNS name: each dot-separated part is 1-63 "
                 "letters, digits or '-', not starting or ending with '-'"
@@ -185,7 +185,7 @@ def check_hostname(value: str, what: str = "") -> str:
 def check_service_host(value: str, what: str = "") -> str:
     """The host clients send: a DNS name (Ingress rules and HTTPRoute hostnames refuse IP addresses)."""
     check_hostname(value, what)
-    if IPV4.match(value):
+    if IPV4.fullmatch(value):
         raise ValueError(
             f"{_subject(what, value)} is an IP address; routers match requests by host name "
             "(an Ingress host and an HTTPRoute hostname must be DNS names): give the name clients use"
@@ -194,7 +194,8 @@ def check_service_host(value: str, what: str = "") -> str:
 
 
 def check_url_path(value: str, what: str = "") -> str:
-    if len(value) > 1024 or not URL_PATH.match(value) or "//" in value or "/../" in value + "/" or "/./" in value + "/":
+    dotted = "/../" in value + "/" or "/./" in value + "/"
+    if len(value) > 1024 or not URL_PATH.fullmatch(value) or "//" in value or dotted:
         raise ValueError(
             f"{_subject(what, value)} must start with '/' and contain only letters, digits and / . _ ~ -, "
             "without empty, '.' or '..' segments"
@@ -210,7 +211,7 @@ def check_server_address(value: str) -> tuple[str, int]:
     number = int(port)
     if not 1 <= number <= 65535 or port != str(number):
         raise ValueError(f"server '{value}' has port {port}; a port is 1-65535")
-    if IPV4.match(host):
+    if IPV4.fullmatch(host):
         if any(int(part) > 255 or (len(part) > 1 and part.startswith("0")) for part in host.split(".")):
             raise ValueError(f"server '{value}' is not a valid IPv4 address")
     else:
@@ -219,7 +220,7 @@ def check_server_address(value: str) -> tuple[str, int]:
 
 
 def check_env_var(value: str) -> str:
-    if not ENV_VAR.match(value) or len(value) > 128:
+    if not ENV_VAR.fullmatch(value) or len(value) > 128:
         raise ValueError(
             f"environment variable '{value}' must be upper-case letters, digits and '_', not starting with a digit"
         )
@@ -227,7 +228,7 @@ def check_env_var(value: str) -> str:
 
 
 def check_flag_key(value: str, what: str = "") -> str:
-    if not FLAG_KEY.match(value) or len(value) > 63:
+    if not FLAG_KEY.fullmatch(value) or len(value) > 63:
         raise ValueError(
             f"{_subject(what, value)} must be lower-case letters, digits and '_', starting with a letter, at most 63"
         )
@@ -237,7 +238,7 @@ def check_flag_key(value: str, what: str = "") -> str:
 def check_stage_name(value: str) -> str:
     if value == "rollback":
         raise ValueError("'rollback' is reserved: `current: rollback` means everything back on stable")
-    if len(value) > 40 or not STAGE_NAME.match(value):
+    if len(value) > 40 or not STAGE_NAME.fullmatch(value):
         raise ValueError(
             f"stage name '{value}' must be lower-case letters, digits and '-', starting with a letter, at most 40"
         )

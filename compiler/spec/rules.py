@@ -481,6 +481,27 @@ def alerting(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
 
 
 @rule("stages", "strategy")
+def gate_names(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    """A gate's alert is named after it (``error_rate`` -> ``...ErrorRateBreached``): two gates of one stage whose
+    names spell the same alert name would give two rules of one alert, and nobody could tell which breached."""
+    builtin = {camel(name): f"the built-in gate '{name}'" for name in model.Gates.model_fields if name != "custom"}
+    for gates, loc in _gates_with_locs(spec):
+        seen = dict(builtin)
+        for name in gates.custom:
+            other = seen.setdefault(camel(name), f"custom gate '{name}'")
+            if other != f"custom gate '{name}'":
+                yield doc.error(loc + ("custom", name), f"custom gate '{name}' has the alert name of {other} "
+                                f"({camel(name)}): rename it", "gates")
+
+
+def camel(name: str) -> str:
+    """The part of an alert name a gate gives (:func:`compiler.gates.alerts.camel`)."""
+    from compiler.gates.alerts import camel as alert_camel
+
+    return alert_camel(name)
+
+
+@rule("stages", "strategy")
 def unitless_error_rates(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
     """An error rate written as a ratio (``< 0.01``) is read as percent: a hundred times stricter than meant."""
     for _, loc in _gates_with_locs(spec):

@@ -59,9 +59,9 @@ def _entropy(text: str) -> float:
 def _tokenish(segment: str, previous: str, strict: bool) -> bool:
     """A path segment that looks like a credential rather than a name or an id."""
     core = segment.rsplit(".", 1)[0] if "." in segment[-6:] else segment  # a file extension is no part of a key
-    if len(core) < 20 or not _ALNUM.match(core) or _UUID.match(core):
+    if len(core) < 20 or not _ALNUM.fullmatch(core) or _UUID.fullmatch(core):
         return False
-    if _HEX.match(core) and previous in _COMMITTISH and len(core) in (40, 64):
+    if _HEX.fullmatch(core) and previous in _COMMITTISH and len(core) in (40, 64):
         return False  # a commit permalink
     if strict and any(c.isdigit() for c in core) and len(core) >= 24:
         return True  # a webhook's path: a long run of letters and digits is a key

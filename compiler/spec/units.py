@@ -12,14 +12,14 @@ from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from functools import lru_cache
 
-_DURATION_PART = re.compile(r"(\d+)(ms|s|m|h|d|w)")
-_DURATION = re.compile(r"^(?:\d+(?:ms|s|m|h|d|w))+$")
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h|d|w)")
+_DURATION = re.compile(r"^(?:[0-9]+(?:ms|s|m|h|d|w))+$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _NUMBER = re.compile(r"^[0-9]+(?:\.[0-9]+)?$")
 
 
 def _exact(text: str, what: str) -> Fraction:
-    if not _NUMBER.match(text):
+    if not _NUMBER.fullmatch(text):
         raise ValueError(f"{what}: '{text}' is not a plain decimal number")
     try:
         return Fraction(Decimal(text))
@@ -57,7 +57,7 @@ def parse_duration(value: object) -> int:
             f"a duration is a string such as '30s', '5m', '2h' or '7d', got {shown(value)}"
         )
     text = value.strip()
-    if not _DURATION.match(text):
+    if not _DURATION.fullmatch(text):
         raise ValueError(
             f"'{value}' is not a duration: use a number and a unit (ms, s, m, h, d, w), e.g. '30s', '5m', '2h', '7d'"
         )
@@ -86,7 +86,7 @@ def parse_latency(value: object) -> Fraction:
     """``200ms``, ``1.5s`` -> seconds as an exact fraction (> 0)."""
     if isinstance(value, bool) or not isinstance(value, str):
         raise ValueError(f"a latency is a string such as '200ms' or '1.5s', got {shown(value)}")
-    match = re.match(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)\s*$", value)
+    match = re.fullmatch(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*(ms|s)\s*$", value)
     if not match:
         raise ValueError(f"'{value}' is not a latency: use milliseconds or seconds, e.g. '200ms' or '1.5s'")
     seconds = _exact(match.group(1), "latency")
@@ -155,7 +155,7 @@ def format_latency(seconds: Fraction) -> str:
     return f"{format_decimal(seconds)}s"
 
 
-_TIMESTAMP = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+_TIMESTAMP = re.compile(r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]+)?(Z|[+-][0-9]{2}:[0-9]{2})$")
 
 
 def check_timestamp(value: str) -> str:
@@ -163,7 +163,7 @@ def check_timestamp(value: str) -> str:
     from datetime import datetime
 
     try:
-        if _TIMESTAMP.match(value):
+        if _TIMESTAMP.fullmatch(value):
             datetime.fromisoformat(value.replace("Z", "+00:00"))
             return value
     except ValueError:

@@ -52,7 +52,7 @@ class Unrepresentable(ValueError):
 
 def _problem(pattern: re.Pattern[str], message: str) -> Check:
     def check(name: str) -> str | None:
-        return None if pattern.match(name) and len(name) <= MAX_NAME else message.format(name=name)
+        return None if pattern.fullmatch(name) and len(name) <= MAX_NAME else message.format(name=name)
 
     return check
 
@@ -71,7 +71,7 @@ nginx_cookie_problem = _problem(
 
 
 def nginx_header_problem(name: str) -> str | None:
-    if NGINX_HEADER.match(name) and len(name) <= MAX_NAME:
+    if NGINX_HEADER.fullmatch(name) and len(name) <= MAX_NAME:
         return None
     return (
         f"the nginx target reads header '{name}' as $http_{nginx_variable_part(name)}: use only letters, digits "
@@ -118,7 +118,7 @@ def _matching(pattern: re.Pattern[str], what: str) -> Callable[[Any], str]:
 
     def write(value: Any) -> str:
         text = _one_line(value, what)
-        if not pattern.match(text):
+        if not pattern.fullmatch(text):
             raise Unrepresentable(f"{what} {text!r} has characters this directive does not accept")
         return text
 

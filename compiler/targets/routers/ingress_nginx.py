@@ -181,7 +181,7 @@ def _tester_findings(plan: Plan) -> list[Finding]:
     if testers is None:
         return []
     out = []
-    if not escaping.NGINX_HEADER.match(testers.header):  # nginx drops other request headers by default
+    if not escaping.NGINX_HEADER.fullmatch(testers.header):  # nginx drops other request headers by default
         out.append(Finding(
             ("traffic", "testers", "header"),
             f"ingress-nginx: header '{testers.header}' would be dropped (nginx ignores request headers "
@@ -189,7 +189,7 @@ def _tester_findings(plan: Plan) -> list[Finding]:
             "error", NAME,
         ))
     for i, value in enumerate(testers.values):
-        if not BASIC_CHARS.match(value):
+        if not BASIC_CHARS.fullmatch(value):
             out.append(Finding(
                 ("traffic", "testers", "values", i),
                 f"ingress-nginx: tester value '{value}' would be dropped by the controller "

@@ -191,7 +191,7 @@ def lint(plan: Plan) -> list[Finding]:
     if NAME not in plan.targets:
         return []
     out: list[Finding] = []
-    if plan.testers is not None and not MATCH_HEADER.match(plan.testers.header):
+    if plan.testers is not None and not MATCH_HEADER.fullmatch(plan.testers.header):
         out.append(Finding(
             ("traffic", "testers", "header"),
             f"istio: header '{plan.testers.header}' cannot be matched: Istio accepts header match keys of "
