@@ -677,9 +677,13 @@ def test_connections_beyond_the_cap_get_503_and_no_thread(in_process, monkeypatc
         time.sleep(0.3)
         try:
             with socket.create_connection(("127.0.0.1", port)) as extra:
-                extra.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+                extra.sendall(b"POST /alerts HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\n{}")
                 extra.settimeout(5)
                 assert extra.recv(100).startswith(b"HTTP/1.1 503")
+            with socket.create_connection(("127.0.0.1", port)) as silent:  # no request line: busy after a second
+                silent.settimeout(5)
+                assert silent.recv(100).startswith(b"HTTP/1.1 503")
+            assert _healthz(port) == 200  # alive, only busy: a liveness probe must not restart it mid-burst
         finally:
             for sock in held:
                 sock.close()

@@ -565,38 +565,48 @@ def summary(outcomes: list[Outcome]) -> dict[str, Any]:
     }
 
 
-class Closer:
-    """Closes refused connections gently, all in one thread: what a client still sends after the answer is read
-    and dropped (for LINGER seconds at most) before the socket closes, since closing a socket with unread data
-    resets the connection, and the client may then never read the answer. Past MAX_LINGERING, closed at once."""
+BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+ALIVE = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 17\r\nConnection: close\r\n\r\n"
+         b'{"status": "ok"}\n')
 
+
+class Busy:
+    """Answers the connections that find every slot taken, all in one thread and without blocking: a
+    ``GET /healthz`` gets its 200 (the server is alive, only busy: a liveness probe must not restart it in the
+    middle of a burst of rollbacks), anything else a 503 that Alertmanager retries. The request line is read
+    for HEAD seconds at most; after the answer, what the client still sends is read and dropped for LINGER
+    seconds at most before the socket closes (closing on unread data resets the connection, and the client may
+    then never read the answer). Past MAX_WAITING connections at once, one is closed without an answer."""
+
+    HEAD = 1.0
     LINGER = 2.0
-    MAX_LINGERING = 256
+    MAX_WAITING = 256
 
     def __init__(self) -> None:
         self.waiting: queue.SimpleQueue[socket.socket] = queue.SimpleQueue()
         self.count = 0
         self.guard = threading.Lock()
-        threading.Thread(target=self._run, name="rollout-closer", daemon=True).start()
+        threading.Thread(target=self._run, name="rollout-busy", daemon=True).start()
 
     def add(self, sock: socket.socket) -> None:
         with self.guard:
-            if self.count >= self.MAX_LINGERING:
+            if self.count >= self.MAX_WAITING:
                 sock.close()
                 return
             self.count += 1
+        sock.setblocking(False)
         self.waiting.put(sock)
 
     def _run(self) -> None:
         chooser = selectors.DefaultSelector()
-        ends: dict[socket.socket, float] = {}
+        state: dict[socket.socket, tuple[float, bytes | None]] = {}  # deadline, what was read (None: answered)
         while True:
             while True:
                 try:
-                    sock = self.waiting.get(block=not ends, timeout=None)
+                    sock = self.waiting.get(block=not state)
                 except queue.Empty:
                     break
-                ends[sock] = time.monotonic() + self.LINGER
+                state[sock] = (time.monotonic() + self.HEAD, b"")
                 chooser.register(sock, selectors.EVENT_READ)
                 if self.waiting.empty():
                     break
@@ -610,15 +620,37 @@ class Closer:
                     continue
                 except OSError:
                     more = b""
+                end, head = state[conn]
                 if not more:
-                    ends[conn] = 0.0
+                    state[conn] = (0.0, head)
+                elif head is not None:
+                    head += more[:1024]
+                    state[conn] = (end, head)
+                    if b"\n" in head or len(head) >= 1024:
+                        self._answer(conn, state, head)
             now = time.monotonic()
-            for sock in [s for s, end in ends.items() if end <= now]:
-                chooser.unregister(sock)
-                sock.close()
-                del ends[sock]
+            for conn, (end, head) in list(state.items()):
+                if end > now:
+                    continue
+                if head is not None and end > 0.0:
+                    self._answer(conn, state, head)  # no request line within HEAD seconds: busy
+                    continue
+                chooser.unregister(conn)
+                conn.close()
+                del state[conn]
                 with self.guard:
                     self.count -= 1
+
+    def _answer(self, conn: socket.socket, state: dict[socket.socket, tuple[float, bytes | None]],
+                head: bytes) -> None:
+        health = head.startswith(b"GET /healthz ") or head.startswith(b"GET /healthz?")
+        try:
+            conn.send(ALIVE if health else BUSY)  # under 200 bytes: the socket's buffer takes them at once
+            conn.shutdown(socket.SHUT_WR)
+        except OSError:
+            state[conn] = (0.0, None)
+            return
+        state[conn] = (time.monotonic() + self.LINGER, None)
 
 
 class Server(ThreadingHTTPServer):
@@ -633,7 +665,7 @@ class Server(ThreadingHTTPServer):
         self.tls = tls is not None
         self.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.parsing = threading.BoundedSemaphore(BIG_PARSES)  # a large body becomes many objects: a few at once
-        self.closer = Closer()
+        self.busy = Busy()
         self.active = 0  # requests being served (their threads)
         self.idle = threading.Condition()
         if tls is not None:  # the handshake happens in the request's thread, not in the accepting loop
@@ -645,15 +677,7 @@ class Server(ThreadingHTTPServer):
             if self.tls:
                 self.shutdown_request(request)
                 return
-            try:
-                request.setblocking(False)
-                request.send(b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\nContent-Length: 0\r\n"
-                             b"Connection: close\r\n\r\n")
-                request.shutdown(socket.SHUT_WR)
-            except OSError:
-                self.shutdown_request(request)
-                return
-            self.closer.add(request)  # what the client still sends is read: it gets the answer, not a reset
+            self.busy.add(request)  # answered in the busy thread: 200 for /healthz, 503 for the rest
             return
         with self.idle:
             self.active += 1
