@@ -19,6 +19,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq, TaggedScalar
 from ruamel.yaml.composer import Composer
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.nodes import ScalarNode
 
 from compiler.diagnostics import Diagnostic, SpecError
 from compiler.sources import display_path
@@ -231,6 +232,14 @@ class _BoundedComposer(Composer):
             raise MarkedYAMLError(problem=f"document has more than {MAX_WRITTEN_NODES} nodes: refusing to load it",
                                   problem_mark=mark)
         return super().compose_node(parent, index)
+
+    def compose_mapping_node(self, anchor: Any) -> Any:
+        node = super().compose_mapping_node(anchor)
+        for key, _ in node.value:
+            if not isinstance(key, ScalarNode):  # a complex key (`? [a, b]: 1`) is no field of a spec
+                raise MarkedYAMLError(problem="a key must be a string, not a mapping or a list (`? ` begins such "
+                                      "a key)", problem_mark=key.start_mark)
+        return node
 
 
 def _lc(node: Any, kind: str, key: Any, default: tuple[int, int]) -> tuple[int, int]:
