@@ -512,6 +512,52 @@ def test_a_rollback_killed_after_its_commit_stays_committed_and_the_index_takes_
     assert not list((repo / "specs").glob(".*"))
 
 
+def test_serve_makes_a_killed_change_whole_when_it_starts(tmp_path, monkeypatch):
+    """Not at the first request only: a person's commit before any alert came would take the stale index along
+    and revert the rollback."""
+    for key, value in GIT_IDENTITY.items():
+        monkeypatch.setenv(key, value)
+    repo = _repository(tmp_path)
+    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT, str(repo), str(Path(__file__).parent)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9 and git(repo, "diff", "--cached", "--name-only") != ""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "compiler", "serve", "--specs", "specs", "--output", "generated",
+         "--listen", f"127.0.0.1:{port}", "--commit", "--no-token"],
+        cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env={**os.environ, **GIT_IDENTITY, "PYTHONPATH": str(ROOT)})
+    try:
+        wait_until(lambda: call(port, "GET", "/healthz")[0] == 200, "rollout serve")
+        assert git(repo, "status", "--porcelain") == ""
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_a_spec_written_by_someone_else_before_the_commit_commits_nothing(tmp_path, monkeypatch):
+    """A person's `git checkout -- specs` in serve's clone between the compile and the commit: the compiled
+    rollback files are not committed without the spec (the next compile would revert them)."""
+    repo, rollbacks = _rollbacks(tmp_path, monkeypatch)
+    spec = repo / "specs" / "cart.yaml"
+    original = spec.read_bytes()
+    real = repo_ops.build.build
+
+    def build_then_checkout(*args, **kwargs):
+        report = real(*args, **kwargs)
+        if b"current: rollback" in spec.read_bytes():
+            spec.write_bytes(original)  # the person's checkout, which takes no lock
+        return report
+
+    monkeypatch.setattr(repo_ops.build, "build", build_then_checkout)
+    (outcome,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
+    monkeypatch.setattr(repo_ops.build, "build", real)
+    assert outcome.result == "failed" and "changed on disk while its change was committed" in outcome.detail
+    assert commits(repo) == 1 and git(repo, "status", "--porcelain") == ""
+    (again,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))  # Alertmanager's retry
+    assert again.result == "rolled back" and commits(repo) == 2
+
+
 def test_a_killed_edit_s_temporary_files_are_removed_by_the_next_edit_of_that_spec(tmp_path):
     specs = tmp_path / "specs"
     specs.mkdir()

@@ -15,6 +15,7 @@ restores the spec and compiles it, else only drops the record.
 from __future__ import annotations
 
 import base64
+import hashlib
 import os
 import re
 import subprocess
@@ -152,13 +153,14 @@ def change_spec(spec: Path, value: str, environment: str | None, output: Path, m
             if reason is None:
                 raise
             apply_edit(spec, value, environment)  # a reason that cannot be recorded: it is in the message
+        edited = spec.read_bytes()
         try:
             report = build.build([spec], output)
             if not report.ok:
                 raise WorkflowError(d for d in report.diagnostics if d.severity == "error")
             done = Change(sorted(set(report.written) | set(report.removed)))
             if commit:
-                done.commit = commit_files(spec, output, done.written, message)
+                done.commit = commit_files(spec, output, done.written, message, edited)
         except BaseException:
             _undo(spec, before, output)
             raise
@@ -270,8 +272,9 @@ def _undo(spec: Path, before: bytes, output: Path) -> None:
     build.build([spec], output)  # a change is committed from a private index: nothing was staged in the other
 
 
-def commit_files(spec: Path, output: Path, written: list[str], message: str) -> str:
-    """Commit the spec and the output files a compile wrote or removed; the commit's id."""
+def commit_files(spec: Path, output: Path, written: list[str], message: str, edited: bytes | None = None) -> str:
+    """Commit the spec and the output files a compile wrote or removed; the commit's id. With ``edited`` (the
+    spec as the change wrote it), nothing is committed when the spec on disk is no longer that."""
     top = toplevel(spec)
     paths = [spec.resolve().relative_to(top).as_posix()]
     base = output.resolve()
@@ -280,7 +283,7 @@ def commit_files(spec: Path, output: Path, written: list[str], message: str) -> 
             paths.append((base / relative).relative_to(top).as_posix())
         except ValueError:
             raise GitError(f"{output} is outside the repository {top}") from None
-    return _commit_alone(top, paths, message)
+    return _commit_alone(top, paths, message, {paths[0]: edited} if edited is not None else None)
 
 
 #: The index a change is committed from (in the Git folder, never the one people stage in).
@@ -289,7 +292,7 @@ COMMIT_ATTEMPTS = 5
 INDEX_SYNC_SECONDS = 10.0
 
 
-def _commit_alone(top: Path, paths: list[str], message: str) -> str:
+def _commit_alone(top: Path, paths: list[str], message: str, expected: dict[str, bytes] | None = None) -> str:
     """Commit the working tree's ``paths`` on top of HEAD, and nothing else: from a private index (what a person
     has staged is neither taken nor dropped), with HEAD moved only from the commit it was made on (a commit made
     meanwhile is built on, never overwritten). Then the repository's index takes the committed ``paths``, so
@@ -301,6 +304,7 @@ def _commit_alone(top: Path, paths: list[str], message: str) -> str:
         try:
             git(top, "read-tree", head, index=index)
             git(top, "add", "--all", "--", *paths, index=index)
+            _staged_as_written(top, index, expected or {})
             tree = git(top, "write-tree", index=index)
         finally:
             index.unlink(missing_ok=True)
@@ -316,6 +320,20 @@ def _commit_alone(top: Path, paths: list[str], message: str) -> str:
         _index_takes(top, paths)
         return commit
     raise GitError(f"HEAD moved {COMMIT_ATTEMPTS} times while a change was committed; nothing was committed")
+
+
+def _staged_as_written(top: Path, index: Path, expected: dict[str, bytes]) -> None:
+    """Each path in ``expected`` is staged with those bytes: a person's checkout or edit of the spec between the
+    change and its commit (which takes no lock) would otherwise commit the compiled files without the spec."""
+    if not expected:
+        return
+    kind = git(top, "rev-parse", "--show-object-format")
+    for path, data in expected.items():
+        staged = git(top, "ls-files", "--stage", "--", path, index=index).split()
+        blob = hashlib.new(kind, b"blob %d\0" % len(data) + data).hexdigest()
+        if len(staged) < 2 or staged[1] != blob:
+            raise GitError(f"{path} changed on disk while its change was committed (written meanwhile by "
+                           "someone else): nothing was committed")
 
 
 def _index_takes(top: Path, paths: list[str]) -> None:

@@ -56,7 +56,7 @@ from compiler.ops.workflow import WorkflowError
 from compiler.spec import names
 
 MAX_BODY = 4 << 20  # bytes of one webhook request
-BIG_BODY = 256 << 10  # bytes from which a body is parsed only BIG_PARSES at a time
+BIG_BODY = 256 << 10  # bytes from which a body is read, parsed and handled only BIG_PARSES at a time
 BIG_PARSES = 2
 READ_TIMEOUT = 30  # seconds one read from a client may take
 REQUEST_DEADLINE = 60  # seconds a client may take to send one whole request (headers and body)
@@ -359,6 +359,12 @@ class Rollbacks:
         unit = find_unit(units, labels)
         return unit is not None and unit.plan.is_rollback
 
+    def recover(self) -> None:
+        """What a killed server left half made, made whole at start (before a person's commit could take a
+        stale index along) and before each request."""
+        with self.lock:
+            self._recover()
+
     def _recover(self) -> None:
         """A change a killed server left half made is undone before any spec is read."""
         if not self.commit:
@@ -467,35 +473,41 @@ class Handler(BaseHTTPRequestHandler):
             self._refuse("size", 413, {"error": f"the body is limited to {MAX_BODY} bytes"}, client)
             self._discard(length)
             return
+        # A large body becomes many objects once parsed, held while the request waits for the lock: only
+        # BIG_PARSES of them are read, parsed and handled at once (the others wait before reading theirs).
+        with self.server.parsing if length > BIG_BODY else contextlib.nullcontext():
+            outcomes = self._handle(length, client)
+        if outcomes is None:
+            return
+        failed = [o for o in outcomes if o.result == "failed"]
+        self._reply(500 if failed else 200, summary(outcomes))
+
+    def _handle(self, length: int, client: str) -> list[Outcome] | None:
+        """The request's body read and handled; None when it was answered (or cut off) already."""
         try:
             body = self.rfile.read(length)
         except OSError as exc:  # a client that stops sending
             audit({"client": client, "event": "request", "result": "unreadable", "detail": str(exc)})
             self.close_connection = True
-            return
+            return None
         self._deadline.cancel()  # the request is read: handling it may wait for the lock
         if len(body) < length:
             audit({"client": client, "event": "request", "result": "unreadable", "detail": "the body ended early"})
             self.close_connection = True
-            return
+            return None
         try:
-            with self.server.parsing if length > BIG_BODY else contextlib.nullcontext():
-                payload = json.loads(body)
+            payload = json.loads(body)
             del body
-            outcomes = self.server.rollbacks.handle(payload, client)
+            return self.server.rollbacks.handle(payload, client)
         except Stopping:
             self._reply(503, {"error": "stopping: send it again"}, {"Retry-After": "1"})
-            return
         except (ValueError, RecursionError) as exc:  # PayloadError and JSON errors are ValueErrors
             self._refuse("payload", 400, {"error": one_line(str(exc))[:200]}, client)
-            return
         except Exception as exc:  # a bug: one line in the log, a 500 for the sender to retry
             audit({"client": client, "event": "request", "result": "internal error",
                    "detail": f"{type(exc).__name__}: {one_line(str(exc))[:200]}"})
             self._reply(500, {"error": "internal error"})
-            return
-        failed = [o for o in outcomes if o.result == "failed"]
-        self._reply(500 if failed else 200, summary(outcomes))
+        return None
 
     def _discard(self, length: int) -> None:
         """Read and drop what is left of a refused request's body (bounded in bytes and time), then close: a
@@ -807,6 +819,7 @@ def serve(specs: Path, output: Path, listen: tuple[str, int], token_file: Path |
     except OSError as exc:
         raise click.ClickException(f"cannot listen on {host}:{listen[1]}: {exc.strerror or exc}") from None
     signal.signal(signal.SIGTERM, _stop)
+    rollbacks.recover()
     bound_host, port = str(server.server_address[0]), server.server_address[1]
     scheme = "https" if tls else "http"
     audit({"event": "start", "detail": f"listening on {scheme}://{bound_host}:{port}/alerts (specs {specs}, output "
