@@ -362,7 +362,9 @@ def _compiled_whole(paths: Iterable[str | Path], root: Path) -> list[str]:
 
 
 def _inside(spec: str, folders: Sequence[str]) -> bool:
-    return any(folder in ("", ".") or spec.startswith(folder + "/") for folder in folders)
+    """``spec`` (as manifests record it) lies in one of ``folders`` (in the same form)."""
+    return any(spec.startswith(folder + "/") or (folder in ("", ".") and not spec.startswith("../"))
+               for folder in folders)
 
 
 # --------------------------------------------------------------------------- compile

@@ -121,16 +121,21 @@ def _under(root: Path) -> Iterator[tuple[Path, Path | None]]:
 
 
 def source_path(path: Path, root: Path | None, real: Path | None = None) -> str:
-    """How generated files name their spec: relative to ``root`` (the output folder's parent) when inside it.
+    """How generated files name their spec: relative to ``root`` (the output folder's parent), with ``..`` for a
+    spec outside it that shares a folder with it (``../specs/web.yaml`` beside ``deploy/generated``); a spec
+    with nothing in common with the output but the file system's root, as the user named it.
 
     Diagnostics name files relative to the working folder, for the user at the terminal; generated
-    files must not depend on where the compile ran, or `rollout check` would see drift.
+    files must not depend on where the compile ran, or `rollout check` would see drift, and a compile
+    of some specs would take the others' rollouts for rollouts whose spec is gone.
     """
     if root is not None:
         try:
-            return (real or path.resolve()).relative_to(_resolved(str(root))).as_posix()
-        except ValueError:
-            pass  # a spec outside the folder holding the output: name it as the user did
+            target, base = real or path.resolve(), _resolved(str(root))
+            if target.is_relative_to(base) or len(Path(os.path.commonpath([target, base])).parts) > 1:
+                return Path(os.path.relpath(target, base)).as_posix()
+        except (ValueError, OSError, RuntimeError):  # another drive; a symbolic link loop
+            pass
     return display_path(path, real)
 
 

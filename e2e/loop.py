@@ -71,10 +71,19 @@ rollback: {{within: {within}s}}
 """
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nobody listens on, never one this run gave already (the kernel may hand a closed port out again
+    before the program it was given to binds it)."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def wait_for(what: str, check: Callable[[], Any], budget: float, step: float = 0.2) -> Any:

@@ -125,10 +125,19 @@ def kustomize_build() -> list[str]:
     pytest.fail("kustomize is not installed: run `make test`, which installs it")
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A port nobody listens on, never one this process gave already (a closed port may be handed out again
+    before the program it was given to binds it)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = int(sock.getsockname()[1])
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 from hypothesis import HealthCheck, settings  # noqa: E402

@@ -166,3 +166,29 @@ def test_a_journal_that_cannot_be_written_changes_nothing(tmp_path: Path, monkey
     assert {k: v for k, v in tree(out).items() if not k.startswith(".rollout/")} == \
         {k: v for k, v in before.items() if not k.startswith(".rollout/")}
     assert build.build([specs], out).ok and build.verify([specs], out).diffs == []
+
+
+def test_a_rollout_folder_on_another_file_system_is_refused_before_anything_moves(tmp_path: Path):
+    """A mount inside the output (or a read-only one): the renames into it would fail half way; the compile
+    says so at the folder, before its journal makes it the folder's future."""
+    specs = specs_in(tmp_path / "specs", ["a", "b"])
+    assert rollout("compile", "specs", "-o", "out", cwd=tmp_path).returncode == 0
+    folder = tmp_path / "out" / "shop" / "b"
+    saved = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        for relative, data in saved.items():
+            (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+            (folder / relative).write_bytes(data)
+        specs_in(specs, ["a", "b"], current="full")
+        before = tree(tmp_path / "out")
+        proc = rollout("compile", "specs", "-o", "out", cwd=tmp_path)
+        assert_located(proc, "is on another file system", "out/shop/b")
+        assert tree(tmp_path / "out") == before
+        assert subprocess.run(["mount", "-o", "remount,ro", str(folder)], capture_output=True).returncode == 0
+        proc = rollout("compile", "specs", "-o", "out", cwd=tmp_path)
+        assert proc.returncode == 1 and "nothing written" in proc.stderr and tree(tmp_path / "out") == before
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)

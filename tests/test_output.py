@@ -493,3 +493,14 @@ def test_a_journal_in_the_single_object_form_is_finished_too(tmp_path):
     assert transaction.interrupted(out)
     assert "finished an interrupted compile (2 operations)" in (transaction.recover(out) or "")
     assert (out / "shop/a/NOTES.txt").read_text() == "staged\n" and not (out / "shop/a/PLAN.md").exists()
+
+
+def test_an_empty_ignore_file_a_kill_left_is_written_again(tmp_path):
+    """Killed between creating `.rollout/.gitignore` and writing it: `git add` of the folder would take the lock."""
+    out = tmp_path / "generated"
+    specs = fleet(tmp_path, ["a"])
+    compiled(specs, out)
+    ignore = out / transaction.STATE / ".gitignore"
+    ignore.write_text("")
+    compiled(specs, out)
+    assert ignore.read_text() == transaction.GITIGNORE

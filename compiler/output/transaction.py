@@ -313,6 +313,24 @@ def recover(out: Path) -> str | None:
 # --------------------------------------------------------------------------- the transaction
 
 
+def _keep_ignored(state: Path) -> None:
+    """``state``'s ``.gitignore`` says ``*`` (``git add`` of the output never takes the lock, the journal or a
+    staged file): written whole beside it and renamed, and written again when a kill left it empty or another
+    process changed it."""
+    ignore = state / ".gitignore"
+    try:
+        if ignore.read_bytes() == GITIGNORE.encode():
+            return
+    except FileNotFoundError:
+        pass
+    pending = state / f".gitignore.{os.getpid()}"
+    try:
+        pending.write_bytes(GITIGNORE.encode())
+        os.replace(pending, ignore)
+    finally:
+        pending.unlink(missing_ok=True)
+
+
 @dataclass
 class Transaction:
     """``with Transaction(out) as tx``: stage, then :meth:`commit`; leaving the block without a commit undoes."""
@@ -325,6 +343,7 @@ class Transaction:
     _fd: int | None = None
     _created: list[Path] = field(default_factory=list)
     _committed: bool = False
+    _targets: set[str] = field(default_factory=set)  # the folders the operations write into (relative)
 
     @property
     def staging(self) -> Path:
@@ -371,15 +390,7 @@ class Transaction:
                     self._created.append(folder)
                 except FileExistsError:
                     pass  # another compile made it
-            try:
-                fd = os.open(state / ".gitignore", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
-            except FileExistsError:
-                pass
-            else:
-                try:
-                    os.write(fd, GITIGNORE.encode())
-                finally:
-                    os.close(fd)
+            _keep_ignored(state)
         except OSError as exc:
             self._undo_folders()
             where = next((p for p in [state, *missing] if not p.exists()), self.out)
@@ -405,6 +416,7 @@ class Transaction:
             if self._log is None:
                 self._log = (state_dir(self.out) / f"{JOURNAL}.new").open("wb")
             self._log.write(orjson.dumps(op) + b"\n")
+            self._targets.add(op[-1].rpartition("/")[0])
         except OSError as exc:
             raise OutputError(self.out, f"cannot write the compile's journal: {describe(exc)}; "
                               "nothing written") from None
@@ -427,6 +439,7 @@ class Transaction:
             return
         state = state_dir(self.out)
         pending = state / f"{JOURNAL}.new"
+        self._can_move_into_place()
         try:
             assert self._log is not None
             self._log.flush()
@@ -447,6 +460,32 @@ class Transaction:
         except OSError as exc:
             raise OutputError(self.out / self._failing(exc), f"{describe(exc)} while the compile was moving its files "
                               "into place: run `rollout compile` again to finish it", changed=True) from None
+
+    def _can_move_into_place(self) -> None:
+        """Before the journal makes the compile the folder's future: every folder the operations change (or the
+        nearest one that exists, where folders will be made) can be written, and lies on the staging area's file
+        system (a rename cannot cross file systems). A read-only or mounted rollout folder is then a located
+        error with nothing written, instead of a tree half moved into place."""
+        staging_device = os.stat(self.staging).st_dev
+        seen: set[str] = set()
+        for relative in sorted(self._targets):
+            folder = self.out / relative if relative else self.out
+            while not os.path.lexists(folder) and folder != self.out:
+                folder = folder.parent
+            key = os.fspath(folder)
+            if key in seen:
+                continue
+            seen.add(key)
+            try:
+                device = os.stat(folder).st_dev
+            except OSError as exc:
+                raise OutputError(folder, f"cannot write into it: {describe(exc)}; nothing written") from None
+            if not os.access(folder, os.W_OK | os.X_OK):
+                raise OutputError(folder, "cannot write into it: permission denied, or a read-only file system; "
+                                  "nothing written")
+            if device != staging_device:
+                raise OutputError(folder, f"is on another file system than {STATE}/ (a mount inside the output "
+                                  "folder): files cannot be moved into it at once; nothing written")
 
     def _failing(self, exc: OSError) -> str:
         name = exc.filename if isinstance(exc.filename, str) else ""

@@ -12,6 +12,7 @@ from fractions import Fraction
 from collections.abc import Callable, Iterator
 
 from compiler.gates import presets
+from compiler.gates.alerts import camel
 from compiler.spec import model, routers
 from compiler.diagnostics import Diagnostic
 from compiler.spec.load import Document, Loc
@@ -492,13 +493,6 @@ def gate_names(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
             if other != f"custom gate '{name}'":
                 yield doc.error(loc + ("custom", name), f"custom gate '{name}' has the alert name of {other} "
                                 f"({camel(name)}): rename it", "gates")
-
-
-def camel(name: str) -> str:
-    """The part of an alert name a gate gives (:func:`compiler.gates.alerts.camel`)."""
-    from compiler.gates.alerts import camel as alert_camel
-
-    return alert_camel(name)
 
 
 @rule("stages", "strategy")
