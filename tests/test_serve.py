@@ -442,21 +442,36 @@ def test_a_rollback_waits_for_the_repository_lock_another_command_holds(tmp_path
     assert git(repo, "status", "--porcelain") == ""
 
 
-KILLED_BEFORE_COMMIT = """
+KILLED = """
 import json, os, signal, sys
 sys.path.insert(0, sys.argv[2])
 import test_serve as ts
 from compiler.ops import repo, serve
 from pathlib import Path
-real = repo.build.build
-def build_then_die(*args, **kwargs):
-    report = real(*args, **kwargs)
-    os.kill(os.getpid(), signal.SIGKILL)  # the spec edited and compiled, nothing committed
-repo.build.build = build_then_die
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+{patch}
 top = Path(sys.argv[1])
 serve.Rollbacks(top / 'specs', top / 'generated', commit=True).handle(
     json.loads(ts.payload(ts.alert('cart', 'CartErrorRateBreached'))))
 """
+#: Killed with the spec edited and compiled, nothing committed.
+BEFORE_COMMIT = """
+real = repo.build.build
+def build_then_die(*args, **kwargs):
+    real(*args, **kwargs)
+    die()
+repo.build.build = build_then_die
+"""
+#: Killed with HEAD moved to the rollback, the index not yet brought to it.
+AFTER_COMMIT = "repo._index_takes = die"
+
+
+def _killed_rollback(repo: Path, patch: str) -> None:
+    """A rollback of shop/cart in another process, killed where ``patch`` says."""
+    killed = subprocess.run([sys.executable, "-c", KILLED.format(patch=patch), str(repo), str(Path(__file__).parent)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert killed.returncode == -9, killed.stderr
 
 
 def test_a_rollback_killed_before_its_commit_is_undone_and_done_by_the_next_request(tmp_path, monkeypatch):
@@ -464,9 +479,7 @@ def test_a_rollback_killed_before_its_commit_is_undone_and_done_by_the_next_requ
         monkeypatch.setenv(key, value)
     repo = _repository(tmp_path)
     before = commits(repo)
-    killed = subprocess.run([sys.executable, "-c", KILLED_BEFORE_COMMIT, str(repo), str(Path(__file__).parent)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert killed.returncode == -9, killed.stderr
+    _killed_rollback(repo, BEFORE_COMMIT)
     assert git(repo, "status", "--porcelain") != "" and commits(repo) == before  # half made: edited, uncommitted
     rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
     (outcome,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
@@ -478,21 +491,6 @@ def test_a_rollback_killed_before_its_commit_is_undone_and_done_by_the_next_requ
     assert check.returncode == 0, check.stdout + check.stderr
 
 
-KILLED_AFTER_COMMIT = """
-import json, os, signal, sys
-sys.path.insert(0, sys.argv[2])
-import test_serve as ts
-from compiler.ops import repo, serve
-from pathlib import Path
-def die(*args, **kwargs):
-    os.kill(os.getpid(), signal.SIGKILL)  # HEAD moved, the index not yet brought to it
-repo._index_takes = die
-top = Path(sys.argv[1])
-serve.Rollbacks(top / 'specs', top / 'generated', commit=True).handle(
-    json.loads(ts.payload(ts.alert('cart', 'CartErrorRateBreached'))))
-"""
-
-
 def test_a_rollback_killed_after_its_commit_stays_committed_and_the_index_takes_it(tmp_path, monkeypatch):
     """Between HEAD moving and the index taking the commit, the index still holds the old files: the recovery
     must not read them as an uncommitted change and undo the rollback (a person's next commit would revert it)."""
@@ -500,9 +498,7 @@ def test_a_rollback_killed_after_its_commit_stays_committed_and_the_index_takes_
         monkeypatch.setenv(key, value)
     repo = _repository(tmp_path)
     before = commits(repo)
-    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT, str(repo), str(Path(__file__).parent)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert killed.returncode == -9, killed.stderr
+    _killed_rollback(repo, AFTER_COMMIT)
     assert commits(repo) == before + 1 and git(repo, "diff", "--cached", "--name-only") != ""  # the stale index
     rollbacks = serve.Rollbacks(repo / "specs", repo / "generated", commit=True)
     (outcome,) = rollbacks.handle(json.loads(payload(alert("cart", "CartErrorRateBreached"))))
@@ -518,9 +514,8 @@ def test_serve_makes_a_killed_change_whole_when_it_starts(tmp_path, monkeypatch)
     for key, value in GIT_IDENTITY.items():
         monkeypatch.setenv(key, value)
     repo = _repository(tmp_path)
-    killed = subprocess.run([sys.executable, "-c", KILLED_AFTER_COMMIT, str(repo), str(Path(__file__).parent)],
-                            cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert killed.returncode == -9 and git(repo, "diff", "--cached", "--name-only") != ""
+    _killed_rollback(repo, AFTER_COMMIT)
+    assert git(repo, "diff", "--cached", "--name-only") != ""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "compiler", "serve", "--specs", "specs", "--output", "generated",
