@@ -67,10 +67,20 @@ class Result:
 
 def _is_rollout(data: object) -> bool:
     """A document that means to be a Rollout spec (so that a typo in it is reported, not skipped)."""
-    if not isinstance(data, dict):
+    if not isinstance(data, dict) or _foreign(data) is not None:
         return False
     version = data.get("apiVersion")
     return data.get("kind") == "Rollout" or (isinstance(version, str) and version.startswith("rollout-compiler/"))
+
+
+def _foreign(data: object) -> str | None:
+    """The API group of a manifest of another API (an Argo Rollouts ``argoproj.io/v1alpha1`` Rollout, a
+    Kubernetes object), or None: its ``apiVersion`` names a group, and not rollout-compiler's."""
+    version = data.get("apiVersion") if isinstance(data, dict) else None
+    if not isinstance(version, str) or "/" not in version:
+        return None
+    group = version.split("/", 1)[0]
+    return None if group == "rollout-compiler" else group
 
 
 def analyse_file(path: Path, named: bool = True, root: Path | None = None) -> tuple[list[Unit], list[Diagnostic]]:
@@ -82,8 +92,34 @@ def analyse_file(path: Path, named: bool = True, root: Path | None = None) -> tu
     try:
         doc = load_file(path)
     except SpecError as exc:
+        if not named and _declares_another_kind(_head(path)):
+            return [], []
         return [], list(exc.diagnostics)
     return _analyse(doc, path, named, root)
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(HEAD)
+    except OSError:
+        return b""
+
+
+#: Bytes of a file that cannot be loaded read for the apiVersion and kind it declares.
+HEAD = 8192
+_TOP_LEVEL = re.compile(rb"^(apiVersion|kind):[ \t]*[\"']?([A-Za-z0-9./-]+)", re.MULTILINE)
+
+
+def _declares_another_kind(raw: bytes) -> bool:
+    """A file found in a folder that does not load as one YAML document (a multi-document manifest, a large
+    ConfigMap) but says near its top that it is another API's object: skipped like any other non-spec. One that
+    says nothing, or says it is a Rollout of ours, is reported: it may be a spec with a mistake."""
+    declared = dict(_TOP_LEVEL.findall(raw[:HEAD]))
+    version, kind = declared.get(b"apiVersion"), declared.get(b"kind")
+    if version is not None and _foreign({"apiVersion": version.decode("ascii")}) is not None:
+        return True
+    return kind is not None and kind != b"Rollout"
 
 
 def analyse_bytes(
@@ -93,6 +129,8 @@ def analyse_bytes(
     try:
         doc = load_bytes(raw, shown)
     except SpecError as exc:
+        if not named and _declares_another_kind(raw):
+            return [], []
         return [], list(exc.diagnostics)
     return _analyse(doc, path, named, root)
 
@@ -100,6 +138,12 @@ def analyse_bytes(
 def _analyse(doc: Document, path: Path, named: bool, root: Path | None) -> tuple[list[Unit], list[Diagnostic]]:
     if not named and not _is_rollout(doc.data):
         return [], []
+    group = _foreign(doc.data)
+    if group is not None:  # named on the command line: one error, not one per field it lacks
+        line, col = doc.locate(("apiVersion",), prefer_key=False)
+        return [], [Diagnostic(doc.path, line, col, "error", f"not a rollout spec: the API group '{group}' is another "
+                               "API's (a spec has apiVersion: rollout-compiler/v1 and kind: Rollout); a folder "
+                               "compile skips such files", "spec")]
     leaks = secret_problems(doc)
     try:
         variants = specs.expand(doc)

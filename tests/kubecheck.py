@@ -227,6 +227,20 @@ def _virtual_service_rules(spec: dict[str, Any]) -> list[str]:
     return out
 
 
+def _destination_rule_rules(spec: dict[str, Any]) -> list[str]:
+    """Rules of Istio's validating webhook for load balancing (an httpCookie hash needs a name and a ttl)."""
+    out = []
+    policies = [spec.get("trafficPolicy") or {}] + [s.get("trafficPolicy") or {} for s in spec.get("subsets") or []]
+    for policy in policies:
+        cookie = ((policy.get("loadBalancer") or {}).get("consistentHash") or {}).get("httpCookie")
+        if cookie is not None:
+            if not cookie.get("name"):
+                out.append("name required for HttpCookie")
+            if cookie.get("ttl") is None:
+                out.append("ttl required for HttpCookie")
+    return out
+
+
 def _ingress_rules(spec: dict[str, Any]) -> list[str]:
     """The API server's validation of Ingress hosts and paths (not in the OpenAPI schema)."""
     out = []
@@ -260,6 +274,7 @@ def _service_rules(spec: dict[str, Any]) -> list[str]:
 CEL: dict[tuple[str, str], Callable[[dict[str, Any]], list[str]]] = {
     ("gateway.networking.k8s.io", "HTTPRoute"): _http_route_cel,
     ("networking.istio.io", "VirtualService"): _virtual_service_rules,
+    ("networking.istio.io", "DestinationRule"): _destination_rule_rules,
     ("networking.k8s.io", "Ingress"): _ingress_rules,
     ("", "Service"): _service_rules,
 }

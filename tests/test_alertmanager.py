@@ -76,6 +76,14 @@ def test_amtool_accepts_the_fleet_configuration_which_grows_with_receiver_sets_n
     assert len(config["route"]["routes"]) == len(keys) and len(config["inhibit_rules"]) == 1
 
 
+def test_every_webhook_caps_a_message_at_what_serve_takes(fleet):
+    from compiler.ops import serve
+
+    config = yaml.safe_load((fleet / "alertmanager.yaml").read_text())
+    hooks = [h for r in config["receivers"] for h in r.get("webhook_configs", [])]
+    assert hooks and all(h["max_alerts"] == serve.MAX_ALERTS for h in hooks)
+
+
 def test_every_rollout_alert_reaches_exactly_its_receivers(fleet, tmp_path):
     assert run_cases(fleet) == []
     every = [p for p in plans_of(*ALL_SPECS) if p.alerting is not None]

@@ -9,6 +9,7 @@ from fractions import Fraction
 import pytest
 import yaml
 
+from compiler.gates import conventions as c
 from compiler.ir.plan import ROLLBACK, Plan
 from compiler.targets.routers import gateway_api
 from compiler.targets.routers import ingress_nginx
@@ -192,3 +193,31 @@ def test_a_blue_green_of_services_alone_switches_without_a_router(tmp_path):
     ):
         spec.write_text(SERVICES_ONLY.replace(old, new))
         assert any(says in d.message and d.severity == "error" for d in pipeline.analyse([spec]).diagnostics), says
+
+
+@pytest.mark.parametrize("source, label", [("istio", "destination_service_name"), ("ingress-nginx", "canary")])
+def test_the_canary_series_read_the_route_its_users_take_at_every_stage(tmp_path, source, label):
+    """The gates judge the new version where its users reach it: the preview route before the switch, the
+    active Service's after it (a source that tells the variants apart by route or Service)."""
+    text = (GOLDEN / "in-blue-green.yaml").read_text().replace(
+        "    selector: {app: orchestra}\n", "    selector: {app: orchestra}\n    color_label: color\n")
+    path = tmp_path / "bg.yaml"
+    path.write_text(text + f"metrics: {{source: {source}}}\n")
+    plan = plan_of(path)
+    target = "istio" if source == "istio" else "ingress-nginx"
+    for name in stages(plan)[:-1]:
+        at = plan.at(name)
+        users = routed(at, target, Request(plan.host, plan.path))
+        by_name = services(at)
+        new = {service for service, share in users.shares.items()
+               if share and by_name[service]["spec"]["selector"]["color"] == plan.blue_green.new_color}
+        counters = c.variant_metrics(at, "canary").counters
+        assert counters is not None
+        selected = dict((k, v) for k, op, v in counters.labels if op == "=")
+        if source == "istio":
+            assert (selected[label] in new) == bool(new), name
+            assert selected["destination_version"] == plan.canary.version
+        else:  # the canary Ingress's series carry canary=<its backend>, the main Ingress's canary=""
+            reached = {plan.names.preview_service: f"{plan.namespace}-{plan.canary.backend}-{plan.canary.port}",
+                       plan.names.active_service: ""}
+            assert (selected[label] in {reached[s] for s in new}) == bool(new), name

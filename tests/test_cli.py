@@ -144,6 +144,27 @@ def test_folders_skip_yaml_that_is_not_a_spec_but_named_files_are_checked(tmp_pa
     assert run("lint", tmp_path / "kustomization.yaml").exit_code == 1
 
 
+def test_folders_skip_the_manifests_of_other_apis_also_a_rollout_or_one_that_does_not_load(tmp_path):
+    """Argo Rollouts' own `kind: Rollout`, a multi-document manifest and a ConfigMap above a spec's size limit
+    beside specs: a folder compile skips them; named, a manifest of another API is one located error."""
+    (tmp_path / "spec.yaml").write_text((ROOT / "tests" / "validate" / "good" / "minimal.yaml").read_text())
+    (tmp_path / "argo.yaml").write_text("apiVersion: argoproj.io/v1alpha1\nkind: Rollout\nmetadata: {name: web}\n"
+                                        "spec: {replicas: 5, strategy: {canary: {steps: [{setWeight: 20}]}}}\n")
+    (tmp_path / "many.yaml").write_text("apiVersion: v1\nkind: Service\nmetadata: {name: a}\n---\n"
+                                        "apiVersion: v1\nkind: Service\nmetadata: {name: b}\n")
+    big = "".join(f"  k{i}: {'x' * 100}\n" for i in range(3000))
+    (tmp_path / "big.yaml").write_text(f"apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: c}}\ndata:\n{big}")
+    result = run("lint", tmp_path)
+    assert result.exit_code == 0 and result.stderr.strip() == "1 rollout(s) ok", result.stderr
+    named = run("lint", tmp_path / "argo.yaml")
+    assert named.exit_code == 1
+    assert named.stderr.splitlines() == [f"{tmp_path / 'argo.yaml'}:1:13: error: not a rollout spec: the API group "
+                                         "'argoproj.io' is another API's (a spec has apiVersion: rollout-compiler/v1 "
+                                         "and kind: Rollout); a folder compile skips such files"]
+    (tmp_path / "broken.yaml").write_text("apiVersion: rollout-compiler/v1\nkind: Rollout\n---\nmore: 1\n")
+    assert run("lint", tmp_path).exit_code == 1  # says it is a spec: its mistake is reported
+
+
 def test_an_output_path_below_a_file_is_a_usage_error(tmp_path):
     (tmp_path / "afile").write_text("x\n")
     result = run("compile", GOLDEN / "in-ramp.yaml", "-o", tmp_path / "afile" / "sub")

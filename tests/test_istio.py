@@ -141,7 +141,7 @@ def test_stickiness_is_a_consistent_hash_on_the_header_or_cookie():
     assert stable_rule["spec"]["trafficPolicy"] == canary_rule["spec"]["trafficPolicy"] == expected
     _, stable_rule, _ = objects(plan_of(GOLDEN / "in-ramp.yaml"))
     assert stable_rule["spec"]["trafficPolicy"] == {
-        "loadBalancer": {"consistentHash": {"httpCookie": {"name": "session_id"}}}
+        "loadBalancer": {"consistentHash": {"httpCookie": {"name": "session_id", "ttl": "0s"}}}
     }
     _, stable_rule, _ = objects(plan_of(GOLDEN / "in-full.yaml"))
     assert "trafficPolicy" not in stable_rule["spec"]
@@ -165,7 +165,8 @@ def test_header_names_and_values_land_verbatim_in_exact_matches():
                                               {"headers": {"x-team's|*": {"exact": "v1.2:x/y~z"}}}]
     assert share_to_canary(at, vs, (("X-Team'S|*", "a+b@c=d"),)) == 1
     assert share_to_canary(at, vs, (("X-Team'S|*", "a+bxc=d"),)) == at.current.route_weight
-    assert stable_rule["spec"]["trafficPolicy"]["loadBalancer"]["consistentHash"] == {"httpCookie": {"name": "s=1/x"}}
+    assert stable_rule["spec"]["trafficPolicy"]["loadBalancer"]["consistentHash"] == {
+        "httpCookie": {"name": "s=1/x", "ttl": "0s"}}
 
 
 def test_the_comment_says_the_share_and_its_error():

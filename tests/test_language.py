@@ -288,3 +288,70 @@ def test_the_readme_diff_line_is_what_diff_prints_for_its_example(tmp_path):
     subprocess.run([*cli, "promote", str(specs / "checkout.yaml")], check=True, capture_output=True, timeout=120)
     diff = subprocess.run([*cli, "diff", str(specs), "-o", str(out)], capture_output=True, text=True, timeout=120)
     assert shown.group(1) in diff.stdout.splitlines()[0], diff.stdout[:500]
+
+
+# --------------------------------------------------------------------------- words of the tools a spec replaces
+
+STAGES = """stages:
+  - {name: canary, weight: 5%, hold: 1h, gates: {error_rate: "< 1%"}}
+  - {name: full, weight: 100%}
+current: canary
+"""
+
+
+@pytest.mark.parametrize("where, written, advice", [
+    ("gates: {error_rate: \"< 1%\"}", "gates: {error_rate: {min: 99}}", "a success rate of at least 99% is `max: 1%`"),
+    ("hold: 1h,", "hold: 1h, pause: {},", "`approve: manual` waits for a person"),
+    ("hold: 1h,", "hold: 1h, setWeight: 5,", "a stage's share of traffic is its `weight`"),
+    ("gates: {error_rate: \"< 1%\"}", "gates: {error_rate: {max: 1%, threshold: 5}}", "a gate's `for` is how long"),
+])
+def test_a_field_of_argo_rollouts_or_flagger_says_what_to_write_instead(tmp_path, where, written, advice):
+    found = problems(tmp_path, HEAD + GATEWAY + STAGES.replace(where, written, 1))
+    assert any(advice in p and "did you mean" not in p for p in found), found
+
+
+def test_a_flag_s_enabled_is_not_taken_for_the_kill_switch_s_engaged(tmp_path):
+    found = problems(tmp_path, HEAD + GATEWAY + STAGES + "flags:\n  banner: {enabled: true}\n")
+    assert len(found) == 1 and "unknown field 'enabled': a flag is on for the share of users in `rollout`" in found[0]
+
+
+def test_alertmanager_timing_fields_say_the_routes_time_themselves(tmp_path):
+    alerting = ("alerting:\n  receivers: {pager: {pagerduty: {routing_key_file: /etc/am/pd}}}\n"
+                "  routes: {critical: [pager], warning: [pager], info: [pager], repeat_interval: 3h}\n")
+    found = problems(tmp_path, HEAD + GATEWAY + STAGES + alerting)
+    assert len(found) == 1 and "time each severity themselves" in found[0], found
+
+
+def test_a_flag_share_written_as_a_ratio_is_a_warning(tmp_path):
+    found = problems(tmp_path, HEAD + GATEWAY + STAGES + "flags:\n  banner: {rollout: 0.5}\n  other: {rollout: 5}\n")
+    assert found == ["15:21: warning: flag banner: rollout 0.5 has no unit, and a bare number is percent: the flag "
+                     "reaches 0.5% of users; write 0.5% to keep it, or 50% if 0.5 was a ratio"]
+
+
+def test_a_hold_longer_than_a_year_is_refused(tmp_path):
+    found = problems(tmp_path, HEAD + GATEWAY + STAGES.replace("hold: 1h", "hold: 99999999999999999999d"))
+    assert found == ["11:38: error: stages[0].hold: '99999999999999999999d' is longer than 365d, the most a "
+                     "duration of a spec may be"]
+
+
+@pytest.mark.parametrize("traffic, message", [
+    ("testers: {header: Cookie, values: [canary=always]}", "holds all of its cookies at once"),
+    ("sticky: {header: cookie}", "write `sticky: {cookie: NAME}`"),
+])
+def test_the_cookie_header_is_neither_a_tester_header_nor_a_sticky_one(tmp_path, traffic, message):
+    text = HEAD + GATEWAY.replace("}\n", f", {traffic}}}\n") + STAGES
+    found = problems(tmp_path, text)
+    assert len(found) == 1 and found[0].startswith("9:") and message in found[0], found
+
+
+def test_a_severity_no_route_sends_is_a_warning(tmp_path):
+    stages = STAGES.replace("{name: full, weight: 100%}",
+                            "{name: full, weight: 100%, gates: {error_rate: \"< 1%\"}, on_breach: alert}")
+    alerting = ("alerting:\n  receivers: {pager: {pagerduty: {routing_key_file: /etc/am/pd}}}\n"
+                "  routes: {critical: [pager]}\n")
+    found = problems(tmp_path, HEAD + GATEWAY + stages + alerting)
+    assert any("stages 'canary', 'full' raise info alerts" in p and "no `info` receivers" in p for p in found), found
+    assert any("stage 'full' raises warning alerts" in p and "add `warning: [RECEIVER]`" in p for p in found), found
+    routed = alerting.replace("{critical: [pager]}", "{critical: [pager], warning: [pager], info: [pager]}")
+    assert not any("receivers: Alertmanager sends them" in p for p in problems(tmp_path, HEAD + GATEWAY + stages
+                                                                              + routed))

@@ -303,8 +303,10 @@ def test_lint_gate_window_or_for_longer_than_the_hold(tmp_path):
     path = spec(tmp_path, ('hold: 1h, gates: {error_rate: "< 1%"}',
                            'hold: 10m, gates: {error_rate: {max: 1%, window: 15m, for: 20m}}'))
     problems = findings(path)
-    assert any(":12:" in p and "error: gate error_rate of stage 'canary' has a 15m `window`" in p for p in problems)
-    assert any(":12:" in p and "20m `for`, longer than the 10m hold" in p for p in problems)
+    line = path.read_text().splitlines()[11]
+    window, for_ = line.index("window:") + 1, line.index("for:") + 1  # each finding points at its own field
+    assert any(f":12:{window}: error: gate error_rate of stage 'canary' has a 15m `window`" in p for p in problems)
+    assert any(f":12:{for_}:" in p and "20m `for`, longer than the 10m hold" in p for p in problems)
 
 
 def test_lint_window_too_short_for_a_rate(tmp_path):

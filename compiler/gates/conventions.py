@@ -200,19 +200,10 @@ def windows_of(plan: Plan, role: str) -> tuple[int, ...]:
 
 # --------------------------------------------------------------------------- what is measured
 
-#: Sources that tell the variants apart by the Kubernetes route a request took: after a blue-green
-#: switch the active Service (the stable route) serves the new colour.  HAProxy addresses each
-#: colour's servers itself, so its backends keep telling the colours apart.
-ROUTED_SOURCES = ("ingress-nginx",)
-
-
 def variant_metrics(plan: Plan, role: str) -> VariantMetrics:
-    """The queries measuring a variant at the stage in effect.
-
-    After a blue-green switch the new colour serves everyone through the stable Ingress route, so
-    the ingress-nginx source counts the new version under the stable route.
-    """
-    switched = plan.blue_green is not None and plan.current.kind == "switch" and plan.metrics.source in ROUTED_SOURCES
-    if switched:
-        role = "stable" if role == "canary" else "canary"
+    """The queries measuring a variant at the stage in effect: after a blue-green switch, those of
+    :attr:`MetricsPlan.after_switch` where the planner gave them (the active Service then serves the new colour)."""
+    if plan.blue_green is not None and plan.current.kind == "switch" and plan.metrics.after_switch is not None:
+        stable, canary = plan.metrics.after_switch
+        return stable if role == "stable" else canary
     return plan.metrics.queries(role)

@@ -194,6 +194,9 @@ class MetricsPlan:
     scrape_interval: int = 15  # seconds
     evaluation_interval: int = 15
     monitor: MonitorPlan | None = None
+    #: (stable, canary) queries once a blue-green switch has made the active Service serve the new colour, where
+    #: the source tells the variants apart by the route or Service a request took (None: the same as before).
+    after_switch: tuple[presets.VariantMetrics, presets.VariantMetrics] | None = None
 
     def queries(self, role: str) -> presets.VariantMetrics:
         return self.stable if role == "stable" else self.canary

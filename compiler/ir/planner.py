@@ -258,24 +258,32 @@ def _variant(role: str, v: model.Variant, port: int, color: str | None) -> Varia
     return VariantPlan(role, v.version, v.backend, v.port or port, tuple(servers), color)
 
 
-def _metrics(spec: model.RolloutSpec, stable: VariantPlan, canary: VariantPlan, ingress: str) -> MetricsPlan:
+def _metrics(spec: model.RolloutSpec, stable: VariantPlan, canary: VariantPlan, ingress: str,
+             blue_green: bool) -> MetricsPlan:
     m = spec.metrics
-    queries = {}
-    for variant in (stable, canary):
-        labels = presets.VariantLabels(variant.role, variant.version, variant.backend, variant.port,
-                                       spec.metadata.namespace)
+    scrape = presets.Scrape(m.namespace_label, m.workload_label, m.workload)
+
+    def queries(variant: VariantPlan, backend: str) -> presets.VariantMetrics:
+        labels = presets.VariantLabels(variant.role, variant.version, backend, variant.port, spec.metadata.namespace)
         if m.source == "custom":
             custom = m.custom
             assert custom is not None  # checked by the rules
-            queries[variant.role] = presets.from_templates(custom.requests, custom.errors, custom.latency, labels)
-        else:
-            scrape = presets.Scrape(m.namespace_label, m.workload_label, m.workload)
-            queries[variant.role] = presets.preset(m.source, spec.metadata.name, spec.metadata.namespace, ingress,
-                                                   labels, scrape)
+            return presets.from_templates(custom.requests, custom.errors, custom.latency, labels)
+        return presets.preset(m.source, spec.metadata.name, spec.metadata.namespace, ingress, labels, scrape)
+
+    before = (queries(stable, stable.backend), queries(canary, canary.backend))
+    after_switch = None
+    if blue_green and m.source == "ingress-nginx":
+        # ingress-nginx tells the variants apart by the Ingress a request took: after the switch the main
+        # Ingress (to the active Service) carries the new colour's users, the canary Ingress its testers.
+        after_switch = (before[1], before[0])
+    elif blue_green and m.source == "istio":
+        # Istio names the Service a request was sent to: users now reach the new version through the active one.
+        after_switch = (before[0], queries(canary, stable.backend))
     monitor = (MonitorPlan(m.monitor.kind, tuple(sorted(m.monitor.selector.items())), m.monitor.port, m.monitor.path)
                if m.monitor else None)
-    return MetricsPlan(m.source, m.min_requests, m.expected_rps, m.window, queries["stable"], queries["canary"],
-                       m.scrape_interval, m.evaluation_interval, monitor)
+    return MetricsPlan(m.source, m.min_requests, m.expected_rps, m.window, before[0], before[1],
+                       m.scrape_interval, m.evaluation_interval, monitor, after_switch)
 
 
 def _secret(ref: model.SecretRef | None) -> SecretPlan | None:
@@ -356,7 +364,7 @@ def build(spec: model.RolloutSpec, source: Source, environment: str | None = Non
         strategy="blue-green" if blue_green else "canary", blue_green=blue_green,
         stages=stages, rollback_stage=rollback, current=current,
         flags=flags, flag_states=flag_states(flags, current.name),
-        metrics=_metrics(spec, stable, canary, plan_names.ingress),
+        metrics=_metrics(spec, stable, canary, plan_names.ingress, blue_green is not None),
         alerting=alerting, rollback_within=spec.rollback.within, preserve=tuple(spec.rollback.preserve),
         gitops=_gitops(spec.gitops), names=plan_names,
         approved=ApprovalPlan(spec.approved.stage, spec.approved.by, spec.approved.at) if spec.approved else None,

@@ -54,6 +54,7 @@ from compiler.ops import repo
 from compiler.ops.edit import one_line
 from compiler.ops.workflow import WorkflowError
 from compiler.spec import names
+from compiler.targets.observability.alertmanager import WEBHOOK_MAX_ALERTS
 
 MAX_BODY = 4 << 20  # bytes of one webhook request
 BIG_BODY = 256 << 10  # bytes from which a body is read, parsed and handled only BIG_PARSES at a time
@@ -66,7 +67,7 @@ DISCARD = (16 << 20, 2.0)  # a refused request's body is read and dropped (bytes
 BACKLOG = 256  # connections waiting to be accepted: a burst of Alertmanager retries is not reset
 REPLAY_TOLERANCE = 10.0  # seconds: an alert that started this long before the stage changed is a replay
 LOCK_TIMEOUT = 120.0
-MAX_ALERTS = 1000  # alerts in one request (Alertmanager's webhook `max_alerts` truncates a larger group)
+MAX_ALERTS = WEBHOOK_MAX_ALERTS  # alerts in one request: the `max_alerts` of the generated webhook configurations
 STOP_SECONDS = 20.0  # on SIGTERM, how long the requests under way may take to finish and be answered
 
 
@@ -105,8 +106,8 @@ def alerts_of(payload: object) -> list[object]:
         raise PayloadError("expected an Alertmanager webhook payload: an object with a list `alerts`")
     alerts: list[object] = payload["alerts"]
     if len(alerts) > MAX_ALERTS:
-        raise PayloadError(f"{len(alerts)} alerts in one request, more than {MAX_ALERTS}: set `max_alerts: "
-                           f"{MAX_ALERTS}` on the webhook receiver (Alertmanager then sends the rest later)")
+        raise PayloadError(f"{len(alerts)} alerts in one request, more than {MAX_ALERTS}: the webhook "
+                           f"configurations rollout generates set `max_alerts: {MAX_ALERTS}`")
     return alerts
 
 

@@ -92,6 +92,39 @@ def _unwrap(annotation: Any) -> Any:
     return found[0] if len(set(found)) == 1 else None
 
 
+_GATES = ("ErrorRateGate", "LatencyGate", "RatioGate", "CustomGate")
+_STAGES = ("Stage", "Step", "PresetStrategy", "BlueGreen", "BlueGreenStrategy")
+_TIMING = "the generated Alertmanager routes group alerts by rollout, stage and gate and time each severity " \
+          "themselves (docs/observability.md)"
+#: Fields of the tools a spec often replaces (Argo Rollouts, Flagger, flagd, Alertmanager) -> what to write
+#: instead, per model ("": anywhere). A nearby field name would mislead (`enabled` is not `engaged`).
+_FOREIGN: dict[tuple[str, str], str] = {
+    ("Flag", "enabled"): "a flag is on for the share of users in `rollout` (100%: everyone, 0%: no one) and the "
+                         "targeting keys in `allow`; `engaged` pulls a kill switch",
+    ("Flag", "variants"): "flags are on or off: `rollout` gives the share of users that get them on",
+    ("Flag", "defaultVariant"): "flags are on or off: `rollout: 0%` keeps one off for everyone but `allow`",
+    ("Flag", "state"): "`rollout: 0%` turns a flag off for everyone but `allow`; a kill switch (`kill_switch: true`, "
+                       "`engaged: true`) forces flags off",
+    ("Flag", "targeting"): "`allow` lists targeting keys that always get the flag; `rollout` gives the share of "
+                           "the others",
+    ("ErrorRateGate", "min"): "error_rate is the share of failed requests: a success rate of at least 99% is "
+                              "`max: 1%`",
+    ("LatencyGate", "min"): "a latency gate takes `max`, the longest a request may take",
+    **{(model, "threshold"): "a gate's `for` is how long a breach must last before it acts (the failed checks "
+                             "in a row, times their interval)" for model in _GATES + _STAGES},
+    **{(model, "interval"): "a stage's `hold` is how long it runs; a gate's `window` is the range its rate is "
+                            "measured over" for model in _GATES + _STAGES},
+    **{(model, word): "a stage's share of traffic is its `weight`; list the weights as stages, or as a "
+                      "strategy's `custom` steps" for model in _STAGES for word in ("setWeight", "maxWeight",
+                                                                                   "stepWeight")},
+    **{(model, "pause"): "a stage runs for its `hold`; `approve: manual` waits for a person (`rollout approve`)"
+       for model in _STAGES},
+    **{(model, "analysis"): "a stage's (or the strategy's) checks are its `gates`" for model in _STAGES},
+    **{(model, word): _TIMING for model in ("Alerting", "Routes", "Receiver")
+       for word in ("group_by", "group_wait", "group_interval", "repeat_interval")},
+}
+
+
 def _message(error: ErrorDetails, doc: Document) -> tuple[Loc, str, bool]:
     """A pydantic error -> (data location, message, point at the key rather than the value)."""
     loc: Loc = tuple(error["loc"])
@@ -103,8 +136,12 @@ def _message(error: ErrorDetails, doc: Document) -> tuple[Loc, str, bool]:
         hint = ""
         if cls is not None:
             allowed = _allowed_fields(cls)
+            known = _FOREIGN.get((cls.__name__, str(field)))
             close = difflib.get_close_matches(str(field), allowed, n=1)
-            hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
+            if known is not None:
+                hint = f": {known}"
+            else:
+                hint = f"; did you mean '{close[0]}'?" if close else f"; allowed: {', '.join(allowed)}"
         return loc, f"unknown field '{field}'{hint}", True
     if kind == "missing":
         return loc, f"missing required field '{loc[-1]}'", True

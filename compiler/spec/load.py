@@ -98,7 +98,7 @@ def _at(path: str, line: int, col: int, message: str, code: str = "yaml") -> Spe
 
 def decode(raw: bytes, path: str) -> str:
     if len(raw) > MAX_BYTES:
-        raise _at(path, 1, 1, f"file is {len(raw)} bytes; a spec may be at most {MAX_BYTES} bytes")
+        raise _at(path, 1, 1, f"file is larger than {MAX_BYTES} bytes, the most a spec may be")
     if b"\x00" in raw:
         line, col = _position_of_offset(raw, raw.index(b"\x00"))
         raise _at(path, line, col, "file contains a NUL byte: this is binary data, not a YAML spec")

@@ -83,14 +83,24 @@ Ratio = Annotated[
 Number = Annotated[
     Fraction, PlainValidator(units.parse_number), WithJsonSchema({"anyOf": [{"type": "number"}, {"type": "string"}]})
 ]
+def _duration(value: Any) -> int:
+    seconds = units.parse_duration(value)
+    if seconds > MAX_DURATION:
+        raise ValueError(f"'{value}' is longer than {units.format_duration(MAX_DURATION)}, the most a duration "
+                         "of a spec may be")
+    return seconds
+
+
+MAX_DURATION = 365 * 86400  # a hold of more than a year is a typo, not a plan
 Duration = Annotated[
     int,
-    PlainValidator(units.parse_duration),
+    PlainValidator(_duration),
     WithJsonSchema(
         {"type": "string", "pattern": r"^([0-9]+(ms|s|m|h|d|w))+$",
-         "description": "A duration: '30s', '5m', '2h', '7d'."}
+         "description": "A duration of at most 365d: '30s', '5m', '2h', '7d'."}
     ),
 ]
+
 
 def _window(value: Any) -> int:
     seconds = units.parse_duration(value)
@@ -117,7 +127,8 @@ RolloutName = Annotated[
 LabelValue = Annotated[str, _checked(names.check_label_value), _string(pattern=names.LABEL_VALUE.pattern, maxLength=63)]
 LabelKey = Annotated[str, _checked(names.check_label_key), _string()]
 ExtraLabelKey = Annotated[str, _checked(names.check_extra_label), _string()]
-HeaderName = Annotated[str, _checked(names.check_header_name), _string(pattern=names.HEADER_TOKEN.pattern)]
+TesterHeader = Annotated[str, _checked(names.check_tester_header), _string(pattern=names.HEADER_TOKEN.pattern)]
+StickyHeader = Annotated[str, _checked(names.check_sticky_header), _string(pattern=names.HEADER_TOKEN.pattern)]
 SafeValue = Annotated[str, _checked(names.check_safe_value), _string(pattern=names.SAFE_VALUE.pattern, maxLength=128)]
 Hostname = Annotated[str, _checked(names.check_service_host), _string(maxLength=253)]
 UrlPath = Annotated[str, _checked(names.check_url_path), _string(pattern=names.URL_PATH.pattern)]
@@ -284,7 +295,7 @@ class Service(Model):
 
 
 class Sticky(Model):
-    header: HeaderName | None = None
+    header: StickyHeader | None = None
     cookie: Annotated[str, PlainValidator(lambda v: names.check_safe_value(v, "cookie name")),
                       WithJsonSchema({"type": "string"})] | None = None
 
@@ -300,7 +311,7 @@ def _none_word(value: Any) -> Any:
 
 
 class Testers(Model):
-    header: HeaderName
+    header: TesterHeader
     values: list[SafeValue] = Field(min_length=1)
 
 

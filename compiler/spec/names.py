@@ -160,6 +160,23 @@ def check_header_name(value: str) -> str:
     return value
 
 
+def check_tester_header(value: str) -> str:
+    check_header_name(value)
+    if value.lower() in ("cookie", "set-cookie"):
+        raise ValueError(f"testers match the whole value of one request header, and a browser's '{value}' header "
+                         "holds all of its cookies at once, so it would rarely match: name a header of its own "
+                         "(for example X-Canary: always) that the testers' client or an edge proxy sets")
+    return value
+
+
+def check_sticky_header(value: str) -> str:
+    check_header_name(value)
+    if value.lower() in ("cookie", "set-cookie"):
+        raise ValueError(f"the '{value}' header holds all of a client's cookies: write `sticky: {{cookie: NAME}}` "
+                         "to keep clients on a version by one cookie")
+    return value
+
+
 def check_safe_value(value: str, what: str = "") -> str:
     if len(value) > 128 or not SAFE_VALUE.fullmatch(value):
         raise ValueError(

@@ -520,6 +520,25 @@ def unitless_error_rates(spec: model.RolloutSpec, doc: Document) -> Iterator[Dia
                           "was a ratio", "gates", prefer_key=False)
 
 
+@rule("flags")
+def unitless_flag_rollouts(spec: model.RolloutSpec, doc: Document) -> Iterator[Diagnostic]:
+    """A flag's share written as a ratio (``rollout: 0.5``) is read as percent: 0.5% of users, not half."""
+    for key in spec.flags:
+        at = ("flags", key, "rollout")
+        raw = _raw_at(doc.data, at)
+        if isinstance(raw, bool) or not isinstance(raw, (int, float, str)):
+            continue
+        text = str(raw).strip()
+        try:
+            ratio = Fraction(text)
+        except (ValueError, ZeroDivisionError):
+            continue  # with a unit, or follow-stage
+        if 0 < ratio < 1:
+            yield doc.warning(at, f"flag {key}: rollout {text} has no unit, and a bare number is percent: the flag "
+                              f"reaches {format_percent(ratio / 100)} of users; write {text}% to keep it, or "
+                              f"{format_percent(ratio)} if {text} was a ratio", "flags", prefer_key=False)
+
+
 def _raw_at(data: object, loc: Loc) -> object:
     for part in loc:
         if isinstance(data, dict) and isinstance(part, str):

@@ -36,6 +36,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from compiler import serialize
+from compiler.gates import conventions as c
 from compiler.gates.algebra import string
 from compiler.gates.conventions import ROUTE_LABEL
 from compiler.ir.fleet import FleetEntry
@@ -48,6 +49,9 @@ CONFIG = f"{NAME}/alertmanager.yaml"
 CASES = f"{NAME}/routes.test.txt"
 OPERATOR = f"{NAME}/alertmanagerconfig.yaml"
 OPERATOR_API = "monitoring.coreos.com/v1alpha1"
+#: Alerts in one webhook message; Alertmanager truncates a larger group (and counts the rest in truncatedAlerts).
+#: A rollout's alerts are grouped per rollout and stage, far below it; `rollout serve` refuses a larger request.
+WEBHOOK_MAX_ALERTS = 1000
 UNROUTED = "rollout-unrouted"  # the root's receiver: no integration, nothing routed here is sent
 SEVERITIES = ("critical", "warning", "info")
 #: group_wait, group_interval, repeat_interval per kind of route. The rollback route flushes every 10s: the
@@ -179,6 +183,7 @@ def receiver(name: str, spec: ReceiverPlan) -> dict[str, Any]:
             hook["http_config"] = {"authorization": {"type": "Bearer",
                                                      "credentials_file": spec.webhook.bearer_token_file}}
         hook["send_resolved"] = True
+        hook["max_alerts"] = WEBHOOK_MAX_ALERTS
         out["webhook_configs"] = [hook]
     return out
 
@@ -263,6 +268,7 @@ def _operator_receiver(name: str, spec: ReceiverPlan) -> dict[str, Any]:
             hook["httpConfig"] = {"authorization": {"type": "Bearer",
                                                     "credentials": _secret(spec.webhook.bearer_token_secret)}}
         hook["sendResolved"] = True
+        hook["maxAlerts"] = WEBHOOK_MAX_ALERTS
         out["webhookConfigs"] = [hook]
     return out
 
@@ -366,6 +372,30 @@ def lint(plan: Plan) -> list[Finding]:
                                "AlertmanagerConfig alone, or give `url` too", "warning", code="alerting"))
         if plan.alerting.operator:
             out.extend(_operator_findings(name, spec, at))
+    return out + _unrouted(plan, plan.alerting)
+
+
+def _unrouted(plan: Plan, alerting: AlertingPlan) -> list[Finding]:
+    """A severity the stages raise that no route sends: its alerts reach the root's receiver, which sends nothing."""
+    raised: dict[str, list[str]] = {}
+    for stage in plan.stages:
+        if stage.kind == "rollback":
+            continue
+        severities = {gate.severity for gate in stage.gates} | {b.severity for b in c.stage_burn_rates(stage)}
+        if stage.gates:
+            severities.add("info")  # the starved alert: too little canary traffic to judge
+        for severity in severities:
+            raised.setdefault(severity, []).append(stage.name)
+    out = []
+    for severity in ("critical", "warning", "info"):
+        stages = raised.get(severity)
+        if stages and not alerting.route(severity):
+            named = ", ".join(f"'{s}'" for s in stages)
+            who = f"stages {named} raise" if len(stages) > 1 else f"stage {named} raises"
+            what = " (too little canary traffic to judge)" if severity == "info" else ""
+            out.append(Finding(("alerting", "routes"), f"{who} {severity} alerts{what}, and alerting.routes has no "
+                               f"`{severity}` receivers: Alertmanager sends them to no one ({UNROUTED}); add "
+                               f"`{severity}: [RECEIVER]`", "warning", code="alerting"))
     return out
 
 

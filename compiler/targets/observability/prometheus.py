@@ -240,7 +240,7 @@ def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
         if windowed and gate.window < conventions.min_window(plan):
             out.append(
                 Finding(
-                    gate.loc,
+                    gate.loc + ("window",),  # the gate itself where the window is the source's default
                     f"gate {gate.name} of {STAGE} has a {format_duration(gate.window)} "
                     f"window: a rate needs at least {format_duration(conventions.min_window(plan))} of scrapes "
                     f"(four, every {format_duration(plan.metrics.scrape_interval)})",
@@ -250,7 +250,7 @@ def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
         if stage.hold is not None:
             for what, seconds in (("window", gate.window if windowed else 0), ("for", gate.for_)):
                 if seconds > stage.hold:
-                    out.append(Finding(gate.loc, f"gate {gate.name} of {STAGE} has a "
+                    out.append(Finding(gate.loc + (what,), f"gate {gate.name} of {STAGE} has a "
                                        f"{format_duration(seconds)} `{what}`, longer than the "
                                        f"{format_duration(stage.hold)} hold: it cannot judge the stage before it ends",
                                        code="gates"))

@@ -160,7 +160,9 @@ def traffic_policy(plan: Plan) -> dict[str, Any]:
     if sticky.kind == "header":
         hash_on: dict[str, Any] = {"httpHeaderName": sticky.name.lower()}
     else:
-        hash_on = {"httpCookie": {"name": sticky.name}}  # no ttl: Envoy never sets the cookie itself
+        # Istio's webhook refuses an httpCookie without a ttl; 0s makes the cookie Envoy sets for a client that
+        # has none a session cookie (it hashes the application's own cookie where the client sends one).
+        hash_on = {"httpCookie": {"name": sticky.name, "ttl": "0s"}}
     return {"loadBalancer": {"consistentHash": hash_on}}
 
 
