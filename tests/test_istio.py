@@ -172,3 +172,39 @@ def test_header_names_and_values_land_verbatim_in_exact_matches():
 def test_the_comment_says_the_share_and_its_error():
     text = istio.render(plan_of(TINY).at("canary"))["istio/virtualservice.yaml"]
     assert "# Router share to ledger-v2: canary share 0.1%: 1/1000 = 0.1% (exact)" in text
+
+
+@pytest.mark.parametrize("path", ["/", "/cart"])
+def test_gateways_split_the_public_host_as_the_mesh_at_every_stage_and_claim_no_other_path(path):
+    """With traffic.istio.gateways a second VirtualService binds them: requests for service.host through them
+    split like mesh requests at every stage (testers on the canary), and other paths of the host are left to
+    whatever else routes them."""
+    base = replace(plan_of(GOLDEN / "in-ramp.yaml"), istio_gateways=("istio-system/public", "edge"), path=path)
+    for stage in [s.name for s in base.stages] + [ROLLBACK]:
+        plan = base.at(stage)
+        files = istio.render(plan)
+        gateway = yaml.safe_load(files[istio.GATEWAY_SERVICE])
+        assert gateway["spec"]["hosts"] == [plan.host]
+        assert gateway["spec"]["gateways"] == ["istio-system/public", "edge"]
+        mesh = yaml.safe_load(files[istio.VIRTUAL_SERVICE])
+        assert "gateways" not in mesh["spec"]  # the mesh VirtualService is unchanged
+        for headers in [(), *((("X-Canary", v),) for v in plan.testers.values)]:
+            public = route_istio(gateway, plan.host, Request(plan.host, plan.path, headers))
+            inside = route_istio(mesh, plan.stable.backend, request(plan, headers))
+            assert public is not None and public == inside, (stage, headers)
+        elsewhere = route_istio(gateway, plan.host, Request(plan.host, "/other"))
+        assert (elsewhere is None) == (path != "/"), stage
+    assert istio.stage_keys(base, base.current)[istio.GATEWAY_SERVICE] == istio.stage_keys(
+        base, base.current)[istio.VIRTUAL_SERVICE]
+
+
+def test_gateways_are_a_name_or_namespace_and_name_and_never_the_mesh(tmp_path):
+    from compiler import pipeline
+
+    text = (GOLDEN / "in-ramp.yaml").read_text()
+    for written, ok in (("[public]", True), ("[istio-system/public]", True), ("[mesh]", False),
+                        ("[a/b/c]", False), ("[Public]", False)):
+        spec = tmp_path / "spec.yaml"
+        spec.write_text(text.replace("istio: {gateways: [istio-system/public]}", f"istio: {{gateways: {written}}}"))
+        result = pipeline.analyse([spec])
+        assert result.ok == ok, (written, [d.text() for d in result.diagnostics])

@@ -384,6 +384,7 @@ class Plan:
     names: Names
     approved: ApprovalPlan | None = None  # the last approval recorded in the spec
     haproxy: HAProxyPlan = HAProxyPlan(8405, "/run/haproxy/admin.sock", ("localhost",))
+    istio_gateways: tuple[str, ...] = ()  # Istio Gateways whose traffic for `host` the istio target splits too
     # What is derived from this plan alone (its rules, itself at other stages), kept once made: neither compared,
     # nor copied by ``replace`` (a new plan starts empty), nor pickled.
     memo: dict[str, Any] = field(default_factory=dict, init=False, compare=False, repr=False)

@@ -370,4 +370,5 @@ def build(spec: model.RolloutSpec, source: Source, environment: str | None = Non
         approved=ApprovalPlan(spec.approved.stage, spec.approved.by, spec.approved.at) if spec.approved else None,
         haproxy=HAProxyPlan(spec.traffic.haproxy.exporter_port, spec.traffic.haproxy.admin_socket,
                             tuple(spec.traffic.haproxy.hosts)),
+        istio_gateways=tuple(spec.traffic.istio.gateways),
     )

@@ -331,8 +331,18 @@ class HAProxySettings(Model):
         description="Where HAProxy runs: the generated scrape job reads HOST:exporter_port.")
 
 
+class IstioSettings(Model):
+    """What the istio target binds besides the mesh."""
+
+    gateways: list[Annotated[str, _checked(names.check_istio_gateway), _string(maxLength=127)]] = Field(
+        default_factory=list, max_length=8,
+        description="Istio Gateways (`name` or `namespace/name`) whose traffic for service.host is split too: a "
+        "second VirtualService binds them.")
+
+
 class Traffic(Model):
     haproxy: HAProxySettings = Field(default_factory=HAProxySettings)
+    istio: IstioSettings = Field(default_factory=IstioSettings)
     targets: list[routers.Router] = Field(
         default_factory=list,
         description="Routers to compile for. Empty: the stages are realised by flags that follow the stage.",

@@ -160,6 +160,16 @@ def check_header_name(value: str) -> str:
     return value
 
 
+def check_istio_gateway(value: str) -> str:
+    """An Istio Gateway as a VirtualService names it: ``name`` (in the rollout's namespace) or ``namespace/name``."""
+    parts = value.split("/")
+    if len(parts) > 2 or value == "mesh":
+        raise ValueError(f"'{value}' is not a Gateway: give `name` or `namespace/name` (the mesh is always bound)")
+    for part in parts:
+        check_dns1123_label(part, "a Gateway's namespace and name")
+    return value
+
+
 def check_tester_header(value: str) -> str:
     check_header_name(value)
     if value.lower() in ("cookie", "set-cookie"):

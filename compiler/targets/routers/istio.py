@@ -3,9 +3,13 @@
 Hosts.  The VirtualService takes the traffic mesh clients send to the stable
 Service (``service.stable.backend``, the name they already call) and routes it
 to two hosts: the stable Service and the canary Service
-(``service.canary.backend``).  It binds to the mesh only (no ``gateways``):
-north-south traffic is routed by the gateway-api or ingress-nginx target.
-Short Service names resolve in the rollout's namespace, where every object is.
+(``service.canary.backend``).  It binds to the mesh only (no ``gateways``).
+With ``traffic.istio.gateways``, a second VirtualService binds those Istio
+Gateways and splits their traffic for ``service.host`` the same way, on
+``service.path`` only (the host's other paths may belong to other services);
+without it, north-south traffic is routed by the gateway-api or ingress-nginx
+target.  Short Service names resolve in the rollout's namespace, where every
+object is.
 
 Subsets.  Each host has a DestinationRule with one subset, ``stable`` or
 ``canary``, selecting the pods labelled ``version: <service.<variant>.version>``:
@@ -46,6 +50,7 @@ VERSION_LABEL = "version"
 
 
 VIRTUAL_SERVICE = f"{NAME}/virtualservice.yaml"
+GATEWAY_SERVICE = f"{NAME}/virtualservice-gateway.yaml"
 STABLE_RULE = f"{NAME}/destinationrule-stable.yaml"
 CANARY_RULE = f"{NAME}/destinationrule-canary.yaml"
 
@@ -53,19 +58,23 @@ CANARY_RULE = f"{NAME}/destinationrule-canary.yaml"
 def render(plan: Plan) -> dict[str, str]:
     if NAME not in plan.targets:
         return {}
-    # The split lives in the VirtualService; the DestinationRules are the same at every stage.
-    return {
+    # The split lives in the VirtualServices; the DestinationRules are the same at every stage.
+    out = {
         VIRTUAL_SERVICE: kube.manifest(plan, virtual_service(plan), _note(plan)),
         STABLE_RULE: kube.manifest(plan, destination_rule(plan, plan.names.destination_rule, plan.stable)),
         CANARY_RULE: kube.manifest(plan, destination_rule(plan, plan.names.canary_destination_rule, plan.canary)),
     }
+    if plan.istio_gateways:
+        out[GATEWAY_SERVICE] = kube.manifest(plan, gateway_service(plan), _note(plan))
+    return out
 
 
 def stage_keys(plan: Plan, stage: StagePlan) -> dict[str, object]:
     if NAME not in plan.targets:
         return {}
     split = route_split(stage)
-    return {VIRTUAL_SERVICE: (split.canary, split.total, stage.mirror, testers_reach_canary(plan, stage))}
+    key = (split.canary, split.total, stage.mirror, testers_reach_canary(plan, stage))
+    return {VIRTUAL_SERVICE: key, **({GATEWAY_SERVICE: key} if plan.istio_gateways else {})}
 
 
 def uses_subsets(plan: Plan) -> bool:
@@ -138,6 +147,20 @@ def virtual_service(plan: Plan) -> dict[str, Any]:
     }
 
 
+def gateway_service(plan: Plan) -> dict[str, Any]:
+    """The VirtualService of the Istio Gateways: ``service.host`` on ``service.path``, split as in the mesh."""
+    routes = []
+    if testers_reach_canary(plan, plan.current):
+        routes.append(tester_route(plan))
+    routes.append(split_route(plan))
+    return {
+        "apiVersion": API_VERSION,
+        "kind": "VirtualService",
+        "metadata": kube.metadata(plan, f"{plan.names.virtual_service}-gateway"),
+        "spec": {"hosts": [plan.host], "gateways": list(plan.istio_gateways), "http": routes},
+    }
+
+
 def destination_rule(plan: Plan, name: str, variant: VariantPlan) -> dict[str, Any]:
     spec: dict[str, Any] = {"host": variant.backend}
     policy = traffic_policy(plan)
@@ -191,6 +214,10 @@ MATCH_HEADER = re.compile(r"^[-_A-Za-z0-9]+$")
 
 def lint(plan: Plan) -> list[Finding]:
     if NAME not in plan.targets:
+        if plan.istio_gateways:
+            return [Finding(("traffic", "istio", "gateways"), "traffic.istio.gateways is read by the istio target "
+                            "only, which `traffic.targets` does not list: no VirtualService binds these Gateways",
+                            "warning", NAME)]
         return []
     out: list[Finding] = []
     if plan.testers is not None and not MATCH_HEADER.fullmatch(plan.testers.header):
@@ -204,4 +231,5 @@ def lint(plan: Plan) -> list[Finding]:
 
 
 TARGET: Target = Target(NAME, render, lint, rollback=True,
-                kinds={VIRTUAL_SERVICE: MANIFEST, STABLE_RULE: MANIFEST, CANARY_RULE: MANIFEST}, stage_keys=stage_keys)
+                kinds={VIRTUAL_SERVICE: MANIFEST, GATEWAY_SERVICE: MANIFEST, STABLE_RULE: MANIFEST,
+                       CANARY_RULE: MANIFEST}, stage_keys=stage_keys)
