@@ -337,6 +337,14 @@ def explain(spec: Path, env: str | None) -> None:
     click.echo(_table(rows), nl=False)
     if plan.is_rollback:
         click.echo("* rollback: all traffic on stable")
+    if any(stage.gates for stage in plan.stages):
+        import textwrap
+
+        click.echo(textwrap.fill(
+            "Gates judge confidence bounds, not raw measurements: an error rate breaches when the lower bound of "
+            "its Wilson interval is above the threshold, a latency when a lower confidence bound of the quantile "
+            f"is; below {plan.metrics.min_requests} canary requests in a gate's window it does not judge, and the "
+            "stage holds (docs/observability.md).", 100))
 
 
 def run(entry: Callable[..., object] = main) -> None:

@@ -122,6 +122,7 @@ def test_explain_prints_the_stage_table():
     assert lines[1].split() == ["STAGE", "TRAFFIC", "MIRROR", "HOLD", "GATES", "ON", "BREACH"]
     assert lines[3].split()[:5] == ["*", "canary", "1%", "-", "2h"]
     assert "error rate < 1%; p99 latency < 200ms" in lines[3] and lines[3].endswith("rollback (critical)")
+    assert "Gates judge confidence bounds" in result.stdout and "below 200 canary requests" in result.stdout
 
 
 def test_explain_asks_for_an_environment():

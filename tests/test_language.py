@@ -77,7 +77,8 @@ def test_a_strategy_level_mistake_is_reported_once_per_gate_with_the_stages_in_o
         "current: canary-5\n")
     found = problems(tmp_path, text)
     assert found == ["10:72: error: gate error_rate of stages 'canary-5', 'canary-10', 'canary-20' and 'full' has a "
-                     "5m `window`, longer than the 10s hold: it cannot judge the stage before it ends"]
+                     "5m `window`, longer than the 10s hold: it cannot judge the stage before it ends; make the "
+                     "hold longer or the `window` shorter, or leave the stage without gates"]
 
 
 @pytest.mark.parametrize("gate, where, told", [

@@ -170,8 +170,9 @@ def advance(paths: tuple[Path, ...], output: Path, url: str | None, urls: dict[s
         for unit in units:
             chosen = urls.get(unit.plan.environment or "", url)
             if chosen is None:
-                click.echo(f"{unit.plan.out}: no Prometheus for environment {unit.plan.environment}: give "
-                           "--prometheus or --prometheus-env")
+                which = (f"environment {unit.plan.environment}: give --prometheus or --prometheus-env "
+                         f"{unit.plan.environment}=URL") if unit.plan.environment else "it: give --prometheus URL"
+                click.echo(f"{unit.plan.out}: no Prometheus for {which}")
                 failed = True
                 continue
             done = advance_one(spec.path, unit.plan, gates.Prometheus(chosen, timeout), output, dry_run=dry_run,

@@ -252,7 +252,9 @@ def _lint_stage(plan: Plan, stage: StagePlan) -> list[Finding]:
                 if seconds > stage.hold:
                     out.append(Finding(gate.loc + (what,), f"gate {gate.name} of {STAGE} has a "
                                        f"{format_duration(seconds)} `{what}`, longer than the "
-                                       f"{format_duration(stage.hold)} hold: it cannot judge the stage before it ends",
+                                       f"{format_duration(stage.hold)} hold: it cannot judge the stage before it "
+                                       f"ends; make the hold longer or the `{what}` shorter, or leave the stage "
+                                       "without gates",
                                        code="gates"))
         if gate.kind == "ratio" and conventions.serves_everyone(stage):
             out.append(Finding(gate.loc, f"gate {gate.name} never judges at {STAGE}: the stable version "
