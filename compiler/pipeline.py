@@ -10,6 +10,7 @@ what each rollout tells the fleet (:class:`compiler.ir.fleet.FleetEntry`).
 
 from __future__ import annotations
 
+import difflib
 import posixpath
 import re
 import sys
@@ -75,12 +76,26 @@ def _is_rollout(data: object) -> bool:
 
 def _foreign(data: object) -> str | None:
     """The API group of a manifest of another API (an Argo Rollouts ``argoproj.io/v1alpha1`` Rollout, a
-    Kubernetes object), or None: its ``apiVersion`` names a group, and not rollout-compiler's."""
-    version = data.get("apiVersion") if isinstance(data, dict) else None
+    Kubernetes object), or None. A `kind: Rollout` is another API's only when its group is a domain that is
+    not a misspelling of ours: a spec whose apiVersion has a typo is reported, never skipped (a folder compiled
+    whole would take its rollout for gone)."""
+    if not isinstance(data, dict):
+        return None
+    version = data.get("apiVersion")
     if not isinstance(version, str) or "/" not in version:
         return None
     group = version.split("/", 1)[0]
-    return None if group == "rollout-compiler" else group
+    if group == "rollout-compiler":
+        return None
+    if data.get("kind") == "Rollout" and ("." not in group or _near(group)):
+        return None
+    return group
+
+
+def _near(group: str) -> bool:
+    """A group that looks like a misspelt ``rollout-compiler``."""
+    lowered = group.lower()
+    return "rollout" in lowered or difflib.SequenceMatcher(None, lowered, "rollout-compiler").ratio() >= 0.75
 
 
 def analyse_file(path: Path, named: bool = True, root: Path | None = None) -> tuple[list[Unit], list[Diagnostic]]:
@@ -115,11 +130,11 @@ def _declares_another_kind(raw: bytes) -> bool:
     """A file found in a folder that does not load as one YAML document (a multi-document manifest, a large
     ConfigMap) but says near its top that it is another API's object: skipped like any other non-spec. One that
     says nothing, or says it is a Rollout of ours, is reported: it may be a spec with a mistake."""
-    declared = dict(_TOP_LEVEL.findall(raw[:HEAD]))
-    version, kind = declared.get(b"apiVersion"), declared.get(b"kind")
-    if version is not None and _foreign({"apiVersion": version.decode("ascii")}) is not None:
+    declared: dict[str, str] = {key.decode("ascii"): value.decode("ascii")
+                                for key, value in _TOP_LEVEL.findall(raw[:HEAD])}
+    if "apiVersion" in declared and _foreign(declared) is not None:
         return True
-    return kind is not None and kind != b"Rollout"
+    return declared.get("kind", "Rollout") != "Rollout"
 
 
 def analyse_bytes(

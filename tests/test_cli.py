@@ -164,6 +164,12 @@ def test_folders_skip_the_manifests_of_other_apis_also_a_rollout_or_one_that_doe
                                          "and kind: Rollout); a folder compile skips such files"]
     (tmp_path / "broken.yaml").write_text("apiVersion: rollout-compiler/v1\nkind: Rollout\n---\nmore: 1\n")
     assert run("lint", tmp_path).exit_code == 1  # says it is a spec: its mistake is reported
+    (tmp_path / "broken.yaml").unlink()
+    minimal = (tmp_path / "spec.yaml").read_text()
+    for typo in ("rolout-compiler/v1", "rollout-compiler.dev/v1"):  # a misspelt group is a spec's mistake, not skipped
+        (tmp_path / "typo.yaml").write_text(minimal.replace("apiVersion: rollout-compiler/v1", f"apiVersion: {typo}"))
+        result = run("lint", tmp_path)
+        assert result.exit_code == 1 and f"apiVersion: '{typo}' is not allowed" in result.stderr, typo
 
 
 def test_an_output_path_below_a_file_is_a_usage_error(tmp_path):

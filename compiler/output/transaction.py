@@ -158,12 +158,31 @@ def release(fd: int | None) -> None:
 # --------------------------------------------------------------------------- staging
 
 
+def _process_umask() -> int:
+    """The umask, read once per process (nothing here changes it; reading it means setting it)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+_UMASK = _process_umask()
+_PID = os.getpid()  # in the names of staged files; a forked render worker learns its own
+
+
+def _after_fork() -> None:
+    global _PID
+    _PID = os.getpid()
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 def write_staged(staging: Path, data: bytes, mode: int) -> str:
     """``data`` in a new file of the staging folder (any process may call this); its name there."""
     fd = -1
     folder = os.fspath(staging)
     for attempt in range(100):
-        name = f"{os.getpid()}-{time.monotonic_ns()}-{attempt}"
+        name = f"{_PID}-{time.monotonic_ns()}-{attempt}"
         try:
             fd = os.open(f"{folder}/{name}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
             break
@@ -176,7 +195,8 @@ def write_staged(staging: Path, data: bytes, mode: int) -> str:
         while view:
             written = os.write(fd, view)
             view = view[written:]
-        os.fchmod(fd, mode)  # the umask does not decide a generated file's mode
+        if mode & _UMASK:
+            os.fchmod(fd, mode)  # the umask does not decide a generated file's mode
     except BaseException:
         os.close(fd)
         (staging / name).unlink(missing_ok=True)
@@ -468,11 +488,18 @@ class Transaction:
         error with nothing written, instead of a tree half moved into place."""
         staging_device = os.stat(self.staging).st_dev
         seen: set[str] = set()
+        exists: dict[str, bool] = {}  # each folder looked up once: rollouts share their parents
+        base = os.fspath(self.out)
         for relative in sorted(self._targets):
-            folder = self.out / relative if relative else self.out
-            while not os.path.lexists(folder) and folder != self.out:
-                folder = folder.parent
-            key = os.fspath(folder)
+            key = f"{base}/{relative}" if relative else base
+            while key != base:
+                found = exists.get(key)
+                if found is None:
+                    found = exists[key] = os.path.lexists(key)
+                if found:
+                    break
+                key = key.rsplit("/", 1)[0]
+            folder = Path(key)
             if key in seen:
                 continue
             seen.add(key)

@@ -96,8 +96,8 @@ _GATES = ("ErrorRateGate", "LatencyGate", "RatioGate", "CustomGate")
 _STAGES = ("Stage", "Step", "PresetStrategy", "BlueGreen", "BlueGreenStrategy")
 _TIMING = "the generated Alertmanager routes group alerts by rollout, stage and gate and time each severity " \
           "themselves (docs/observability.md)"
-#: Fields of the tools a spec often replaces (Argo Rollouts, Flagger, flagd, Alertmanager) -> what to write
-#: instead, per model ("": anywhere). A nearby field name would mislead (`enabled` is not `engaged`).
+#: Fields of the tools a spec often replaces (Argo Rollouts, Flagger, flagd, Alertmanager), per model -> what to
+#: write instead. A nearby field name would mislead (`enabled` is not `engaged`).
 _FOREIGN: dict[tuple[str, str], str] = {
     ("Flag", "enabled"): "a flag is on for the share of users in `rollout` (100%: everyone, 0%: no one) and the "
                          "targeting keys in `allow`; `engaged` pulls a kill switch",
